@@ -1,0 +1,260 @@
+"""Typed run configuration and the paper's recipes as per-dataset presets.
+
+A run is described by one :class:`RunConfig`; it is printed at the start of a run and saved
+(as JSON) inside every checkpoint, so a checkpoint can rebuild its own model and data.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from snnkd_cli.errors import SnnkdError
+
+DATASETS = ("synthetic", "cifar10", "cifar100", "imagefolder", "imagenet")
+LOSSES = ("full-range", "standard-kd", "twce")
+PRECISIONS = ("fp32", "bf16", "fp16")
+
+
+@dataclass
+class DataConfig:
+    """Where the data comes from and how it is shaped.
+
+    ``num_classes``/``in_channels``/``image_size`` are resolved from the dataset when the
+    data is built (0 or None means "not resolved yet").
+    """
+
+    dataset: str = "synthetic"
+    data_dir: str = "./data"
+    download: bool = False
+    image_size: int | None = None
+    workers: int = 2
+    num_classes: int = 0
+    in_channels: int = 3
+    synthetic_train: int = 2000
+    synthetic_val: int = 500
+
+
+@dataclass
+class ModelConfig:
+    """Everything :func:`snnkd_cli.models.create_model` needs to rebuild a network."""
+
+    arch: str = "resnet18"
+    kind: str = "snn"  # "snn" (spiking, [T,B,...] -> [T,B,C]) or "ann" ([B,...] -> [B,C])
+    num_classes: int = 10
+    in_channels: int = 3
+    width: int = 64
+    stem: str = "cifar"  # "cifar" (3x3 conv) or "imagenet" (7x7/2 conv + max-pool)
+    decay: float = 0.5  # LIF leak: v = decay * v + x
+    soft_reset: bool = False
+
+    def kwargs(self) -> dict[str, Any]:
+        """Keyword arguments for ``create_model`` (everything but arch and num_classes)."""
+        kw: dict[str, Any] = {
+            "kind": self.kind,
+            "in_channels": self.in_channels,
+            "width": self.width,
+            "stem": self.stem,
+        }
+        if self.kind == "snn":
+            kw.update(decay=self.decay, soft_reset=self.soft_reset)
+        return kw
+
+
+@dataclass
+class TrainConfig:
+    """Optimiser, schedule and run settings shared by teacher training and distillation."""
+
+    epochs: int = 5
+    batch_size: int = 64
+    lr: float = 0.05
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    warmup_epochs: float = 1.0
+    T: int = 4
+    seed: int = 60
+    precision: str = "fp32"
+    channels_last: bool = False
+    out: str = "runs/run"
+    max_steps: int | None = None  # stop each epoch after this many steps (smoke tests, benchmarks)
+
+
+@dataclass
+class KDConfig:
+    """The distillation loss and its weights (METHOD.md)."""
+
+    loss: str = "full-range"
+    alpha: float = 0.2
+    beta: float = 0.5
+    tau: float = 3.0
+    teacher: str = ""
+
+
+@dataclass
+class RunConfig:
+    """One whole run. ``task`` is "teacher" (ANN, cross-entropy) or "distill" (SNN student)."""
+
+    task: str = "teacher"
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    kd: KDConfig | None = None
+    teacher_model: ModelConfig | None = None
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> RunConfig:
+        """Rebuild from :meth:`to_json`'s output; unknown keys (newer versions) are ignored."""
+
+        def build(tp: type, sub: dict[str, Any] | None) -> Any:
+            if sub is None:
+                return None
+            names = {f.name for f in dataclasses.fields(tp)}
+            return tp(**{k: v for k, v in sub.items() if k in names})
+
+        return cls(
+            task=d.get("task", "teacher"),
+            data=build(DataConfig, d.get("data", {})),
+            model=build(ModelConfig, d.get("model", {})),
+            train=build(TrainConfig, d.get("train", {})),
+            kd=build(KDConfig, d.get("kd")),
+            teacher_model=build(ModelConfig, d.get("teacher_model")),
+        )
+
+
+@dataclass(frozen=True)
+class Preset:
+    """The paper recipe for one dataset (METHOD.md, "Training recipe"); every field is a default."""
+
+    epochs: int
+    batch_size: int
+    lr: float
+    weight_decay: float
+    warmup_epochs: float
+    T: int
+    decay: float
+    tau: float
+    soft_reset: bool
+    teacher_arch: str
+    student_arch: str
+    width: int = 64
+    stem: str = "cifar"
+
+
+PRESETS: dict[str, Preset] = {
+    # Paper: SGD lr 0.1, cosine, 300 epochs, batch 128. Warm-up (timm-style, linear) is added
+    # so short runs do not diverge; at 300 epochs it changes little.
+    "cifar10": Preset(300, 128, 0.1, 5e-4, 5, 6, 0.5, 3.0, False, "resnet34", "resnet18"),
+    "cifar100": Preset(300, 128, 0.1, 5e-4, 5, 6, 0.5, 3.0, False, "resnet34", "resnet18"),
+    "imagenet": Preset(100, 512, 0.2, 2e-5, 5, 4, 0.2, 1.0, True, "resnet34", "preact_resnet34", stem="imagenet"),
+    # Small user folders: a gentler lr and a longer warm-up converge in a few epochs.
+    "imagefolder": Preset(30, 64, 0.05, 5e-4, 2, 4, 0.5, 3.0, False, "resnet34", "resnet18"),
+    # Built-in offline data: narrow networks so the quickstart runs in minutes on a CPU.
+    "synthetic": Preset(4, 64, 0.05, 5e-4, 1, 4, 0.5, 3.0, False, "resnet18", "resnet18", width=16),
+}
+
+
+def preset_for(dataset: str) -> Preset:
+    """The recipe for ``dataset``; a clear error for an unknown name."""
+    if dataset not in PRESETS:
+        raise SnnkdError(f"unknown dataset '{dataset}': choose one of {', '.join(DATASETS)}")
+    return PRESETS[dataset]
+
+
+def check_choice(value: str, choices: tuple[str, ...], what: str) -> str:
+    """Return ``value`` if it is one of ``choices``, else raise a one-line :class:`SnnkdError`."""
+    if value not in choices:
+        raise SnnkdError(f"unknown {what} '{value}': choose one of {', '.join(choices)}")
+    return value
+
+
+_SECTIONS = {
+    "data": DataConfig,
+    "model": ModelConfig,
+    "train": TrainConfig,
+    "kd": KDConfig,
+}
+_FIELD_SECTION = {f.name: s for s, tp in _SECTIONS.items() for f in dataclasses.fields(tp)}
+_FIELD_SECTION.update(dataset="data", arch="model")
+
+
+def from_preset(task: str, dataset: str, **overrides: Any) -> RunConfig:
+    """A :class:`RunConfig` for ``task`` on ``dataset``: the paper recipe, then ``overrides``.
+
+    Args:
+        task: "teacher" or "distill".
+        dataset: a name in :data:`DATASETS`.
+        **overrides: flat field names (``epochs=3``, ``lr=0.1``, ``arch="resnet34"``...); None means
+            "keep the preset".
+    """
+    p = preset_for(dataset)
+    spiking = task == "distill"
+    cfg = RunConfig(
+        task=task,
+        data=DataConfig(dataset=dataset, workers=0 if dataset == "synthetic" else 4),
+        model=ModelConfig(
+            arch=p.student_arch if spiking else p.teacher_arch,
+            kind="snn" if spiking else "ann",
+            width=p.width,
+            stem=p.stem,
+            decay=p.decay,
+            soft_reset=p.soft_reset,
+        ),
+        train=TrainConfig(
+            epochs=p.epochs,
+            batch_size=p.batch_size,
+            lr=p.lr,
+            weight_decay=p.weight_decay,
+            warmup_epochs=p.warmup_epochs,
+            T=p.T,
+        ),
+        kd=KDConfig(tau=p.tau) if spiking else None,
+    )
+    for key, value in overrides.items():
+        if value is None:
+            continue
+        section = _FIELD_SECTION.get(key)
+        if section is None:
+            raise ValueError(f"unknown configuration field {key!r}")
+        target = getattr(cfg, section)
+        if target is None:
+            raise SnnkdError(f"option '{key}' only applies to distillation")
+        setattr(target, key, value)
+    validate(cfg)
+    if not overrides.get("out"):
+        cfg.train.out = f"runs/{'student' if spiking else 'teacher'}-{dataset}-{cfg.model.arch}"
+    return cfg
+
+
+def validate(cfg: RunConfig) -> None:
+    """One-line errors for values no run can use."""
+    t = cfg.train
+    checks = [
+        (t.T >= 1, f"--T must be >= 1, got {t.T}"),
+        (t.epochs >= 1, f"--epochs must be >= 1, got {t.epochs}"),
+        (t.batch_size >= 1, f"--batch-size must be >= 1, got {t.batch_size}"),
+        (t.lr > 0, f"--lr must be > 0, got {t.lr}"),
+        (t.weight_decay >= 0, f"--weight-decay must be >= 0, got {t.weight_decay}"),
+        (t.warmup_epochs >= 0, f"--warmup-epochs must be >= 0, got {t.warmup_epochs}"),
+        (cfg.data.workers >= 0, f"--workers must be >= 0, got {cfg.data.workers}"),
+        (cfg.model.width >= 1, f"--width must be >= 1, got {cfg.model.width}"),
+        (0.0 < cfg.model.decay < 1.0, f"--decay must be in (0, 1), got {cfg.model.decay}"),
+        (
+            cfg.data.image_size is None or cfg.data.image_size >= 8,
+            f"--image-size must be >= 8, got {cfg.data.image_size}",
+        ),
+    ]
+    for ok, msg in checks:
+        if not ok:
+            raise SnnkdError(msg)
+    check_choice(t.precision, PRECISIONS, "precision")
+    if cfg.kd is not None:
+        check_choice(cfg.kd.loss, LOSSES, "loss")
+        if cfg.kd.tau <= 0:
+            raise SnnkdError(f"--tau must be > 0, got {cfg.kd.tau}")
+        if cfg.kd.alpha < 0 or cfg.kd.beta < 0:
+            raise SnnkdError("--alpha and --beta must be >= 0")

@@ -1,0 +1,57 @@
+"""Datasets by name. Samples are ``(image [C,H,W] float, label int)`` for static data."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+from torch.utils.data import Dataset
+
+from snnkd_cli.config import DATASETS, DataConfig, check_choice
+from snnkd_cli.data.synthetic import SyntheticImages
+
+DEFAULT_IMAGE_SIZE = {"synthetic": 16, "cifar10": 32, "cifar100": 32, "imagefolder": 64, "imagenet": 224}
+
+
+@dataclass(frozen=True)
+class DataInfo:
+    """What the models and the engine need to know about a dataset.
+
+    ``temporal`` is False for static images (``[C,H,W]``, repeated at every step) and True
+    for event frames (``[T,C,H,W]``, frame t fed at step t).
+    """
+
+    name: str
+    num_classes: int
+    in_channels: int
+    image_size: int
+    temporal: bool = False
+    classes: tuple[str, ...] = ()
+
+
+def resolved(cfg: DataConfig, info: DataInfo) -> DataConfig:
+    """``cfg`` with the dataset's classes, channels and image size filled in."""
+    return dataclasses.replace(
+        cfg, num_classes=info.num_classes, in_channels=info.in_channels, image_size=info.image_size
+    )
+
+
+def build_datasets(
+    cfg: DataConfig, *, train: bool = True, augment: bool = True
+) -> tuple[Dataset | None, Dataset, DataInfo]:
+    """Build ``(train_set, val_set, info)``; ``train_set`` is None when ``train`` is False.
+
+    Raises:
+        SnnkdError: unknown dataset, missing files, wrong layout (one line, what to do).
+    """
+    check_choice(cfg.dataset, DATASETS, "dataset")
+    size = cfg.image_size or DEFAULT_IMAGE_SIZE[cfg.dataset]
+    if cfg.dataset == "synthetic":
+        n_cls = cfg.num_classes or 10
+        make = lambda n, split: SyntheticImages(n, n_cls, size, cfg.in_channels or 3, seed=0, split_seed=split)  # noqa: E731
+        val = make(cfg.synthetic_val, 1)
+        tr = make(cfg.synthetic_train, 0) if train else None
+        return tr, val, DataInfo("synthetic", n_cls, cfg.in_channels or 3, size, False, val.classes)
+    from snnkd_cli.data.static import build_static
+
+    return build_static(cfg, size, train=train, augment=augment)

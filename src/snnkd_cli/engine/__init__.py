@@ -1,0 +1,1 @@
+"""The one engine: training loop, evaluation sweep, checkpoints, precision, reporting."""

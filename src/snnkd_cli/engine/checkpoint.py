@@ -1,0 +1,130 @@
+"""Checkpoints: safetensors tensors plus string metadata (the run config as JSON).
+
+Nothing is unpickled. Files are written to a temporary file in the same folder, flushed,
+and renamed over the target, so a crash never leaves a half-written checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save as st_save
+
+from snnkd_cli import __version__
+from snnkd_cli.config import RunConfig
+from snnkd_cli.errors import SnnkdError
+
+FORMAT = "snnkd-checkpoint"
+FORMAT_VERSION = "1"
+KINDS = ("teacher", "student")
+
+
+@dataclass
+class Checkpoint:
+    """A loaded checkpoint: ``kind`` is "teacher" (ANN) or "student" (SNN)."""
+
+    path: Path
+    kind: str
+    config: RunConfig
+    state: dict[str, torch.Tensor]
+    meta: dict[str, str]
+
+    @property
+    def metrics(self) -> dict[str, Any]:
+        return json.loads(self.meta.get("metrics", "{}"))
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temp file + rename; a one-line error if it cannot."""
+    path = Path(path)
+    tmp = None
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as e:
+        if tmp is not None and os.path.exists(tmp):
+            os.unlink(tmp)
+        raise SnnkdError(f"cannot write {path}: {e.strerror or e}; choose a writable --out with free space") from None
+
+
+def save_checkpoint(
+    path: Path, state: dict[str, torch.Tensor], kind: str, config: RunConfig, extra: dict[str, Any] | None = None
+) -> None:
+    """Save ``state`` (a state_dict) with the run config and ``extra`` (JSON-able) as metadata."""
+    if kind not in KINDS:
+        raise ValueError(f"kind must be one of {KINDS}")
+    meta = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "snnkd_version": __version__,
+        "kind": kind,
+        "config": config.to_json(),
+    }
+    for k, v in (extra or {}).items():
+        meta[k] = v if isinstance(v, str) else json.dumps(v)
+    tensors = {k: v.detach().cpu().contiguous() for k, v in state.items()}
+    atomic_write_bytes(Path(path), st_save(tensors, metadata=meta))
+
+
+def read_metadata(path: Path) -> dict[str, str]:
+    """The metadata of a snnkd checkpoint, without reading its tensors."""
+    return _open(Path(path), tensors=False)[1]
+
+
+def load_checkpoint(path: str | Path, expect: str | None = None) -> Checkpoint:
+    """Load a snnkd checkpoint.
+
+    Args:
+        path: a ``.safetensors`` file written by snnkd.
+        expect: "teacher" or "student" to insist on one kind (``None``: either).
+
+    Raises:
+        SnnkdError: missing, corrupt or truncated file; not a snnkd checkpoint; wrong kind.
+    """
+    path = Path(path)
+    state, meta = _open(path, tensors=True)
+    kind = meta["kind"]
+    if expect is not None and kind != expect:
+        need = (
+            "an ANN teacher checkpoint (from 'snnkd train-teacher')"
+            if expect == "teacher"
+            else "a spiking student checkpoint (from 'snnkd distill')"
+        )
+        raise SnnkdError(f"{path} is a {kind} checkpoint, but {need} is needed here")
+    try:
+        config = RunConfig.from_dict(json.loads(meta["config"]))
+    except (KeyError, ValueError, TypeError) as e:
+        raise SnnkdError(f"{path}: its stored configuration cannot be read ({e}); re-create the checkpoint") from None
+    return Checkpoint(path, kind, config, state, meta)
+
+
+def _open(path: Path, tensors: bool) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    if not path.exists():
+        raise SnnkdError(f"checkpoint not found: {path}")
+    if not path.is_file():
+        raise SnnkdError(f"checkpoint is not a file: {path}")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+            state = {k: f.get_tensor(k) for k in f.keys()} if tensors else {}
+    except (SafetensorError, OSError, ValueError, RuntimeError) as e:
+        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise SnnkdError(f"{path} is not a readable safetensors file (corrupt or truncated?): {msg}") from None
+    if meta.get("format") != FORMAT or meta.get("kind") not in KINDS:
+        raise SnnkdError(
+            f"{path} is a safetensors file but not a snnkd checkpoint (no snnkd metadata); "
+            "pass a file written by 'snnkd train-teacher' or 'snnkd distill'"
+        )
+    return state, meta

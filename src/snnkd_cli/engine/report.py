@@ -1,0 +1,80 @@
+"""What the training loop tells the user: a quiet base class and a Rich implementation."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+
+class Reporter:
+    """Silent reporter (the Python API's default). Override what you want to see."""
+
+    def config(self, cfg_json: dict[str, Any]) -> None:
+        """The resolved configuration, once at the start."""
+
+    @contextlib.contextmanager
+    def epoch_progress(self, epoch: int, epochs: int, total: int) -> Iterator[Any]:
+        """Context yielding ``update(stats: dict)`` called after every step."""
+        yield lambda stats: None
+
+    def epoch_end(self, epoch: int, epochs: int, stats: dict[str, float]) -> None:
+        """One line per epoch."""
+
+    def message(self, text: str) -> None:
+        """A free-form line (where checkpoints went, warnings)."""
+
+
+class RichReporter(Reporter):
+    """Rich progress bar with loss and running accuracy; one line per epoch."""
+
+    def __init__(self, console: Console | None = None) -> None:
+        self.console = console or Console(stderr=True)
+
+    def config(self, cfg_json: dict[str, Any]) -> None:
+        parts = []
+        for section, values in cfg_json.items():
+            if isinstance(values, dict):
+                parts.append(f"[bold]{section}[/]: " + ", ".join(f"{k}={v}" for k, v in values.items()))
+            elif values is not None:
+                parts.append(f"[bold]{section}[/]: {values}")
+        self.console.print("[bold cyan]configuration[/]\n  " + "\n  ".join(parts))
+
+    @contextlib.contextmanager
+    def epoch_progress(self, epoch: int, epochs: int, total: int) -> Iterator[Any]:
+        progress = Progress(
+            TextColumn(f"epoch {epoch}/{epochs}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[stats]}"),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            console=self.console,
+            transient=True,
+        )
+        with progress:
+            task = progress.add_task("train", total=total, stats="")
+
+            def update(stats: dict[str, float]) -> None:
+                text = " ".join(f"{k} {v:.3f}" if k == "loss" else f"{k} {v:.1f}" for k, v in stats.items())
+                progress.update(task, advance=1, stats=text)
+
+            yield update
+
+    def epoch_end(self, epoch: int, epochs: int, stats: dict[str, float]) -> None:
+        text = "  ".join(_fmt(k, v) for k, v in stats.items())
+        self.console.print(f"epoch {epoch:>3}/{epochs}  {text}")
+
+    def message(self, text: str) -> None:
+        self.console.print(text)
+
+
+def _fmt(key: str, value: float) -> str:
+    if key in ("loss", "lr"):
+        return f"{key} {value:.4g}"
+    if key.endswith("time"):
+        return f"{key} {value:.1f}s"
+    return f"{key} {value:.2f}"

@@ -1,0 +1,141 @@
+"""Accuracy at every T from one pass: run at Tmax and read T' from the running mean.
+
+The logits of a run at T' steps equal the first T' per-step logits of a run at Tmax (a
+neuron's state at step t depends only on steps <= t), so ``cumsum(logits, 0)[t-1] / t`` is
+the prediction at T'=t. Spike rates come from forward hooks on spikingjelly neurons.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from spikingjelly.activation_based.neuron import BaseNode
+from torch import nn
+from torch.utils.data import DataLoader
+
+from snnkd_cli.engine.precision import autocast
+from snnkd_cli.models.contract import reset_state, teacher_input, time_major
+
+
+@dataclass
+class SweepResult:
+    """Per-T results of one model on one dataset (accuracies in percent).
+
+    ``T`` is None for the single row of an ANN; ``spike_rate`` is the fraction of neurons
+    firing per step, averaged over the first T steps (None for an ANN).
+    """
+
+    rows: list[dict] = field(default_factory=list)
+    num_samples: int = 0
+
+    def at(self, T: int | None) -> dict:
+        return next(r for r in self.rows if r["T"] == T)
+
+    def best(self) -> dict:
+        return max(self.rows, key=lambda r: r["top1"])
+
+
+class SpikeCounter:
+    """Counts spikes per step over all spikingjelly neurons of a model (a context manager).
+
+    After one or more forwards at T steps: ``spikes[t]`` (spikes at step t) and ``neurons``
+    (neurons per step, summed over the batch).
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        self.nodes = [m for m in model.modules() if isinstance(m, BaseNode)]
+        self.spikes: torch.Tensor | None = None  # [T]
+        self.neurons = 0
+        self._handles: list = []
+
+    def _hook(self, module: nn.Module, inputs: tuple, out: torch.Tensor) -> None:
+        if not isinstance(out, torch.Tensor) or out.dim() < 2:
+            return
+        per_step = out.detach().float().reshape(out.shape[0], -1).sum(1)  # [T]
+        self.spikes = per_step if self.spikes is None else self.spikes + per_step
+        self.neurons += out[0].numel()
+
+    def __enter__(self) -> SpikeCounter:
+        self._handles = [m.register_forward_hook(self._hook) for m in self.nodes]
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for h in self._handles:
+            h.remove()
+
+
+def _topk_correct(logits: torch.Tensor, y: torch.Tensor, k: int) -> torch.Tensor:
+    """Correct counts of top-k per leading index: logits ``[T, B, C]`` -> ``[T]``."""
+    k = min(k, logits.shape[-1])
+    top = logits.topk(k, dim=-1).indices  # [T, B, k]
+    return (top == y.view(1, -1, 1)).any(-1).sum(1)
+
+
+@torch.no_grad()
+def sweep(
+    model: nn.Module,
+    loader: DataLoader,
+    max_T: int | None,
+    *,
+    temporal: bool = False,
+    device: torch.device | None = None,
+    precision: str = "fp32",
+    spiking: bool = True,
+) -> SweepResult:
+    """Top-1, top-5 and spike rate at every T in 1..max_T, from one pass at ``max_T``.
+
+    Args:
+        model: a student (``[T,B,...] -> [T,B,C]``) or, with ``spiking=False``, an ANN.
+        loader: yields ``(x [B,...], y [B])``.
+        max_T: the number of steps of the pass (ignored for an ANN).
+        temporal: event frames (frame t at step t) instead of repeated static images.
+        device: where to run (default: where the model's parameters are).
+        precision: autocast precision of the forward pass.
+        spiking: False for an ANN (one row with ``T=None``).
+
+    Returns:
+        A :class:`SweepResult` with one row per T (percentages).
+    """
+    device = device or next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    n = 0
+    if not spiking:
+        c1 = c5 = 0
+        for x, y in loader:
+            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+            with autocast(precision, device):
+                z = model(teacher_input(x, temporal)).float()  # [B, C]
+            c1 += int(_topk_correct(z[None], y, 1)[0])
+            c5 += int(_topk_correct(z[None], y, 5)[0])
+            n += len(y)
+        model.train(was_training)
+        n = max(n, 1)
+        return SweepResult([{"T": None, "top1": 100.0 * c1 / n, "top5": 100.0 * c5 / n, "spike_rate": None}], n)
+
+    correct1 = torch.zeros(max_T, dtype=torch.long)
+    correct5 = torch.zeros(max_T, dtype=torch.long)
+    steps = torch.arange(1, max_T + 1, dtype=torch.float32, device=device).view(-1, 1, 1)
+    with SpikeCounter(model) as counter:
+        for x, y in loader:
+            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+            reset_state(model)
+            with autocast(precision, device):
+                s = model(time_major(x, max_T, temporal)).float()  # [T, B, C]
+            running = s.cumsum(0) / steps  # [T, B, C]: prediction at T' = t+1
+            correct1 += _topk_correct(running, y, 1).cpu()
+            correct5 += _topk_correct(running, y, 5).cpu()
+            n += len(y)
+    reset_state(model)
+    model.train(was_training)
+    n = max(n, 1)
+    rates = [None] * max_T
+    if counter.spikes is not None and counter.neurons:
+        per_step = counter.spikes.cpu() / counter.neurons  # [T]: firing fraction at each step
+        rates = (per_step.cumsum(0) / torch.arange(1, max_T + 1)).tolist()
+    rows = [
+        {"T": t + 1, "top1": 100.0 * int(correct1[t]) / n, "top5": 100.0 * int(correct5[t]) / n, "spike_rate": rates[t]}
+        for t in range(max_T)
+    ]
+    return SweepResult(rows, n)

@@ -1,0 +1,1 @@
+"""Distillation: losses (pure tensor functions) and tasks (what one training step computes)."""

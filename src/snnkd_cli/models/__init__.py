@@ -1,0 +1,6 @@
+"""Spiking students and ANN teachers, created by name."""
+
+from snnkd_cli.models import resnet as _resnet  # noqa: F401  (registers the ResNets)
+from snnkd_cli.models.registry import KINDS, create_model, list_models, register_model
+
+__all__ = ["KINDS", "create_model", "list_models", "register_model"]

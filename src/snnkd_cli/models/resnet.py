@@ -1,0 +1,216 @@
+"""ResNets as spiking students and as ANN teachers, from one definition.
+
+A :class:`Ops` object decides what the layers are: for an SNN, convolutions and BN run on
+``[T*B, ...]`` inside spikingjelly's ``SeqToANNContainer`` and the activation is the paper's
+LIF (multi-step, ``[T,B,...]``); for an ANN, they are plain layers on ``[B,...]`` with ReLU.
+The two share structure, so a teacher and a student of the same name have the same shapes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+import torchvision
+from spikingjelly.activation_based import layer
+from torch import nn
+
+from snnkd_cli.errors import SnnkdError
+from snnkd_cli.models.neurons import make_lif
+from snnkd_cli.models.registry import register_model
+
+
+class Ops:
+    """Layer factory: spiking (time-first ``[T,B,...]``) or not (``[B,...]``)."""
+
+    def __init__(self, spiking: bool, decay: float = 0.5, soft_reset: bool = False) -> None:
+        self.spiking = spiking
+        self.decay = decay
+        self.soft_reset = soft_reset
+
+    def seq(self, *mods: nn.Module) -> nn.Sequential:
+        """Stateless layers; for an SNN they see ``[T*B, ...]`` and return ``[T, B, ...]``."""
+        return layer.SeqToANNContainer(*mods) if self.spiking else nn.Sequential(*mods)
+
+    def act(self) -> nn.Module:
+        return make_lif(self.decay, self.soft_reset) if self.spiking else nn.ReLU(inplace=True)
+
+
+def conv3x3(cin: int, cout: int, stride: int = 1) -> nn.Conv2d:
+    return nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+
+
+def conv1x1(cin: int, cout: int, stride: int = 1) -> nn.Conv2d:
+    return nn.Conv2d(cin, cout, 1, stride, 0, bias=False)
+
+
+class BasicBlock(nn.Module):
+    """conv-BN-act-conv-BN, plus shortcut, then act (LIF after every BN)."""
+
+    def __init__(self, ops: Ops, cin: int, cout: int, stride: int) -> None:
+        super().__init__()
+        self.conv1 = ops.seq(conv3x3(cin, cout, stride), nn.BatchNorm2d(cout))
+        self.act1 = ops.act()
+        self.conv2 = ops.seq(conv3x3(cout, cout), nn.BatchNorm2d(cout))
+        self.shortcut = (
+            ops.seq(conv1x1(cin, cout, stride), nn.BatchNorm2d(cout)) if stride != 1 or cin != cout else nn.Identity()
+        )
+        self.act2 = ops.act()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.conv2(self.act1(self.conv1(x)))
+        return self.act2(out + self.shortcut(x))
+
+
+class PreActBlock(nn.Module):
+    """BN-act-conv-BN-act-conv plus shortcut (pre-activation, for PreAct-ResNet-34)."""
+
+    def __init__(self, ops: Ops, cin: int, cout: int, stride: int) -> None:
+        super().__init__()
+        self.bn1 = ops.seq(nn.BatchNorm2d(cin))
+        self.act1 = ops.act()
+        self.conv1 = ops.seq(conv3x3(cin, cout, stride), nn.BatchNorm2d(cout))
+        self.act2 = ops.act()
+        self.conv2 = ops.seq(conv3x3(cout, cout))
+        self.shortcut = ops.seq(conv1x1(cin, cout, stride)) if stride != 1 or cin != cout else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.act1(self.bn1(x))
+        short = self.shortcut(out) if self.shortcut is not None else x
+        out = self.conv2(self.act2(self.conv1(out)))
+        return out + short
+
+
+class ResNet(nn.Module):
+    """A ResNet for ``Ops``: SNN ``[T,B,C,H,W] -> [T,B,classes]``, ANN ``[B,C,H,W] -> [B,classes]``.
+
+    For an SNN fed a static image repeated over time as a stride-0 view
+    (``x[None].expand(T, ...)``, see :func:`snnkd_cli.models.contract.time_major`), the stem's
+    conv and BN run once on ``[B,...]`` and are broadcast over T: the same result, T times cheaper.
+    """
+
+    def __init__(
+        self,
+        ops: Ops,
+        block: type[nn.Module],
+        layers: list[int],
+        widths: list[int],
+        strides: list[int],
+        num_classes: int,
+        in_channels: int = 3,
+        stem: str = "cifar",
+        stem_width: int | None = None,
+        head_hidden: int | None = None,
+        final_norm: bool = False,
+    ) -> None:
+        super().__init__()
+        if stem not in ("cifar", "imagenet"):
+            raise SnnkdError(f"unknown stem '{stem}': choose cifar or imagenet")
+        self.spiking = ops.spiking
+        c = stem_width or widths[0]
+        if stem == "cifar":
+            self.stem = ops.seq(nn.Conv2d(in_channels, c, 3, 1, 1, bias=False), nn.BatchNorm2d(c))
+            self.stem_act = ops.act()
+            self.stem_pool = nn.Identity()
+        else:
+            self.stem = ops.seq(nn.Conv2d(in_channels, c, 7, 2, 3, bias=False), nn.BatchNorm2d(c))
+            self.stem_act = ops.act()
+            self.stem_pool = ops.seq(nn.MaxPool2d(3, 2, 1))
+        blocks: list[nn.Module] = []
+        for n, w, s in zip(layers, widths, strides, strict=True):
+            for i in range(n):
+                blocks.append(block(ops, c, w, s if i == 0 else 1))
+                c = w
+        self.blocks = nn.Sequential(*blocks)
+        self.final = nn.Sequential(ops.seq(nn.BatchNorm2d(c)), ops.act()) if final_norm else nn.Identity()
+        self.pool = ops.seq(nn.AdaptiveAvgPool2d(1), nn.Flatten(1))
+        if head_hidden:
+            self.head = nn.Sequential(
+                ops.seq(nn.Linear(c, head_hidden)), ops.act(), ops.seq(nn.Linear(head_hidden, num_classes))
+            )
+        else:
+            self.head = ops.seq(nn.Linear(c, num_classes))
+        self.num_classes = num_classes
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.spiking:
+            if x.dim() != 5:
+                raise ValueError(f"spiking ResNet expects [T, B, C, H, W], got shape {tuple(x.shape)}")
+            if x.stride(0) == 0 and x.shape[0] > 1:  # the same image at every step: stem once
+                h = nn.Sequential.forward(self.stem, x[0])  # [B, c, H, W]
+                h = h.unsqueeze(0).expand(x.shape[0], *h.shape)  # [T, B, c, H, W]
+            else:
+                h = self.stem(x)
+        else:
+            h = self.stem(x)
+        h = self.stem_pool(self.stem_act(h))
+        h = self.final(self.blocks(h))
+        return self.head(self.pool(h))  # [T, B, classes] or [B, classes]
+
+
+def _ops(kind: str, kw: dict) -> Ops:
+    return Ops(kind == "snn", kw.pop("decay", 0.5), kw.pop("soft_reset", False))
+
+
+def _basic(
+    kind: str, layers: list[int], num_classes: int, in_channels: int = 3, width: int = 64, stem: str = "cifar", **kw
+) -> ResNet:
+    ops = _ops(kind, kw)
+    _no_extra(kw)
+    w = [width, 2 * width, 4 * width, 8 * width][: len(layers)]
+    return ResNet(ops, BasicBlock, layers, w, [1, 2, 2, 2], num_classes, in_channels, stem)
+
+
+def _resnet19(kind: str, num_classes: int, in_channels: int = 3, width: int = 64, stem: str = "cifar", **kw) -> ResNet:
+    ops = _ops(kind, kw)
+    _no_extra(kw)
+    w = [2 * width, 4 * width, 8 * width]  # 128/256/512 at width 64
+    return ResNet(ops, BasicBlock, [3, 3, 2], w, [1, 2, 2], num_classes, in_channels, stem, head_hidden=4 * width)
+
+
+def _no_extra(kw: dict) -> None:
+    if kw:
+        raise SnnkdError(f"unexpected model option(s): {', '.join(sorted(kw))}")
+
+
+def _register_both(name: str, build: Callable[..., nn.Module]) -> None:
+    for kind in ("snn", "ann"):
+        register_model(kind, name)(lambda num_classes, _k=kind, **kw: build(_k, num_classes, **kw))
+
+
+_register_both("resnet18", lambda kind, nc, **kw: _basic(kind, [2, 2, 2, 2], nc, **kw))
+_register_both("resnet19", _resnet19)
+
+
+@register_model("ann", "resnet34")
+def ann_resnet34(num_classes: int, in_channels: int = 3, width: int = 64, stem: str = "cifar") -> nn.Module:
+    """ANN ResNet-34 teacher: CIFAR stem (3x3 conv), or torchvision's own model for the ImageNet stem."""
+    if stem == "imagenet":
+        if width != 64:
+            raise SnnkdError("the ImageNet-stem resnet34 is torchvision's model: --width must be 64")
+        net = torchvision.models.resnet34(num_classes=num_classes)
+        if in_channels != 3:
+            net.conv1 = nn.Conv2d(in_channels, 64, 7, 2, 3, bias=False)
+        return net
+    return _basic("ann", [3, 4, 6, 3], num_classes, in_channels, width, stem)
+
+
+@register_model("snn", "resnet34")
+def snn_resnet34(num_classes: int, **kw) -> nn.Module:
+    """Spiking ResNet-34 with BasicBlocks (post-activation)."""
+    return _basic("snn", [3, 4, 6, 3], num_classes, **kw)
+
+
+@register_model("snn", "preact_resnet34")
+def snn_preact_resnet34(
+    num_classes: int,
+    in_channels: int = 3,
+    width: int = 64,
+    stem: str = "imagenet",
+    decay: float = 0.2,
+    soft_reset: bool = True,
+) -> nn.Module:
+    """Spiking PreAct-ResNet-34 (ImageNet student): 7x7/2 stem + max-pool, pre-activation blocks [3,4,6,3]."""
+    ops = Ops(True, decay, soft_reset)
+    w = [width, 2 * width, 4 * width, 8 * width]
+    return ResNet(ops, PreActBlock, [3, 4, 6, 3], w, [1, 2, 2, 2], num_classes, in_channels, stem, final_norm=True)
