@@ -144,7 +144,7 @@ def fit(
             "time": train_time,
         }
         if spiking:
-            stats["val_top1@T1"] = val.at(1)["top1"]
+            stats["val_top1_T1"] = val.at(1)["top1"]
         result.history.append({"epoch": epoch, **stats})
         improved = top1 > result.best_top1
         if improved:

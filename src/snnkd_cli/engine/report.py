@@ -22,7 +22,8 @@ class Reporter:
         yield lambda stats: None
 
     def epoch_end(self, epoch: int, epochs: int, stats: dict[str, float]) -> None:
-        """One line per epoch."""
+        text = "  ".join(_fmt(k, v) for k, v in stats.items())
+        self.console.print(f"epoch {epoch:>3}/{epochs}  {text}", soft_wrap=True)
 
     def message(self, text: str) -> None:
         """A free-form line (where checkpoints went, warnings)."""
@@ -73,8 +74,10 @@ class RichReporter(Reporter):
 
 
 def _fmt(key: str, value: float) -> str:
-    if key in ("loss", "lr"):
-        return f"{key} {value:.4g}"
-    if key.endswith("time"):
-        return f"{key} {value:.1f}s"
+    if key == "loss":
+        return f"loss {value:.4f}"
+    if key == "lr":
+        return f"lr {value:.3g}"
+    if key == "time":
+        return f"{value:.1f}s"
     return f"{key} {value:.2f}"

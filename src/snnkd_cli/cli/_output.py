@@ -1,0 +1,115 @@
+"""Everything the commands print or write for people and scripts: Rich tables, JSON, CSV, errors."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import sys
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from snnkd_cli.engine.checkpoint import Checkpoint, atomic_write_bytes
+from snnkd_cli.engine.sweep import SweepResult
+
+out_console = Console()  # tables: stdout
+err_console = Console(stderr=True)  # progress, configuration, messages
+
+
+def print_error(message: str) -> None:
+    """One line on stderr, no traceback."""
+    print(f"error: {message}", file=sys.stderr)
+
+
+def _pct(v: float | None, digits: int = 2) -> str:
+    return "" if v is None else f"{v:.{digits}f}"
+
+
+def sweep_entries(results: list[tuple[Checkpoint, SweepResult]]) -> list[dict]:
+    """Plain data for JSON/CSV: one entry per checkpoint (accuracies in percent)."""
+    entries = []
+    for ckpt, res in results:
+        cfg = ckpt.config
+        entries.append(
+            {
+                "path": str(ckpt.path),
+                "kind": ckpt.kind,
+                "arch": cfg.model.arch,
+                "dataset": cfg.data.dataset,
+                "train_T": cfg.train.T if ckpt.kind == "student" else None,
+                "loss": cfg.kd.loss if cfg.kd else None,
+                "num_samples": res.num_samples,
+                "results": res.rows,
+            }
+        )
+    return entries
+
+
+def sweep_table(results: list[tuple[Checkpoint, SweepResult]]) -> Table:
+    """T down the side; per checkpoint #i: top-1, top-5 and, for an SNN, the drop versus its best T
+    and the mean spike rate (%). The caption says which file #i is."""
+    caption = []
+    table = Table(title="accuracy at every T (one pass, running mean of per-step logits)", title_justify="left")
+    table.add_column("T", justify="right", style="bold")
+    for i, (ckpt, _) in enumerate(results, 1):
+        cfg = ckpt.config
+        if ckpt.kind == "student":
+            desc = f"{cfg.model.arch} SNN, trained at T={cfg.train.T}, loss {cfg.kd.loss if cfg.kd else '?'}"
+            table.add_column(f"#{i} top-1", justify="right")
+            table.add_column("top-5", justify="right")
+            table.add_column("drop", justify="right")
+            table.add_column("spikes %", justify="right")
+        else:
+            desc = f"{cfg.model.arch} ANN teacher"
+            table.add_column(f"#{i} top-1", justify="right")
+            table.add_column("top-5", justify="right")
+        caption.append(f"#{i} {ckpt.path}: {desc} ({cfg.data.dataset})")
+    table.caption = "\n".join(caption)
+    table.caption_justify = "left"
+    max_T = max((len(r.rows) for c, r in results if c.kind == "student"), default=0)
+    keys: list[int | None] = list(range(1, max_T + 1))
+    if any(c.kind == "teacher" for c, _ in results):
+        keys.append(None)
+    for key in keys:
+        cells = ["ANN" if key is None else str(key)]
+        for ckpt, res in results:
+            row = next((r for r in res.rows if r["T"] == key), None)
+            width = 4 if ckpt.kind == "student" else 2
+            if row is None:
+                cells += [""] * width
+                continue
+            best = res.best()["top1"]
+            mark = "[green]" if row["top1"] == best and ckpt.kind == "student" else ""
+            cells += [f"{mark}{row['top1']:.2f}", _pct(row["top5"])]
+            if width == 4:
+                rate = None if row["spike_rate"] is None else 100.0 * row["spike_rate"]
+                cells += [f"{best - row['top1']:.2f}", _pct(rate, 1)]
+        table.add_row(*cells)
+    return table
+
+
+def write_json(path: Path, data: dict) -> None:
+    atomic_write_bytes(Path(path), (json.dumps(data, indent=2) + "\n").encode())
+
+
+def write_sweep_csv(path: Path, entries: list[dict]) -> None:
+    """One row per (checkpoint, T): path, kind, arch, T, top1, top5, spike_rate."""
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(["path", "kind", "arch", "T", "top1", "top5", "spike_rate"])
+    for e in entries:
+        for r in e["results"]:
+            w.writerow(
+                [
+                    e["path"],
+                    e["kind"],
+                    e["arch"],
+                    "" if r["T"] is None else r["T"],
+                    f"{r['top1']:.4f}",
+                    f"{r['top5']:.4f}",
+                    "" if r["spike_rate"] is None else f"{r['spike_rate']:.6f}",
+                ]
+            )
+    atomic_write_bytes(Path(path), buf.getvalue().encode())

@@ -1,0 +1,234 @@
+"""The ``snnkd`` command line: thin commands over the engine (parse, build a config, call, print)."""
+
+from __future__ import annotations
+
+import functools
+import sys
+from pathlib import Path
+from typing import Annotated, Callable, Optional
+
+import typer
+
+from snnkd_cli import __version__
+from snnkd_cli.errors import SnnkdError
+
+app = typer.Typer(
+    name="snnkd",
+    help="Full-range logit distillation of spiking neural networks: train once, deploy at any T from 1 to Tmax.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def handle_errors(fn: Callable) -> Callable:
+    """Turn :class:`SnnkdError` into one line on stderr and its exit code (2), never a traceback."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        from snnkd_cli.cli._output import print_error
+
+        try:
+            return fn(*args, **kwargs)
+        except SnnkdError as e:
+            print_error(e.message)
+            raise typer.Exit(e.exit_code) from None
+        except KeyboardInterrupt:
+            print_error("interrupted")
+            raise typer.Exit(130) from None
+
+    return wrapper
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"snnkd {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def root(
+    version: Annotated[
+        Optional[bool],
+        typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit."),
+    ] = None,
+) -> None:
+    """Full-range logit distillation of spiking neural networks (ICML 2025 method)."""
+
+
+# Options shared by train-teacher and distill. None means "the dataset's paper recipe".
+Dataset = Annotated[
+    str,
+    typer.Option(help="Dataset: synthetic (built in, offline), cifar10, cifar100, imagefolder, imagenet."),
+]
+DataDir = Annotated[Path, typer.Option(help="Folder holding the dataset (for imagefolder: train/ and val/).")]
+Download = Annotated[bool, typer.Option("--download", help="Download CIFAR with torchvision if it is missing.")]
+ImageSize = Annotated[Optional[int], typer.Option(help="Image size (default: the dataset's; 64 for imagefolder).")]
+Width = Annotated[Optional[int], typer.Option(help="Base channel width of the ResNet (paper: 64).")]
+Epochs = Annotated[Optional[int], typer.Option(help="Epochs (default: the dataset's recipe, e.g. 300 for CIFAR).")]
+BatchSize = Annotated[Optional[int], typer.Option(help="Batch size (default: the recipe's).")]
+Lr = Annotated[Optional[float], typer.Option(help="Peak learning rate of SGD (momentum 0.9, cosine to 0).")]
+WeightDecay = Annotated[Optional[float], typer.Option(help="Weight decay (not on BN parameters and biases).")]
+Warmup = Annotated[Optional[float], typer.Option(help="Linear warm-up epochs before the cosine schedule.")]
+Seed = Annotated[int, typer.Option(help="Random seed (paper: 60).")]
+Workers = Annotated[Optional[int], typer.Option(help="DataLoader worker processes (default: 0 for synthetic, else 4).")]
+Out = Annotated[
+    Optional[Path], typer.Option(help="Output folder for checkpoints (default: runs/<kind>-<dataset>-<arch>).")
+]
+Precision = Annotated[str, typer.Option(help="Numeric precision: fp32, bf16 or fp16 (autocast).")]
+ChannelsLast = Annotated[bool, typer.Option("--channels-last", help="Use channels-last memory format.")]
+MaxSteps = Annotated[Optional[int], typer.Option(help="Stop each epoch after this many steps (smoke tests).")]
+
+
+def _common(**kw) -> dict:
+    kw["data_dir"] = str(kw["data_dir"])
+    kw["out"] = str(kw["out"]) if kw["out"] is not None else None
+    return kw
+
+
+@app.command("train-teacher")
+@handle_errors
+def train_teacher(
+    arch: Annotated[Optional[str], typer.Option(help="ANN teacher: resnet18, resnet19, resnet34.")] = None,
+    dataset: Dataset = "synthetic",
+    data_dir: DataDir = Path("./data"),
+    download: Download = False,
+    image_size: ImageSize = None,
+    width: Width = None,
+    epochs: Epochs = None,
+    batch_size: BatchSize = None,
+    lr: Lr = None,
+    weight_decay: WeightDecay = None,
+    warmup_epochs: Warmup = None,
+    seed: Seed = 60,
+    workers: Workers = None,
+    out: Out = None,
+    precision: Precision = "fp32",
+    channels_last: ChannelsLast = False,
+    max_steps: MaxSteps = None,
+) -> None:
+    """Train an ANN teacher with cross-entropy (the paper's recipe for the dataset)."""
+    from snnkd_cli.cli.commands import run_training
+    from snnkd_cli.config import from_preset
+
+    kw = _common(**{k: v for k, v in locals().items() if k != "dataset"})
+    run_training(from_preset("teacher", dataset, **kw))
+
+
+@app.command()
+@handle_errors
+def distill(
+    teacher: Annotated[
+        Optional[Path], typer.Option(help="Teacher checkpoint from 'snnkd train-teacher' (not needed for --loss twce).")
+    ] = None,
+    student_arch: Annotated[
+        Optional[str], typer.Option("--student-arch", "--arch", help="Spiking student: resnet18, resnet19, ...")
+    ] = None,
+    loss: Annotated[str, typer.Option(help="full-range (paper), standard-kd or twce (ablation baselines).")] = (
+        "full-range"
+    ),
+    T: Annotated[
+        Optional[int], typer.Option("--T", "-T", help="Training timesteps (paper: 6 CIFAR, 4 ImageNet).")
+    ] = None,
+    alpha: Annotated[float, typer.Option(help="Weight of the teacher KD term.")] = 0.2,
+    beta: Annotated[float, typer.Option(help="Weight of the self-distillation term.")] = 0.5,
+    tau: Annotated[Optional[float], typer.Option(help="KD temperature (paper: 3 CIFAR/DVS, 1 ImageNet).")] = None,
+    decay: Annotated[
+        Optional[float], typer.Option(help="LIF leak: v = decay*v + x (paper: 0.5; 0.2 ImageNet).")
+    ] = None,
+    soft_reset: Annotated[
+        Optional[bool], typer.Option("--soft-reset/--hard-reset", help="Reset by subtraction (ImageNet) or to 0.")
+    ] = None,
+    dataset: Dataset = "synthetic",
+    data_dir: DataDir = Path("./data"),
+    download: Download = False,
+    image_size: ImageSize = None,
+    width: Width = None,
+    epochs: Epochs = None,
+    batch_size: BatchSize = None,
+    lr: Lr = None,
+    weight_decay: WeightDecay = None,
+    warmup_epochs: Warmup = None,
+    seed: Seed = 60,
+    workers: Workers = None,
+    out: Out = None,
+    precision: Precision = "fp32",
+    channels_last: ChannelsLast = False,
+    max_steps: MaxSteps = None,
+) -> None:
+    """Distil a spiking student from an ANN teacher so that it works at every T from 1 to Tmax."""
+    from snnkd_cli.cli.commands import run_training
+    from snnkd_cli.config import from_preset
+
+    kw = {k: v for k, v in locals().items() if k not in ("dataset", "student_arch", "teacher")}
+    kw = _common(arch=student_arch, teacher=str(teacher) if teacher else None, **kw)
+    run_training(from_preset("distill", dataset, **kw))
+
+
+@app.command("eval-sweep")
+@handle_errors
+def eval_sweep(
+    checkpoints: Annotated[list[Path], typer.Argument(help="One or more .safetensors checkpoints written by snnkd.")],
+    max_T: Annotated[
+        Optional[int], typer.Option("--max-T", help="Evaluate T = 1..max-T in one pass (default: training T).")
+    ] = None,
+    dataset: Annotated[
+        Optional[str], typer.Option(help="Evaluate on this dataset instead of the checkpoint's.")
+    ] = None,
+    data_dir: Annotated[Optional[Path], typer.Option(help="Data folder instead of the checkpoint's.")] = None,
+    batch_size: Annotated[Optional[int], typer.Option(help="Evaluation batch size.")] = None,
+    precision: Annotated[Optional[str], typer.Option(help="fp32, bf16 or fp16 (default: as trained).")] = None,
+    json_path: Annotated[Optional[Path], typer.Option("--json", help="Also write the results as JSON here.")] = None,
+    csv_path: Annotated[Optional[Path], typer.Option("--csv", help="Also write the results as CSV here.")] = None,
+) -> None:
+    """Accuracy of each checkpoint at every T from 1 to max-T, from one forward pass at max-T."""
+    from snnkd_cli.cli.commands import run_sweep
+
+    run_sweep(
+        checkpoints, max_T, dataset, str(data_dir) if data_dir else None, batch_size, precision, json_path, csv_path
+    )
+
+
+@app.command()
+@handle_errors
+def quickstart(
+    out: Annotated[Path, typer.Option(help="Folder for the teacher and student runs.")] = Path("runs/quickstart"),
+    teacher_epochs: Annotated[int, typer.Option(help="Teacher epochs.")] = 8,
+    student_epochs: Annotated[int, typer.Option(help="Student epochs.")] = 10,
+    T: Annotated[int, typer.Option("--T", "-T", help="Training timesteps of the student.")] = 4,
+    max_T: Annotated[int, typer.Option("--max-T", help="Sweep T = 1..max-T at the end.")] = 8,
+    precision: Precision = "fp32",
+) -> None:
+    """Teacher, full-range student and sweep on the built-in synthetic data (a few minutes on a CPU)."""
+    from snnkd_cli.cli.commands import run_quickstart
+
+    run_quickstart(out, teacher_epochs, student_epochs, T, max_T, precision)
+
+
+def _not_yet(name: str, issue: str) -> Callable:
+    def cmd(args: Annotated[Optional[list[str]], typer.Argument(hidden=True)] = None) -> None:
+        from snnkd_cli.cli._output import print_error
+
+        print_error(f"'snnkd {name}' is not available yet ({issue}); see the README's roadmap")
+        raise typer.Exit(2)
+
+    cmd.__doc__ = f"(not yet available) {issue}."
+    return cmd
+
+
+app.command("preprocess-dvs", context_settings={"ignore_unknown_options": True, "allow_extra_args": True})(
+    _not_yet("preprocess-dvs", "turn CIFAR10-DVS event recordings into cached frames")
+)
+app.command("export", context_settings={"ignore_unknown_options": True, "allow_extra_args": True})(
+    _not_yet("export", "export a distilled SNN to safetensors, ONNX or NIR")
+)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app(prog_name="snnkd")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
