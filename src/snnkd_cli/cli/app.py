@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import functools
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Callable, Optional
+from typing import Annotated
 
 import typer
 
@@ -50,7 +51,7 @@ def _version(value: bool) -> None:
 @app.callback()
 def root(
     version: Annotated[
-        Optional[bool],
+        bool | None,
         typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit."),
     ] = None,
 ) -> None:
@@ -64,21 +65,21 @@ Dataset = Annotated[
 ]
 DataDir = Annotated[Path, typer.Option(help="Folder holding the dataset (for imagefolder: train/ and val/).")]
 Download = Annotated[bool, typer.Option("--download", help="Download CIFAR with torchvision if it is missing.")]
-ImageSize = Annotated[Optional[int], typer.Option(help="Image size (default: the dataset's; 64 for imagefolder).")]
-Width = Annotated[Optional[int], typer.Option(help="Base channel width of the ResNet (paper: 64).")]
-Epochs = Annotated[Optional[int], typer.Option(help="Epochs (default: the dataset's recipe, e.g. 300 for CIFAR).")]
-BatchSize = Annotated[Optional[int], typer.Option(help="Batch size (default: the recipe's).")]
-Lr = Annotated[Optional[float], typer.Option(help="Peak learning rate of SGD (momentum 0.9, cosine to 0).")]
-WeightDecay = Annotated[Optional[float], typer.Option(help="Weight decay (not on BN parameters and biases).")]
-Warmup = Annotated[Optional[float], typer.Option(help="Linear warm-up epochs before the cosine schedule.")]
+ImageSize = Annotated[int | None, typer.Option(help="Image size (default: the dataset's; 64 for imagefolder).")]
+Width = Annotated[int | None, typer.Option(help="Base channel width of the ResNet (paper: 64).")]
+Epochs = Annotated[int | None, typer.Option(help="Epochs (default: the dataset's recipe, e.g. 300 for CIFAR).")]
+BatchSize = Annotated[int | None, typer.Option(help="Batch size (default: the recipe's).")]
+Lr = Annotated[float | None, typer.Option(help="Peak learning rate of SGD (momentum 0.9, cosine to 0).")]
+WeightDecay = Annotated[float | None, typer.Option(help="Weight decay (not on BN parameters and biases).")]
+Warmup = Annotated[float | None, typer.Option(help="Linear warm-up epochs before the cosine schedule.")]
 Seed = Annotated[int, typer.Option(help="Random seed (paper: 60).")]
-Workers = Annotated[Optional[int], typer.Option(help="DataLoader worker processes (default: 0 for synthetic, else 4).")]
+Workers = Annotated[int | None, typer.Option(help="DataLoader worker processes (default: 0 for synthetic, else 4).")]
 Out = Annotated[
-    Optional[Path], typer.Option(help="Output folder for checkpoints (default: runs/<kind>-<dataset>-<arch>).")
+    Path | None, typer.Option(help="Output folder for checkpoints (default: runs/<kind>-<dataset>-<arch>).")
 ]
 Precision = Annotated[str, typer.Option(help="Numeric precision: fp32, bf16 or fp16 (autocast).")]
 ChannelsLast = Annotated[bool, typer.Option("--channels-last", help="Use channels-last memory format.")]
-MaxSteps = Annotated[Optional[int], typer.Option(help="Stop each epoch after this many steps (smoke tests).")]
+MaxSteps = Annotated[int | None, typer.Option(help="Stop each epoch after this many steps (smoke tests).")]
 
 
 def _common(**kw) -> dict:
@@ -90,7 +91,7 @@ def _common(**kw) -> dict:
 @app.command("train-teacher")
 @handle_errors
 def train_teacher(
-    arch: Annotated[Optional[str], typer.Option(help="ANN teacher: resnet18, resnet19, resnet34.")] = None,
+    arch: Annotated[str | None, typer.Option(help="ANN teacher: resnet18, resnet19, resnet34.")] = None,
     dataset: Dataset = "synthetic",
     data_dir: DataDir = Path("./data"),
     download: Download = False,
@@ -120,25 +121,21 @@ def train_teacher(
 @handle_errors
 def distill(
     teacher: Annotated[
-        Optional[Path], typer.Option(help="Teacher checkpoint from 'snnkd train-teacher' (not needed for --loss twce).")
+        Path | None, typer.Option(help="Teacher checkpoint from 'snnkd train-teacher' (not needed for --loss twce).")
     ] = None,
     student_arch: Annotated[
-        Optional[str], typer.Option("--student-arch", "--arch", help="Spiking student: resnet18, resnet19, ...")
+        str | None, typer.Option("--student-arch", "--arch", help="Spiking student: resnet18, resnet19, ...")
     ] = None,
     loss: Annotated[str, typer.Option(help="full-range (paper), standard-kd or twce (ablation baselines).")] = (
         "full-range"
     ),
-    T: Annotated[
-        Optional[int], typer.Option("--T", "-T", help="Training timesteps (paper: 6 CIFAR, 4 ImageNet).")
-    ] = None,
+    T: Annotated[int | None, typer.Option("--T", "-T", help="Training timesteps (paper: 6 CIFAR, 4 ImageNet).")] = None,
     alpha: Annotated[float, typer.Option(help="Weight of the teacher KD term.")] = 0.2,
     beta: Annotated[float, typer.Option(help="Weight of the self-distillation term.")] = 0.5,
-    tau: Annotated[Optional[float], typer.Option(help="KD temperature (paper: 3 CIFAR/DVS, 1 ImageNet).")] = None,
-    decay: Annotated[
-        Optional[float], typer.Option(help="LIF leak: v = decay*v + x (paper: 0.5; 0.2 ImageNet).")
-    ] = None,
+    tau: Annotated[float | None, typer.Option(help="KD temperature (paper: 3 CIFAR/DVS, 1 ImageNet).")] = None,
+    decay: Annotated[float | None, typer.Option(help="LIF leak: v = decay*v + x (paper: 0.5; 0.2 ImageNet).")] = None,
     soft_reset: Annotated[
-        Optional[bool], typer.Option("--soft-reset/--hard-reset", help="Reset by subtraction (ImageNet) or to 0.")
+        bool | None, typer.Option("--soft-reset/--hard-reset", help="Reset by subtraction (ImageNet) or to 0.")
     ] = None,
     dataset: Dataset = "synthetic",
     data_dir: DataDir = Path("./data"),
@@ -171,16 +168,14 @@ def distill(
 def eval_sweep(
     checkpoints: Annotated[list[Path], typer.Argument(help="One or more .safetensors checkpoints written by snnkd.")],
     max_T: Annotated[
-        Optional[int], typer.Option("--max-T", help="Evaluate T = 1..max-T in one pass (default: training T).")
+        int | None, typer.Option("--max-T", help="Evaluate T = 1..max-T in one pass (default: training T).")
     ] = None,
-    dataset: Annotated[
-        Optional[str], typer.Option(help="Evaluate on this dataset instead of the checkpoint's.")
-    ] = None,
-    data_dir: Annotated[Optional[Path], typer.Option(help="Data folder instead of the checkpoint's.")] = None,
-    batch_size: Annotated[Optional[int], typer.Option(help="Evaluation batch size.")] = None,
-    precision: Annotated[Optional[str], typer.Option(help="fp32, bf16 or fp16 (default: as trained).")] = None,
-    json_path: Annotated[Optional[Path], typer.Option("--json", help="Also write the results as JSON here.")] = None,
-    csv_path: Annotated[Optional[Path], typer.Option("--csv", help="Also write the results as CSV here.")] = None,
+    dataset: Annotated[str | None, typer.Option(help="Evaluate on this dataset instead of the checkpoint's.")] = None,
+    data_dir: Annotated[Path | None, typer.Option(help="Data folder instead of the checkpoint's.")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Evaluation batch size.")] = None,
+    precision: Annotated[str | None, typer.Option(help="fp32, bf16 or fp16 (default: as trained).")] = None,
+    json_path: Annotated[Path | None, typer.Option("--json", help="Also write the results as JSON here.")] = None,
+    csv_path: Annotated[Path | None, typer.Option("--csv", help="Also write the results as CSV here.")] = None,
 ) -> None:
     """Accuracy of each checkpoint at every T from 1 to max-T, from one forward pass at max-T."""
     from snnkd_cli.cli.commands import run_sweep
@@ -207,7 +202,7 @@ def quickstart(
 
 
 def _not_yet(name: str, issue: str) -> Callable:
-    def cmd(args: Annotated[Optional[list[str]], typer.Argument(hidden=True)] = None) -> None:
+    def cmd(args: Annotated[list[str] | None, typer.Argument(hidden=True)] = None) -> None:
         from snnkd_cli.cli._output import print_error
 
         print_error(f"'snnkd {name}' is not available yet ({issue}); see the README's roadmap")
