@@ -22,8 +22,7 @@ class Reporter:
         yield lambda stats: None
 
     def epoch_end(self, epoch: int, epochs: int, stats: dict[str, float]) -> None:
-        text = "  ".join(_fmt(k, v) for k, v in stats.items())
-        self.console.print(f"epoch {epoch:>3}/{epochs}  {text}", soft_wrap=True)
+        """One line per epoch."""
 
     def message(self, text: str) -> None:
         """A free-form line (where checkpoints went, warnings)."""
@@ -67,7 +66,7 @@ class RichReporter(Reporter):
 
     def epoch_end(self, epoch: int, epochs: int, stats: dict[str, float]) -> None:
         text = "  ".join(_fmt(k, v) for k, v in stats.items())
-        self.console.print(f"epoch {epoch:>3}/{epochs}  {text}")
+        self.console.print(f"epoch {epoch:>3}/{epochs}  {text}", soft_wrap=True)
 
     def message(self, text: str) -> None:
         self.console.print(text)
