@@ -11,4 +11,13 @@ except PackageNotFoundError:  # running from a source tree without an install
 
 from snnkd_cli.kd.losses import full_range_kd_loss, standard_kd_loss, twce_loss  # noqa: E402
 
-__all__ = ["__version__", "full_range_kd_loss", "standard_kd_loss", "twce_loss"]
+__all__ = ["__version__", "distill", "full_range_kd_loss", "standard_kd_loss", "sweep", "twce_loss"]
+
+
+def __getattr__(name: str):
+    """``distill`` and ``sweep`` load the engine on first use (keeps ``import snnkd_cli`` light)."""
+    if name in ("distill", "sweep"):
+        from snnkd_cli import api
+
+        return getattr(api, name)
+    raise AttributeError(f"module 'snnkd_cli' has no attribute {name!r}")

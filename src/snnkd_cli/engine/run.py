@@ -27,6 +27,7 @@ from snnkd_cli.engine.sweep import SweepResult, sweep
 from snnkd_cli.errors import SnnkdError
 from snnkd_cli.kd.tasks import DistillTask, TeacherTask
 from snnkd_cli.models import create_model
+from snnkd_cli.models.contract import check_student, time_major
 
 
 @dataclass
@@ -146,6 +147,9 @@ def train(cfg: RunConfig, reporter: Reporter | None = None, device: torch.device
     model = build_model(cfg.model).to(device)
     if cfg.train.channels_last:
         model = model.to(memory_format=torch.channels_last)
+    if spiking:
+        x, _ = tr[0]
+        check_student(model, time_major(x[None].to(device), min(cfg.train.T, 2), info.temporal), info.num_classes)
     reporter.config(dataclasses.asdict(cfg))
     if spiking:
         kd = cfg.kd

@@ -40,3 +40,49 @@ def teacher_input(x: torch.Tensor, temporal: bool) -> torch.Tensor:
 def reset_state(model: nn.Module) -> None:
     """Reset every stateful module of ``model`` (spikingjelly memories and user ``reset()`` methods)."""
     functional.reset_net(model)
+
+
+@torch.no_grad()
+def check_student(model: nn.Module, x: torch.Tensor, num_classes: int | None = None) -> None:
+    """Check the student contract on one small batch, before any training starts.
+
+    Args:
+        model: the student.
+        x: a time-major input ``[T, B, ...]`` (a few samples are enough).
+        num_classes: the expected C, if known.
+
+    Raises:
+        SnnkdError: one line saying what is wrong (output rank or shape, or state that
+            ``reset_net`` does not clear, so two runs of the same input differ).
+    """
+    from snnkd_cli.errors import SnnkdError
+
+    name = type(model).__name__
+    was_training = model.training
+    model.eval()
+    try:
+        reset_state(model)
+        first = model(x)
+        if not isinstance(first, torch.Tensor) or first.dim() != 3:
+            got = tuple(first.shape) if isinstance(first, torch.Tensor) else type(first).__name__
+            raise SnnkdError(
+                f"student {name} must map [T, B, ...] to logits [T, B, C]; got {got} for input {tuple(x.shape)}"
+            )
+        T, B = x.shape[:2]
+        if first.shape[:2] != (T, B) or (num_classes is not None and first.shape[2] != num_classes):
+            want = f"[{T}, {B}, {num_classes if num_classes is not None else 'C'}]"
+            raise SnnkdError(
+                f"student {name} returned shape {tuple(first.shape)} for input {tuple(x.shape)}; expected {want}"
+            )
+        second = model(x)  # without a reset: state carried over
+        reset_state(model)
+        third = model(x)
+        if not torch.allclose(first, third, rtol=1e-4, atol=1e-5):
+            raise SnnkdError(
+                f"student {name} gives different outputs for the same input after a reset: its state "
+                "is not cleared by spikingjelly's functional.reset_net (define reset() on the module)"
+            )
+        del second
+    finally:
+        reset_state(model)
+        model.train(was_training)

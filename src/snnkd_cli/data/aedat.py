@@ -1,0 +1,183 @@
+"""Reading event recordings and turning them into frames.
+
+Decoding and framing are spikingjelly's own code (what the paper used), with a thin layer of checks:
+
+* ``.aedat``: AEDAT 2.0, 128x128 DVS addresses (the original CIFAR10-DVS release), decoded by
+  spikingjelly's CIFAR10-DVS reader, so ``x, y, p`` follow its convention (compared with tonic's raw
+  decoding ``x = 127 - x_tonic, y = 127 - y_tonic, p = 1 - p_tonic``).
+* ``.npz``: spikingjelly's ``events_np`` files (arrays ``t, x, y, p``), what its ``CIFAR10DVS`` writes.
+* ``.npy``: tonic's structured event arrays (fields ``x, y, t, p``).
+* ``.aedat4``: tonic's re-release of CIFAR10-DVS, read with ``tonic.io.read_aedat4`` (needs ``aedat``).
+
+Events are a dict of equal-length numpy arrays ``t, x, y, p`` (``p`` 1 = ON, frame channel 1).
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from spikingjelly.datasets.cifar10_dvs import _load_origin_data
+from spikingjelly.datasets.utils import (
+    integrate_events_by_fixed_frames_number,
+    integrate_events_segment_to_frame,
+)
+
+SUFFIXES = (".aedat", ".aedat4", ".npz", ".npy")
+SPLIT_BY = ("number", "time")
+SENSOR_SIZE = (128, 128)  # (height, width) of the DVS128 sensor CIFAR10-DVS was recorded with
+RESIZE_MODE = "area"  # F.interpolate mode: each output pixel = mean event count of its source window
+
+
+class RecordingError(Exception):
+    """A recording that cannot be used (corrupt, truncated, unsupported); the message is one line."""
+
+
+def read_events(path: Path) -> dict[str, np.ndarray]:
+    """Decode one recording by its suffix.
+
+    Returns:
+        ``{"t", "x", "y", "p"}``: numpy arrays ``[N]`` in file order.
+
+    Raises:
+        RecordingError: unsupported version, truncated or malformed data.
+    """
+    suffix = path.suffix.lower()
+    if suffix == ".aedat":
+        ev = _read_aedat2(path)
+    elif suffix == ".npz":
+        with np.load(path, allow_pickle=False) as z:
+            missing = [k for k in "txyp" if k not in z.files]
+            if missing:
+                raise RecordingError(f"npz has no {', '.join(missing)} array (want spikingjelly's t, x, y, p)")
+            ev = {k: z[k] for k in "txyp"}
+    elif suffix == ".npy":
+        arr = np.load(path, allow_pickle=False)
+        ev = _from_struct(arr, "npy")
+    elif suffix == ".aedat4":
+        from tonic.io import read_aedat4  # imports the optional `aedat` package
+
+        ev = _from_struct(read_aedat4(str(path)), "aedat4")
+    else:
+        raise RecordingError(f"unknown recording type {suffix!r}: use one of {', '.join(SUFFIXES)}")
+    n = {k: np.asarray(v).reshape(-1).shape[0] for k, v in ev.items()}
+    if len(set(n.values())) != 1:
+        raise RecordingError(f"event arrays of different lengths {n}")
+    return {k: np.asarray(v).reshape(-1) for k, v in ev.items()}
+
+
+def _from_struct(arr: np.ndarray, what: str) -> dict[str, np.ndarray]:
+    names = arr.dtype.names or ()
+    pol = "p" if "p" in names else "on" if "on" in names else None
+    if pol is None or not {"t", "x", "y"} <= set(names):
+        raise RecordingError(f"{what} events need fields t, x, y, p; got {names or arr.dtype}")
+    return {"t": arr["t"], "x": arr["x"], "y": arr["y"], "p": arr[pol].astype(np.int64)}
+
+
+def _read_aedat2(path: Path) -> dict[str, np.ndarray]:
+    # spikingjelly's reader does not look at the version line: an AEDAT 1.0 or 3.x file would decode
+    # as garbage. Check it here, then let spikingjelly decode (header skip, big-endian address/time
+    # pairs, its 128x128 address masks and flips).
+    with open(path, "rb") as fp:
+        first = fp.readline(256)
+    if not first:
+        raise RecordingError("empty file")
+    if not first.startswith(b"#!AER-DAT"):
+        raise RecordingError("not an AEDAT file: no '#!AER-DAT2.0' header line")
+    version = first[len(b"#!AER-DAT") :].decode("ascii", "replace").strip()
+    if not version.startswith("2."):
+        raise RecordingError(f"AEDAT version {version} is not supported (CIFAR10-DVS is AEDAT 2.0)")
+    try:
+        ev = _load_origin_data(path)
+    except ValueError as err:  # "odd number of data elements" / "buffer size must be a multiple..."
+        raise RecordingError(f"truncated event data ({' '.join(str(err).split())})") from err
+    # A file cut at a multiple of 8 bytes just has fewer events: nothing in the format tells.
+    return {"t": ev["t"], "x": ev["x"], "y": ev["y"], "p": ev["p"]}
+
+
+def segment_bounds(t: np.ndarray, frames: int, split_by: str) -> tuple[np.ndarray, np.ndarray]:
+    """Start and end index ``[frames]`` of each frame's events (events sorted by time for "time").
+
+    "number" is spikingjelly's rule: ``N // frames`` events per frame, the remainder in the last.
+    "time" uses spikingjelly's windows ``[t0 + i*dt, t0 + (i+1)*dt)`` with ``dt = (t_end - t0) // frames``
+    and the tail in the last frame, found by ``searchsorted``: spikingjelly's own version raises
+    IndexError when a window holds no event (a pause, or ``dt == 0``); here that frame is empty.
+    """
+    n = t.shape[0]
+    if split_by == "number":
+        step = n // frames
+        left = np.arange(frames, dtype=np.int64) * step
+        right = left + step
+    else:
+        t = t.astype(np.int64)
+        dt = (int(t[-1]) - int(t[0])) // frames
+        left = np.searchsorted(t, t[0] + dt * np.arange(frames, dtype=np.int64), side="left").astype(np.int64)
+        left[0] = 0
+        right = np.append(left[1:], n)
+    right[-1] = n
+    return left, right
+
+
+def frame_events(
+    events: dict[str, np.ndarray] | np.ndarray,
+    frames: int,
+    split_by: str = "number",
+    size: int = 48,
+    sensor_size: tuple[int, int] = SENSOR_SIZE,
+) -> torch.Tensor:
+    """Integrate events into ``frames`` two-channel count frames, then resize.
+
+    Args:
+        events: ``{"t", "x", "y", "p"}`` arrays ``[N]`` or a structured array with those fields.
+        frames: number of frames T.
+        split_by: "number" (equal shares of the events, as the paper) or "time" (equal durations).
+        size: output side; ``F.interpolate(mode="area")`` from the sensor size (none if equal).
+        sensor_size: ``(height, width)`` of the sensor; events outside it are an error.
+
+    Returns:
+        ``[frames, 2, size, size]`` float32; channel ``p`` (1 = ON) holds the events of polarity ``p``.
+
+    Raises:
+        RecordingError: no events, or coordinates outside the sensor.
+    """
+    if isinstance(events, np.ndarray):
+        events = _from_struct(events, "structured")
+    if split_by not in SPLIT_BY:
+        raise ValueError(f"split_by must be one of {SPLIT_BY}, got {split_by!r}")
+    h, w = sensor_size
+    t, x, y = (np.asarray(events[k]) for k in "txy")
+    p = (np.asarray(events["p"]) != 0).astype(np.int64)
+    if t.shape[0] == 0:
+        raise RecordingError("no events")
+    if int(x.min()) < 0 or int(y.min()) < 0 or int(x.max()) >= w or int(y.max()) >= h:
+        raise RecordingError(f"event coordinates outside the {h}x{w} sensor")
+    ev = {"t": t, "x": x, "y": y, "p": p}
+    if split_by == "number":  # spikingjelly's own function: equal shares, remainder in the last frame
+        out = integrate_events_by_fixed_frames_number(ev, "number", frames, h, w)
+    else:
+        if np.any(np.diff(t.astype(np.int64)) < 0):  # spikingjelly assumes time order; sort (stable) if not
+            order = np.argsort(t, kind="stable")
+            t, x, y, p = t[order], x[order], y[order], p[order]
+        left, right = segment_bounds(t, frames, "time")
+        out = np.zeros((frames, 2, h, w))
+        for i in range(frames):
+            out[i] = integrate_events_segment_to_frame(x, y, p, h, w, int(left[i]), int(right[i]))
+    x_frames = torch.from_numpy(out)  # float64 counts [T, 2, H, W]
+    if (h, w) != (size, size):
+        x_frames = F.interpolate(x_frames, size=(size, size), mode=RESIZE_MODE)
+    return x_frames.to(torch.float32).contiguous()
+
+
+def expected_frame_counts(n: int, frames: int) -> list[int]:
+    """Events per frame for ``split_by="number"``: ``[n // frames] * (frames - 1) + [rest]``."""
+    step = n // frames
+    return [step] * (frames - 1) + [n - step * (frames - 1)]
+
+
+def natural_key(name: str) -> tuple:
+    """Sort key that orders ``x_2`` before ``x_10`` (digit runs compared as numbers)."""
+    return tuple(int(s) if s.isdigit() else s for s in re.split(r"(\d+)", name))
+

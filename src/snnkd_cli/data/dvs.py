@@ -1,0 +1,456 @@
+"""CIFAR10-DVS: raw recordings -> a cache of frame tensors, the dataset that reads it, and its augmentation.
+
+``preprocess_dvs(SRC, OUT)`` reads ``SRC/<class>/<recording>`` (see :mod:`snnkd_cli.data.aedat` for the
+formats), frames each recording with :func:`frame_events` and writes ``OUT/<key>/<class>/<name>.safetensors``
+(``[T, 2, size, size]`` float32 under ``"frames"``) plus ``OUT/<key>/manifest.json`` (written last).
+``<key>`` names every parameter that changes the content (``frames10-number-size48-random``).
+
+Outputs are byte-identical for identical inputs and parameters, whatever the number of workers:
+files are sorted, each output depends only on its own recording, and the safetensors metadata is one
+JSON string (safetensors 0.8 writes several metadata keys in a random, per-process order).
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing as mp
+import os
+import sys
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save as st_save
+from torch.utils.data import Dataset, random_split
+from torchvision.transforms import InterpolationMode
+from torchvision.transforms import functional as TF
+
+from snnkd_cli.config import check_choice
+from snnkd_cli.data.aedat import (
+    RESIZE_MODE,
+    SENSOR_SIZE,
+    SPLIT_BY,
+    SUFFIXES,
+    RecordingError,
+    frame_events,
+    natural_key,
+    read_events,
+)
+from snnkd_cli.errors import SnnkdError
+
+__all__ = [
+    "DVSAugment",
+    "DVSFrames",
+    "PreprocessReport",
+    "RecordingError",
+    "cache_key",
+    "frame_events",
+    "open_dvs_cache",
+    "preprocess_dvs",
+    "read_manifest",
+    "scan_recordings",
+]
+
+FORMAT = 1  # bump when the content of a cache changes for the same parameters
+SPLITS = ("random", "per-class")
+SPLIT_SEED = 42
+SPLIT_RULES = {
+    "random": "torch.utils.data.random_split(files, [0.9, 0.1], generator seeded 42) over files sorted by "
+    "class folder, then file name (torchvision DatasetFolder order)",
+    "per-class": "per class, files in index order: the first 10% (at least 1) val, the rest train "
+    "(spikingjelly's CIFAR10DVSTEBNSplit: 0-99 val, 100-999 train)",
+}
+MANIFEST = "manifest.json"
+TENSOR_KEY = "frames"
+META_KEY = "snnkd"
+# Linux: fork, as torch's DataLoader does (a spawned worker spends ~4 s importing torch/spikingjelly).
+START_METHOD = "fork" if sys.platform.startswith("linux") else "spawn"
+
+
+@dataclass
+class PreprocessReport:
+    """What :func:`preprocess_dvs` did; ``events``/``files`` count the whole cache, reused files included."""
+
+    cache_dir: Path
+    files: int
+    events: int
+    frames: int
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+    seconds: float = 0.0
+    reused: int = 0
+    decoded_events: int = 0  # events decoded in this run (reused files excluded)
+
+    @property
+    def events_per_second(self) -> float:
+        """Throughput of this run: events decoded and framed per wall-clock second."""
+        return self.decoded_events / self.seconds if self.seconds > 0 else 0.0
+
+
+def cache_key(frames: int, split_by: str, size: int, split: str) -> str:
+    """The cache folder name: every parameter that changes the content, e.g. ``frames10-number-size48-random``."""
+    return f"frames{frames}-{split_by}-size{size}-{split}"
+
+
+def _params(frames: int, split_by: str, size: int, split: str) -> dict[str, Any]:
+    return {"frames": frames, "split_by": split_by, "size": size, "split": split,
+            "sensor_size": list(SENSOR_SIZE), "resize": RESIZE_MODE}  # fmt: skip
+
+
+def scan_recordings(src: Path) -> tuple[tuple[str, ...], list[tuple[str, int]]]:
+    """Find ``src/<class>/<recording>`` files.
+
+    Returns:
+        ``(classes, items)``: class folder names sorted, and ``("class/file", label)`` sorted by class then name.
+
+    Raises:
+        SnnkdError: no such folder, a wrong layout, no recognised recordings.
+    """
+    src = Path(src).expanduser()
+    if not src.is_dir():
+        what = "is a file, not a folder" if src.exists() else "does not exist"
+        raise SnnkdError(f"source {src} {what}: SRC must hold one folder per class (SRC/airplane/*.aedat, ...)")
+    per_class = {}
+    for d in sorted((p for p in src.iterdir() if p.is_dir() and not p.name.startswith(".")), key=lambda p: p.name):
+        files = sorted(f.name for f in d.iterdir() if _is_recording(f))
+        if files:
+            per_class[d.name] = files
+    if not per_class:
+        raise SnnkdError(_layout_problem(src))
+    classes = tuple(per_class)
+    return classes, [(f"{c}/{f}", i) for i, c in enumerate(classes) for f in per_class[c]]
+
+
+def _is_recording(f: Path) -> bool:
+    return f.suffix.lower() in SUFFIXES and not f.name.startswith(".") and f.is_file()
+
+
+def _layout_problem(src: Path) -> str:
+    entries = sorted(src.iterdir(), key=lambda p: p.name)
+    loose = [f for f in entries if _is_recording(f)]
+    if loose:
+        return f"{len(loose)} recordings lie directly in {src}: put them in one folder per class (SRC/<class>/<file>)"
+    archives = [f.name for f in entries if f.suffix.lower() in (".zip", ".rar", ".tar", ".gz", ".7z")]
+    if archives:
+        return f"{src} holds archives ({', '.join(archives[:3])}): extract them so each class is a folder of recordings"
+    for d in (e for e in entries if e.is_dir()):
+        if any(sub.is_dir() and any(_is_recording(f) for f in sub.iterdir()) for sub in d.iterdir()):
+            return f"no class folders with recordings in {src}, but {d} has them: pass {d} as SRC"
+    return (f"no recognised recordings ({', '.join(SUFFIXES)}) in class folders under {src}: "
+            "expected SRC/<class>/<name>.aedat, the CIFAR10-DVS release layout")  # fmt: skip
+
+
+def split_indices(items: list[tuple[str, int]], split: str) -> tuple[list[int], list[int]]:
+    """Train and val indices into ``items`` (scan order), each sorted; see ``SPLIT_RULES``."""
+    if split == "random":
+        gen = torch.Generator().manual_seed(SPLIT_SEED)
+        tr, va = random_split(range(len(items)), [0.9, 0.1], generator=gen)
+        return sorted(tr.indices), sorted(va.indices)
+    train: list[int] = []
+    val: list[int] = []
+    for label in sorted({lab for _, lab in items}):
+        idx = sorted((i for i, (_, lab) in enumerate(items) if lab == label), key=lambda i: natural_key(items[i][0]))
+        n_val = 0 if len(idx) < 2 else max(1, (len(idx) + 5) // 10)
+        val += idx[:n_val]
+        train += idx[n_val:]
+    return sorted(train), sorted(val)
+
+
+def _one_line(err: BaseException) -> str:
+    text = " ".join(str(err).split())
+    return text if isinstance(err, RecordingError) else f"{type(err).__name__}: {text}".rstrip(": ")
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+def _existing_events(target: Path, meta: dict[str, Any]) -> int | None:
+    """Event count of a finished output made from the same recording and parameters, else None."""
+    try:
+        with safe_open(str(target), framework="pt") as f:
+            old = json.loads((f.metadata() or {})[META_KEY])
+            shape = f.get_slice(TENSOR_KEY).get_shape()
+    except Exception:  # missing, truncated, foreign: redo it
+        return None
+    p = meta["params"]
+    same = all(old.get(k) == v for k, v in meta.items() if k != "events")
+    return int(old["events"]) if same and shape == [p["frames"], 2, p["size"], p["size"]] else None
+
+
+def _process(job: tuple[str, str, dict[str, Any]]) -> tuple[str, int, str | None]:
+    """Frame one recording and write its output; a bad recording gives ``(source, 0, reason)``."""
+    src, target, meta = job
+    try:
+        ev = read_events(Path(src))
+        p = meta["params"]
+        x = frame_events(ev, p["frames"], p["split_by"], p["size"], tuple(p["sensor_size"]))
+    except Exception as err:  # one bad recording never stops the run
+        Path(target).unlink(missing_ok=True)
+        return meta["source"], 0, _one_line(err)
+    meta = {**meta, "events": int(ev["t"].shape[0])}
+    data = st_save({TENSOR_KEY: x}, metadata={META_KEY: json.dumps(meta, sort_keys=True)})
+    Path(target).parent.mkdir(parents=True, exist_ok=True)
+    _atomic_write(Path(target), data)
+    return meta["source"], meta["events"], None
+
+
+def _init_worker() -> None:
+    torch.set_num_threads(1)
+
+
+def _run(jobs: list[tuple[str, str, dict[str, Any]]], workers: int) -> Iterator[tuple[str, int, str | None]]:
+    if workers <= 1 or len(jobs) <= 1:
+        yield from map(_process, jobs)
+        return
+    ctx = mp.get_context(START_METHOD)
+    ex = ProcessPoolExecutor(min(workers, len(jobs)), mp_context=ctx, initializer=_init_worker)
+    try:
+        for fut in as_completed([ex.submit(_process, job) for job in jobs]):
+            yield fut.result()
+    except BrokenProcessPool as err:
+        raise SnnkdError("a preprocessing worker died (out of memory?): re-run with fewer --workers; "
+                         "finished files are kept") from err  # fmt: skip
+    finally:
+        ex.shutdown(wait=True, cancel_futures=True)
+
+
+def preprocess_dvs(
+    src: Path,
+    out: Path,
+    *,
+    frames: int = 10,
+    split_by: str = "number",
+    size: int = 48,
+    split: str = "random",
+    workers: int = 1,
+    progress: Callable[[int, int], None] | None = None,
+) -> PreprocessReport:
+    """Turn ``src/<class>/<recording>`` into cached frames ``[frames, 2, size, size]`` under ``out/<key>/``.
+
+    Finished outputs of an earlier run with the same parameters are reused; unreadable recordings are
+    skipped and listed (``report.skipped``, the manifest). ``progress(done, total)`` is called as files finish.
+
+    Raises:
+        SnnkdError: bad arguments, no recordings or a wrong layout, every recording unreadable, disk errors.
+    """
+    start = time.perf_counter()
+    if frames < 1 or size < 8 or workers < 1:
+        bad = "--frames must be >= 1" if frames < 1 else "--size must be >= 8" if size < 8 else "--workers must be >= 1"
+        raise SnnkdError(f"{bad}, got {frames if frames < 1 else size if size < 8 else workers}")
+    check_choice(split_by, SPLIT_BY, "--split-by")
+    check_choice(split, SPLITS, "--split")
+    src, out = Path(src).expanduser(), Path(out).expanduser()
+    classes, items = scan_recordings(src)
+    if any(rel.lower().endswith(".aedat4") for rel, _ in items):
+        import importlib.util
+
+        if importlib.util.find_spec("aedat") is None:
+            raise SnnkdError(f"{src} holds .aedat4 recordings, which tonic reads with the 'aedat' package: "
+                             "pip install aedat")  # fmt: skip
+    params = _params(frames, split_by, size, split)
+    cache = out / cache_key(frames, split_by, size, split)
+    try:
+        cache.mkdir(parents=True, exist_ok=True)
+        for stale in cache.glob("**/.*.tmp"):  # left by an interrupted run (one run per cache at a time)
+            stale.unlink()
+    except OSError as err:
+        raise SnnkdError(f"cannot write the cache at {cache}: {_one_line(err)}") from err
+
+    done: dict[str, int] = {}
+    jobs = []
+    for rel, label in items:
+        meta = {"format": FORMAT, "source": rel, "label": label, "class": classes[label], "params": params,
+                "source_bytes": (src / rel).stat().st_size}  # fmt: skip
+        target = cache / f"{rel}.safetensors"
+        n = _existing_events(target, meta)
+        if n is None:
+            jobs.append((str(src / rel), str(target), meta))
+        else:
+            done[rel] = n
+    reused, total = len(done), len(items)
+    if progress is not None and reused:
+        progress(reused, total)
+    skipped: dict[str, str] = {}
+    decoded = 0
+    try:
+        for rel, n, reason in _run(jobs, workers):
+            if reason is None:
+                done[rel] = n
+                decoded += n
+            else:
+                skipped[rel] = reason
+            if progress is not None:
+                progress(len(done) + len(skipped), total)
+    except OSError as err:
+        raise SnnkdError(f"cannot write the cache at {cache}: {_one_line(err)}") from err
+    if not done:
+        rel, reason = next(iter(sorted(skipped.items())))
+        raise SnnkdError(f"none of the {total} recordings in {src} could be read (first, {rel}: {reason})")
+
+    train, val = split_indices(items, split)
+    entries = lambda idx: [[f"{items[i][0]}.safetensors", items[i][1]] for i in idx if items[i][0] in done]  # noqa: E731
+    manifest = {
+        "format": FORMAT, "key": cache.name, "params": params, "source": str(src.resolve()),
+        "classes": list(classes), "split": {"name": split, "rule": SPLIT_RULES[split]},
+        "train": entries(train), "val": entries(val), "skipped": sorted([k, v] for k, v in skipped.items()),
+        "files": len(done), "events": sum(done.values()),
+    }  # fmt: skip
+    _atomic_write(cache / MANIFEST, (json.dumps(manifest, indent=1, sort_keys=True) + "\n").encode())
+    return PreprocessReport(cache, len(done), sum(done.values()), len(done) * frames, sorted(skipped.items()),
+                            time.perf_counter() - start, reused, decoded)  # fmt: skip
+
+
+def read_manifest(cache_dir: Path) -> dict[str, Any]:
+    """The manifest of a finished cache; one-line SnnkdError if it is missing, corrupt or from another format."""
+    path = Path(cache_dir) / MANIFEST
+    try:
+        man = json.loads(path.read_text())
+        ok = man.get("format") == FORMAT and {"params", "classes", "train", "val"} <= set(man)
+    except (OSError, ValueError) as err:
+        what = "no" if not path.exists() else "an unreadable"
+        raise SnnkdError(f"{what} DVS cache manifest at {path}: run snnkd preprocess-dvs SRC OUT") from err
+    if not ok:
+        raise SnnkdError(f"DVS cache {cache_dir} was made by another snnkd version: run snnkd preprocess-dvs again")
+    return man
+
+
+def _describe(p: dict[str, Any]) -> str:
+    return " ".join(f"{k}={p[k]}" for k in ("frames", "split_by", "size", "split"))
+
+
+def _rerun_hint(man: dict[str, Any] | None, out: Path, want: dict[str, Any]) -> str:
+    src = man["source"] if man else "SRC"
+    base = man["params"] if man else {}
+    p = {k: (want[k] if want[k] is not None else base.get(k)) for k in want}
+    flags = " ".join(f"--{k.replace('_', '-')} {v}" for k, v in p.items() if v is not None)
+    return f"run snnkd preprocess-dvs {src} {out} {flags}".rstrip()
+
+
+def open_dvs_cache(
+    data_dir: Path,
+    *,
+    frames: int | None = None,
+    split_by: str | None = None,
+    size: int | None = None,
+    split: str | None = None,
+) -> Path:
+    """The cache folder for the asked parameters (None = any): ``data_dir`` itself or one ``<key>`` in it.
+
+    Raises:
+        SnnkdError: no cache, a cache made with other parameters, or several matching (one line each).
+    """
+    data_dir = Path(data_dir).expanduser()
+    want = {"frames": frames, "split_by": split_by, "size": size, "split": split}
+    asked = {k: v for k, v in want.items() if v is not None}
+    if (data_dir / MANIFEST).is_file():
+        man = read_manifest(data_dir)
+        wrong = {k: v for k, v in asked.items() if man["params"].get(k) != v}
+        if wrong:
+            asked_txt = " ".join(f"{k}={v}" for k, v in wrong.items())
+            raise SnnkdError(f"cache at {data_dir} was made with {_describe(man['params'])} but {asked_txt} was "
+                             f"asked; {_rerun_hint(man, data_dir.parent, want)}")  # fmt: skip
+        return data_dir
+    subs = sorted(d for d in data_dir.iterdir() if (d / MANIFEST).is_file()) if data_dir.is_dir() else []
+    mans = {d: read_manifest(d) for d in subs}
+    match = [d for d, m in mans.items() if all(m["params"].get(k) == v for k, v in asked.items())]
+    if len(match) == 1:
+        return match[0]
+    if len(match) > 1:
+        raise SnnkdError(f"several DVS caches in {data_dir} match ({', '.join(d.name for d in match)}): "
+                         "pass --frames/--split-by/--size/--split or point at one of them")  # fmt: skip
+    found = f"found {', '.join(d.name for d in subs)}" if subs else "found none"
+    man = next(iter(mans.values()), None)
+    raise SnnkdError(f"no DVS cache in {data_dir} matches {' '.join(f'{k}={v}' for k, v in asked.items()) or 'any'}"
+                     f" ({found}); {_rerun_hint(man, data_dir, want)}")  # fmt: skip
+
+
+class DVSAugment:
+    """Training augmentation for event frames ``[T, 2, H, W]``, drawn once per sample and applied to every frame.
+
+    Horizontal flip (probability ``flip_p``), then one of: roll by up to ``roll`` pixels in x and y,
+    rotate by up to ``rotate`` degrees (nearest, zero fill), or cutout of a ``cutout`` square (NDA-style).
+    Uses torch's RNG (or ``generator``), so DataLoader worker seeding makes it reproducible.
+    """
+
+    OPS = ("roll", "rotate", "cutout")
+
+    def __init__(self, flip_p: float = 0.5, roll: int = 5, rotate: float = 30.0, cutout: int = 16) -> None:
+        self.flip_p, self.roll, self.rotate, self.cutout = flip_p, roll, rotate, cutout
+
+    def sample(self, h: int, w: int, generator: torch.Generator | None = None) -> dict[str, Any]:
+        """Random parameters for one sample of height ``h`` and width ``w``."""
+        g = generator
+        params: dict[str, Any] = {"flip": bool(torch.rand((), generator=g) < self.flip_p)}
+        op = self.OPS[int(torch.randint(len(self.OPS), (), generator=g))]
+        params["op"] = op
+        if op == "roll":
+            params["shift"] = tuple(int(v) for v in torch.randint(-self.roll, self.roll + 1, (2,), generator=g))
+        elif op == "rotate":
+            params["angle"] = float((2 * torch.rand((), generator=g) - 1) * self.rotate)
+        else:
+            params["center"] = (int(torch.randint(h, (), generator=g)), int(torch.randint(w, (), generator=g)))
+        return params
+
+    def apply(self, x: torch.Tensor, params: dict[str, Any]) -> torch.Tensor:
+        """``x [T, C, H, W]`` -> the same shape, with ``params`` (from :meth:`sample`) applied to every frame."""
+        if params["flip"]:
+            x = x.flip(-1)
+        if params["op"] == "roll":
+            x = torch.roll(x, shifts=params["shift"], dims=(-2, -1))
+        elif params["op"] == "rotate":
+            x = TF.rotate(x, params["angle"], interpolation=InterpolationMode.NEAREST, fill=0.0)
+        else:
+            cy, cx = params["center"]
+            y0, x0 = cy - self.cutout // 2, cx - self.cutout // 2
+            x = x.clone()
+            x[..., max(y0, 0) : y0 + self.cutout, max(x0, 0) : x0 + self.cutout] = 0
+        return x.contiguous()
+
+    def __call__(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        return self.apply(x, self.sample(x.shape[-2], x.shape[-1], generator))
+
+
+class DVSFrames(Dataset):
+    """A finished cache's train or val split: ``(frames [T, 2, size, size] float32, label int)``.
+
+    Args:
+        cache_dir: the ``<key>`` folder (see :func:`open_dvs_cache`).
+        train: the train split, else val.
+        augment: apply :class:`DVSAugment` (training only).
+    """
+
+    def __init__(self, cache_dir: Path, train: bool, augment: bool = False) -> None:
+        self.root = Path(cache_dir)
+        man = read_manifest(self.root)
+        entries = man["train" if train else "val"]
+        self.files = [str(e[0]) for e in entries]
+        self.targets = [int(e[1]) for e in entries]
+        self.classes = tuple(man["classes"])
+        self.params = man["params"]
+        self.frames = int(self.params["frames"])
+        self.size = int(self.params["size"])
+        self.split = man["split"]["name"]
+        self.transform = DVSAugment() if augment else None
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        path = self.root / self.files[i]
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                x = f.get_tensor(TENSOR_KEY)
+        except Exception as err:
+            raise SnnkdError(f"cannot read cached frames {path} ({_one_line(err)}): delete it and re-run "
+                             "snnkd preprocess-dvs with the same options") from err  # fmt: skip
+        if self.transform is not None:
+            x = self.transform(x)
+        return x, self.targets[i]

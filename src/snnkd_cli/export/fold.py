@@ -1,0 +1,150 @@
+"""BatchNorm folding and the folded safetensors format (inference weights only).
+
+:func:`fold_bn` replaces, inside every ``nn.Sequential`` (spikingjelly's ``SeqToANNContainer`` is
+one), a ``Conv2d`` + ``BatchNorm2d`` or ``Linear`` + ``BatchNorm1d`` pair by the fused layer and an
+``nn.Identity``. A BatchNorm that follows no convolution (pre-activation blocks, after a residual
+sum, or one kept as a separate attribute as in torchvision's ResNet) stays and is reported.
+
+A folded file keeps the checkpoint's metadata (``kind``, ``config``...) and adds ``"folded": "1"``
+and ``"fold_report"``; :func:`build_folded` rebuilds the same structure from the config, so
+:func:`load_exported` is ``build_folded(config) -> load_state_dict(strict=True)``.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError, safe_open
+from torch import nn
+from torch.nn.utils.fusion import fuse_conv_bn_eval, fuse_linear_bn_eval
+
+from snnkd_cli.config import ModelConfig, RunConfig
+from snnkd_cli.errors import SnnkdError
+from snnkd_cli.models import create_model
+
+_PAIRS = ((nn.Conv2d, nn.BatchNorm2d), (nn.Conv1d, nn.BatchNorm1d), (nn.Linear, nn.BatchNorm1d))
+
+
+@dataclass
+class FoldReport:
+    """What :func:`fold_bn` did: ``folded`` holds ``"conv_name+bn_name"``, ``not_folded`` BN names."""
+
+    folded: list[str] = field(default_factory=list)
+    not_folded: list[str] = field(default_factory=list)
+
+    def to_json(self) -> str:
+        return json.dumps({"folded": self.folded, "not_folded": self.not_folded}, sort_keys=True)
+
+    def summary(self) -> str:
+        """One line for people, e.g. ``"20 BN folded, 0 kept"``."""
+        kept = f", {len(self.not_folded)} kept ({', '.join(self.not_folded[:3])}" if self.not_folded else ", 0 kept"
+        if self.not_folded:
+            kept += ", ..." if len(self.not_folded) > 3 else ""
+            kept += ")"
+        return f"{len(self.folded)} BN folded{kept}"
+
+
+def fold_bn(model: nn.Module, inplace: bool = False) -> tuple[nn.Module, FoldReport]:
+    """Fold every BatchNorm that directly follows a conv/linear layer in an ``nn.Sequential``.
+
+    The model is put in eval mode (folding uses the running statistics). A fused layer always
+    has a bias. Module names (so state-dict keys) of the other layers do not change.
+
+    Args:
+        model: any network; not modified unless ``inplace``.
+        inplace: fold ``model`` itself instead of a deep copy.
+
+    Returns:
+        ``(folded_model, report)``; the folded model computes the same function in eval mode.
+    """
+    net = model if inplace else copy.deepcopy(model)
+    net.eval()
+    report = FoldReport()
+    for prefix, mod in list(net.named_modules()):
+        if not isinstance(mod, nn.Sequential):
+            continue
+        names = list(mod._modules.keys())
+        for a, b in zip(names, names[1:], strict=False):
+            first, second = mod._modules[a], mod._modules[b]
+            if not any(isinstance(first, p) and type(second) is q for p, q in _PAIRS):
+                continue
+            fuse = fuse_linear_bn_eval if isinstance(first, nn.Linear) else fuse_conv_bn_eval
+            with torch.no_grad():
+                mod._modules[a] = fuse(first, second)
+            mod._modules[b] = nn.Identity()
+            report.folded.append(f"{_join(prefix, a)}+{_join(prefix, b)}")
+    for name, mod in net.named_modules():
+        if isinstance(mod, nn.modules.batchnorm._BatchNorm):
+            report.not_folded.append(name)
+    _invalidate_reset_cache(net)
+    return net, report
+
+
+def _join(prefix: str, name: str) -> str:
+    return f"{prefix}.{name}" if prefix else name
+
+
+def _invalidate_reset_cache(net: nn.Module) -> None:
+    """spikingjelly caches the stateful modules of a net; the structure changed (DESIGN.md, traps)."""
+    from spikingjelly.activation_based import functional
+
+    invalidate = getattr(functional, "invalidate_reset_cache", None)
+    if invalidate is not None:
+        invalidate(net)
+
+
+def build_model(mc: ModelConfig) -> nn.Module:
+    """The (unfolded) network a :class:`ModelConfig` describes."""
+    return create_model(mc.arch, mc.num_classes, **mc.kwargs())
+
+
+def build_folded(config: RunConfig | ModelConfig) -> nn.Module:
+    """The folded structure of a config's network (eval mode, weights not loaded yet)."""
+    mc = config.model if isinstance(config, RunConfig) else config
+    net, _ = fold_bn(build_model(mc), inplace=True)
+    return net
+
+
+def folded_metadata(meta: dict[str, str], report: FoldReport) -> dict[str, str]:
+    """The checkpoint's metadata (kind and config kept) plus ``folded`` and ``fold_report``."""
+    return {**meta, "folded": "1", "fold_report": report.to_json()}
+
+
+def load_exported(path: str | Path) -> nn.Module:
+    """Rebuild a model from a folded safetensors file written by ``snnkd export --format safetensors``.
+
+    Args:
+        path: the exported file (an unfolded snnkd checkpoint is accepted as well).
+
+    Returns:
+        The network in eval mode: an SNN maps ``[T, B, C, H, W]`` to ``[T, B, classes]``, an ANN
+        ``[B, C, H, W]`` to ``[B, classes]``.
+
+    Raises:
+        SnnkdError: missing or unreadable file, no snnkd metadata, or weights that do not match.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise SnnkdError(f"exported model not found: {path}")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+            state = {k: f.get_tensor(k) for k in f.keys()}
+    except (SafetensorError, OSError, ValueError, RuntimeError) as e:
+        raise SnnkdError(f"{path} is not a readable safetensors file: {str(e).splitlines()[0]}") from None
+    if "config" not in meta:
+        raise SnnkdError(f"{path} has no snnkd metadata (no 'config'); pass a file written by 'snnkd export'")
+    try:
+        config = RunConfig.from_dict(json.loads(meta["config"]))
+    except (ValueError, TypeError) as e:
+        raise SnnkdError(f"{path}: its stored configuration cannot be read ({e})") from None
+    net = build_folded(config) if meta.get("folded") == "1" else build_model(config.model)
+    try:
+        net.load_state_dict(state, strict=True)
+    except RuntimeError as e:
+        raise SnnkdError(f"{path}: weights do not match the stored architecture ({str(e).splitlines()[0]})") from None
+    return net.eval()
