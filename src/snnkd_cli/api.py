@@ -16,7 +16,7 @@ from torch.utils.data import DataLoader
 
 from snnkd_cli.config import LOSSES, TrainConfig, check_choice
 from snnkd_cli.engine.checkpoint import atomic_write_bytes
-from snnkd_cli.engine.loop import FitResult, fit
+from snnkd_cli.engine.loop import Checkpointer, FitResult, fit
 from snnkd_cli.engine.precision import default_device
 from snnkd_cli.engine.report import Reporter, RichReporter
 from snnkd_cli.engine.sweep import sweep as _sweep
@@ -72,14 +72,7 @@ def distill(
     x, _ = next(iter(train_loader))
     check_student(student, time_major(x[:2].to(dev), min(cfg.T, 2), temporal))
     task = DistillTask(teacher, cfg.T, loss, alpha, beta, tau, temporal)
-    save = None
-    if out is not None:
-        out = Path(out)
-
-        def save(path: Path, extra: dict) -> None:  # the student's state_dict, written atomically
-            tensors = {k: v.detach().cpu().contiguous() for k, v in student.state_dict().items()}
-            atomic_write_bytes(path, st_save(tensors, metadata={"epoch": extra["epoch"]}))
-
+    ckpt = _WeightsOnly(student, Path(out)) if out is not None else None
     reporter: Reporter = RichReporter() if verbose else Reporter()
     return fit(
         student,
@@ -90,10 +83,23 @@ def distill(
         eval_T=cfg.T,
         temporal=temporal,
         device=dev,
-        save=save,
-        out_dir=out,
+        checkpointer=ckpt,
         reporter=reporter,
     )
+
+
+class _WeightsOnly(Checkpointer):
+    """The student's ``state_dict`` as ``last.safetensors`` / ``best.safetensors``, written atomically."""
+
+    def __init__(self, model: nn.Module, out: Path) -> None:
+        self.model, self.out = model, out
+
+    def epoch_end(self, epoch: int, improved: bool, extra: dict) -> None:
+        tensors = {k: v.detach().cpu().contiguous() for k, v in self.model.state_dict().items()}
+        data = st_save(tensors, metadata={"epoch": str(epoch)})
+        atomic_write_bytes(self.out / "last.safetensors", data)
+        if improved:
+            atomic_write_bytes(self.out / "best.safetensors", data)
 
 
 def sweep(

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 from dataclasses import dataclass, field
 from typing import Any
 
 from snnkd_cli.errors import SnnkdError
 
-DATASETS = ("synthetic", "cifar10", "cifar100", "imagefolder", "imagenet")
+DATASETS = ("synthetic", "cifar10", "cifar100", "imagefolder", "imagenet", "cifar10dvs", "synthetic-dvs")
+EVENT_DATASETS = ("cifar10dvs", "synthetic-dvs")
 LOSSES = ("full-range", "standard-kd", "twce")
 PRECISIONS = ("fp32", "bf16", "fp16")
 
@@ -35,6 +37,9 @@ class DataConfig:
     in_channels: int = 3
     synthetic_train: int = 2000
     synthetic_val: int = 500
+    frames: int | None = None  # event data: frames per sample (cache selection; synthetic-dvs: generated)
+    split: str | None = None  # cifar10dvs cache: "random" (paper, 90/10 seed 42) or "per-class" (900/100)
+    augment: bool = True  # training augmentation (the dataset's recipe)
 
 
 @dataclass
@@ -155,6 +160,9 @@ PRESETS: dict[str, Preset] = {
     "imagefolder": Preset(30, 64, 0.05, 5e-4, 2, 4, 0.5, 3.0, False, "resnet34", "resnet18"),
     # Built-in offline data: narrow networks so the quickstart runs in minutes on a CPU.
     "synthetic": Preset(4, 64, 0.05, 5e-4, 1, 4, 0.5, 3.0, False, "resnet18", "resnet18", width=16),
+    # CIFAR10-DVS: ResNet-19 / ResNet-19, T=10, batch 32 (paper); frames from 'snnkd preprocess-dvs'.
+    "cifar10dvs": Preset(300, 32, 0.1, 5e-4, 5, 10, 0.5, 3.0, False, "resnet19", "resnet19"),
+    "synthetic-dvs": Preset(6, 64, 0.05, 5e-4, 1, 8, 0.5, 3.0, False, "resnet18", "resnet18", width=16),
 }
 
 
@@ -195,7 +203,7 @@ def from_preset(task: str, dataset: str, **overrides: Any) -> RunConfig:
     spiking = task == "distill"
     cfg = RunConfig(
         task=task,
-        data=DataConfig(dataset=dataset, workers=0 if dataset == "synthetic" else 4),
+        data=DataConfig(dataset=dataset, workers=0 if dataset.startswith("synthetic") else min(4, os.cpu_count() or 1)),
         model=ModelConfig(
             arch=p.student_arch if spiking else p.teacher_arch,
             kind="snn" if spiking else "ann",
@@ -241,6 +249,7 @@ def validate(cfg: RunConfig) -> None:
         (t.weight_decay >= 0, f"--weight-decay must be >= 0, got {t.weight_decay}"),
         (t.warmup_epochs >= 0, f"--warmup-epochs must be >= 0, got {t.warmup_epochs}"),
         (cfg.data.workers >= 0, f"--workers must be >= 0, got {cfg.data.workers}"),
+        (t.max_steps is None or t.max_steps >= 1, f"--max-steps must be >= 1, got {t.max_steps}"),
         (cfg.model.width >= 1, f"--width must be >= 1, got {cfg.model.width}"),
         (0.0 < cfg.model.decay < 1.0, f"--decay must be in (0, 1), got {cfg.model.decay}"),
         (

@@ -113,3 +113,24 @@ def write_sweep_csv(path: Path, entries: list[dict]) -> None:
                 ]
             )
     atomic_write_bytes(Path(path), buf.getvalue().encode())
+
+
+def preprocess_summary(rep) -> Table:
+    """The summary of ``snnkd preprocess-dvs`` (a :class:`snnkd_cli.data.dvs.PreprocessReport`)."""
+    table = Table(title=f"preprocess-dvs -> {rep.cache_dir}", title_justify="left", show_header=False)
+    table.add_column(style="bold")
+    table.add_column(justify="right")
+    rows = [
+        ("files", f"{rep.files:,} ({rep.reused:,} reused from an earlier run)"),
+        ("events", f"{rep.events:,}"),
+        ("frames", f"{rep.frames:,}"),
+        ("skipped", f"{len(rep.skipped):,}"),
+        ("time", f"{rep.seconds:.1f} s"),
+        ("events per second", f"{rep.events_per_second:,.0f} (decoded this run)"),
+    ]
+    for k, v in rows:
+        table.add_row(k, v)
+    if rep.skipped:
+        table.caption = "skipped (unreadable):\n" + "\n".join(f"  {path}: {why}" for path, why in rep.skipped)
+        table.caption_justify = "left"
+    return table

@@ -79,13 +79,31 @@ Out = Annotated[
 ]
 Precision = Annotated[str, typer.Option(help="Numeric precision: fp32, bf16 or fp16 (autocast).")]
 ChannelsLast = Annotated[bool, typer.Option("--channels-last", help="Use channels-last memory format.")]
+Resume = Annotated[
+    str | None,
+    typer.Option(
+        "--resume",
+        metavar="[PATH]",
+        help="Continue an interrupted run: --resume (OUT/resume.safetensors) or --resume PATH.",
+    ),
+]
+SaveEvery = Annotated[int | None, typer.Option(help="Also write the resume file every N steps (default: each epoch).")]
+TensorBoard = Annotated[
+    bool, typer.Option("--tensorboard", help="Also write TensorBoard event files to OUT/tensorboard.")
+]
 MaxSteps = Annotated[int | None, typer.Option(help="Stop each epoch after this many steps (smoke tests).")]
 
 
-def _common(**kw) -> dict:
-    kw["data_dir"] = str(kw["data_dir"])
-    kw["out"] = str(kw["out"]) if kw["out"] is not None else None
-    return kw
+def _train(task: str, opts: dict) -> None:
+    """Build the run's config from the command's options (the recipe where None) and train."""
+    from snnkd_cli.cli.commands import run_training
+    from snnkd_cli.config import from_preset
+
+    run_opts = {k: opts.pop(k) for k in ("resume", "save_every", "tensorboard")}
+    dataset = opts.pop("dataset")
+    opts["data_dir"] = str(opts["data_dir"])
+    opts["out"] = str(opts["out"]) if opts["out"] is not None else None
+    run_training(from_preset(task, dataset, **opts), **run_opts)
 
 
 @app.command("train-teacher")
@@ -108,13 +126,12 @@ def train_teacher(
     precision: Precision = "fp32",
     channels_last: ChannelsLast = False,
     max_steps: MaxSteps = None,
+    resume: Resume = None,
+    save_every: SaveEvery = None,
+    tensorboard: TensorBoard = False,
 ) -> None:
     """Train an ANN teacher with cross-entropy (the paper's recipe for the dataset)."""
-    from snnkd_cli.cli.commands import run_training
-    from snnkd_cli.config import from_preset
-
-    kw = _common(**{k: v for k, v in locals().items() if k != "dataset"})
-    run_training(from_preset("teacher", dataset, **kw))
+    _train("teacher", dict(locals()))
 
 
 @app.command()
@@ -153,14 +170,15 @@ def distill(
     precision: Precision = "fp32",
     channels_last: ChannelsLast = False,
     max_steps: MaxSteps = None,
+    resume: Resume = None,
+    save_every: SaveEvery = None,
+    tensorboard: TensorBoard = False,
 ) -> None:
     """Distil a spiking student from an ANN teacher so that it works at every T from 1 to Tmax."""
-    from snnkd_cli.cli.commands import run_training
-    from snnkd_cli.config import from_preset
-
-    kw = {k: v for k, v in locals().items() if k not in ("dataset", "student_arch", "teacher")}
-    kw = _common(arch=student_arch, teacher=str(teacher) if teacher else None, **kw)
-    run_training(from_preset("distill", dataset, **kw))
+    opts = dict(locals())
+    opts["arch"] = opts.pop("student_arch")
+    opts["teacher"] = str(teacher) if teacher else None
+    _train("distill", opts)
 
 
 @app.command("eval-sweep")
@@ -201,6 +219,29 @@ def quickstart(
     run_quickstart(out, teacher_epochs, student_epochs, T, max_T, precision)
 
 
+@app.command("preprocess-dvs")
+@handle_errors
+def preprocess_dvs(
+    src: Annotated[
+        Path, typer.Argument(help="Recordings: SRC/<class>/*.aedat (the CIFAR10-DVS release), .npz or .npy.")
+    ],
+    out: Annotated[Path, typer.Argument(help="Cache folder; frames go to OUT/<key>/ named by the parameters.")],
+    frames: Annotated[int, typer.Option(help="Frames per recording (the largest T it can train at).")] = 10,
+    split_by: Annotated[
+        str, typer.Option(help="number: equal event counts per frame (paper); time: equal durations.")
+    ] = ("number"),
+    size: Annotated[int, typer.Option(help="Frame height and width after resizing (area interpolation).")] = 48,
+    split: Annotated[str, typer.Option(help="random: 90/10 with seed 42 (paper); per-class: 900/100 (TEBN).")] = (
+        "random"
+    ),
+    workers: Annotated[int, typer.Option(help="Worker processes (output is identical for any number).")] = 1,
+) -> None:
+    """Turn event recordings into cached frames [T, 2, H, W] (safetensors) for --dataset cifar10dvs."""
+    from snnkd_cli.cli.commands import run_preprocess_dvs
+
+    run_preprocess_dvs(src, out, frames, split_by, size, split, workers)
+
+
 def _not_yet(name: str, issue: str) -> Callable:
     def cmd(args: Annotated[list[str] | None, typer.Argument(hidden=True)] = None) -> None:
         from snnkd_cli.cli._output import print_error
@@ -212,17 +253,26 @@ def _not_yet(name: str, issue: str) -> Callable:
     return cmd
 
 
-app.command("preprocess-dvs", context_settings={"ignore_unknown_options": True, "allow_extra_args": True})(
-    _not_yet("preprocess-dvs", "turn CIFAR10-DVS event recordings into cached frames")
-)
 app.command("export", context_settings={"ignore_unknown_options": True, "allow_extra_args": True})(
     _not_yet("export", "export a distilled SNN to safetensors, ONNX or NIR")
 )
 
 
+def _bare_resume(argv: list[str]) -> list[str]:
+    """``--resume`` with no value means ``--resume auto`` (OUT/resume.safetensors).
+
+    Typer options cannot take an optional value, so the console script fills it in.
+    """
+    out = list(argv)
+    for i, a in enumerate(out):
+        if a == "--resume" and (i + 1 == len(out) or out[i + 1].startswith("-")):
+            out[i] = "--resume=auto"
+    return out
+
+
 def main() -> None:
     """Console-script entry point."""
-    app(prog_name="snnkd")
+    app(args=_bare_resume(sys.argv[1:]), prog_name="snnkd")
 
 
 if __name__ == "__main__":

@@ -5,16 +5,29 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from snnkd_cli.cli._output import err_console, out_console, sweep_entries, sweep_table, write_json, write_sweep_csv
+from snnkd_cli.cli._output import (
+    err_console,
+    out_console,
+    preprocess_summary,
+    sweep_entries,
+    sweep_table,
+    write_json,
+    write_sweep_csv,
+)
 from snnkd_cli.config import RunConfig, from_preset
 from snnkd_cli.engine.checkpoint import load_checkpoint
 from snnkd_cli.engine.report import RichReporter
 from snnkd_cli.engine.run import TrainOutcome, evaluate_checkpoint, train
+from snnkd_cli.errors import SnnkdError
 
 
-def run_training(cfg: RunConfig) -> TrainOutcome:
+def run_training(
+    cfg: RunConfig, resume: str | None = None, save_every: int | None = None, tensorboard: bool = False
+) -> TrainOutcome:
     """Train (teacher or student), then print the sweep of the best epoch and where the files are."""
-    outcome = train(cfg, RichReporter(err_console))
+    if resume == "auto":
+        resume = str(Path(cfg.train.out) / "resume.safetensors")
+    outcome = train(cfg, RichReporter(err_console), resume=resume, save_every=save_every, tensorboard=tensorboard)
     best = load_checkpoint(outcome.best_path)
     out_console.print(sweep_table([(best, outcome.fit.best)]))
     err_console.print(f"best epoch {outcome.fit.best_epoch}: [bold]{outcome.best_path}[/]  (last: {outcome.last_path})")
@@ -32,6 +45,9 @@ def run_sweep(
     csv_path: Path | None,
 ) -> None:
     """Evaluate every checkpoint, then print one table and write the JSON/CSV files asked for."""
+    for path in (json_path, csv_path):  # fail before a long evaluation, not after
+        if path is not None and not Path(path).parent.is_dir():
+            raise SnnkdError(f"cannot write {path}: folder {Path(path).parent} does not exist")
     results = [
         evaluate_checkpoint(p, max_T, dataset=dataset, data_dir=data_dir, batch_size=batch_size, precision=precision)
         for p in checkpoints
@@ -49,27 +65,46 @@ def run_sweep(
 def run_quickstart(out: Path, teacher_epochs: int, student_epochs: int, T: int, max_T: int, precision: str) -> None:
     """Teacher, full-range student and a T-sweep on the built-in synthetic data."""
     t0 = time.perf_counter()
+    if max_T < 1:
+        raise SnnkdError(f"--max-T must be >= 1, got {max_T}")
+    # both configurations are checked before anything is trained
+    t_cfg = from_preset("teacher", "synthetic", epochs=teacher_epochs, out=str(out / "teacher"), precision=precision)
+    s_cfg = from_preset(
+        "distill", "synthetic", epochs=student_epochs, T=T, out=str(out / "student"), precision=precision
+    )
     err_console.rule("1/3  ANN teacher (resnet18, synthetic)")
-    teacher = train(
-        from_preset("teacher", "synthetic", epochs=teacher_epochs, out=str(out / "teacher"), precision=precision),
-        RichReporter(err_console),
-    )
+    teacher = train(t_cfg, RichReporter(err_console))
     err_console.rule("2/3  spiking student, full-range distillation")
-    student = train(
-        from_preset(
-            "distill",
-            "synthetic",
-            epochs=student_epochs,
-            T=T,
-            out=str(out / "student"),
-            teacher=str(teacher.best_path),
-            precision=precision,
-        ),
-        RichReporter(err_console),
-    )
+    s_cfg.kd.teacher = str(teacher.best_path)
+    student = train(s_cfg, RichReporter(err_console))
     err_console.rule(f"3/3  sweep T = 1..{max_T}")
     run_sweep([student.best_path, teacher.best_path], max_T, None, None, None, None, out / "sweep.json", None)
     err_console.print(
         f"done in {time.perf_counter() - t0:.0f}s. teacher: {teacher.best_path}  student: {student.best_path}\n"
         f"next: snnkd eval-sweep {student.best_path} --max-T 16"
     )
+
+
+def run_preprocess_dvs(src: Path, out: Path, frames: int, split_by: str, size: int, split: str, workers: int) -> None:
+    """Preprocess with a Rich progress bar, then print the summary and the skipped files."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from snnkd_cli.data.dvs import preprocess_dvs
+
+    with Progress(
+        TextColumn("frames"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=err_console,
+        transient=True,
+    ) as bar:
+        task = bar.add_task("files", total=None)
+
+        def progress(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total)
+
+        rep = preprocess_dvs(
+            src, out, frames=frames, split_by=split_by, size=size, split=split, workers=workers, progress=progress
+        )
+    out_console.print(preprocess_summary(rep))

@@ -10,7 +10,15 @@ from torch.utils.data import Dataset
 from snnkd_cli.config import DATASETS, DataConfig, check_choice
 from snnkd_cli.data.synthetic import SyntheticImages
 
-DEFAULT_IMAGE_SIZE = {"synthetic": 16, "cifar10": 32, "cifar100": 32, "imagefolder": 64, "imagenet": 224}
+DEFAULT_IMAGE_SIZE = {
+    "synthetic": 16,
+    "cifar10": 32,
+    "cifar100": 32,
+    "imagefolder": 64,
+    "imagenet": 224,
+    "cifar10dvs": 48,
+    "synthetic-dvs": 32,
+}
 
 
 @dataclass(frozen=True)
@@ -27,12 +35,14 @@ class DataInfo:
     image_size: int
     temporal: bool = False
     classes: tuple[str, ...] = ()
+    frames: int | None = None  # event data: frames per sample (the largest T it supports)
 
 
 def resolved(cfg: DataConfig, info: DataInfo) -> DataConfig:
     """``cfg`` with the dataset's classes, channels and image size filled in."""
     return dataclasses.replace(
-        cfg, num_classes=info.num_classes, in_channels=info.in_channels, image_size=info.image_size
+        cfg, num_classes=info.num_classes, in_channels=info.in_channels, image_size=info.image_size,
+        frames=info.frames if info.temporal else cfg.frames,
     )
 
 
@@ -52,6 +62,24 @@ def build_datasets(
         val = make(cfg.synthetic_val, 1)
         tr = make(cfg.synthetic_train, 0) if train else None
         return tr, val, DataInfo("synthetic", n_cls, cfg.in_channels or 3, size, False, val.classes)
+    if cfg.dataset == "synthetic-dvs":
+        from snnkd_cli.data.dvs_synthetic import SyntheticEvents
+
+        n_cls, frames = cfg.num_classes or 10, cfg.frames or 8
+        make = lambda n, split: SyntheticEvents(n, n_cls, frames, size, seed=0, split_seed=split)  # noqa: E731
+        val = make(cfg.synthetic_val, 1)
+        tr = make(cfg.synthetic_train, 0) if train else None
+        classes = tuple(f"class_{i}" for i in range(n_cls))
+        return tr, val, DataInfo("synthetic-dvs", n_cls, 2, size, True, classes, frames)
+    if cfg.dataset == "cifar10dvs":
+        from pathlib import Path
+
+        from snnkd_cli.data.dvs import DVSFrames, open_dvs_cache
+
+        cache = open_dvs_cache(Path(cfg.data_dir), frames=cfg.frames, size=cfg.image_size, split=cfg.split)
+        val = DVSFrames(cache, train=False)
+        tr = DVSFrames(cache, train=True, augment=augment and cfg.augment) if train else None
+        return tr, val, DataInfo("cifar10dvs", len(val.classes), 2, val.size, True, tuple(val.classes), val.frames)
     from snnkd_cli.data.static import build_static
 
-    return build_static(cfg, size, train=train, augment=augment)
+    return build_static(cfg, size, train=train, augment=augment and cfg.augment)

@@ -1,4 +1,4 @@
-"""Reading event recordings and turning them into frames.
+"""Event recordings: finding them (one folder per class), reading them, splitting them and framing them.
 
 Decoding and framing are spikingjelly's own code (what the paper used), with a thin layer of checks:
 
@@ -15,6 +15,7 @@ Events are a dict of equal-length numpy arrays ``t, x, y, p`` (``p`` 1 = ON, fra
 from __future__ import annotations
 
 import re
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -25,10 +26,21 @@ from spikingjelly.datasets.utils import (
     integrate_events_by_fixed_frames_number,
     integrate_events_segment_to_frame,
 )
+from torch.utils.data import random_split
+
+from snnkd_cli.errors import SnnkdError
 
 SUFFIXES = (".aedat", ".aedat4", ".npz", ".npy")
 SPLIT_BY = ("number", "time")
 SENSOR_SIZE = (128, 128)  # (height, width) of the DVS128 sensor CIFAR10-DVS was recorded with
+SPLITS = ("random", "per-class")
+SPLIT_SEED = 42
+SPLIT_RULES = {
+    "random": "torch.utils.data.random_split(files, [0.9, 0.1], generator seeded 42) over files sorted by "
+    "class folder, then file name (torchvision DatasetFolder order)",
+    "per-class": "per class, files in index order: the first 10% (at least 1) val, the rest train "
+    "(spikingjelly's CIFAR10DVSTEBNSplit: 0-99 val, 100-999 train)",
+}
 RESIZE_MODE = "area"  # F.interpolate mode: each output pixel = mean event count of its source window
 
 
@@ -49,13 +61,13 @@ def read_events(path: Path) -> dict[str, np.ndarray]:
     if suffix == ".aedat":
         ev = _read_aedat2(path)
     elif suffix == ".npz":
-        with np.load(path, allow_pickle=False) as z:
+        with _np_load(path) as z:
             missing = [k for k in "txyp" if k not in z.files]
             if missing:
                 raise RecordingError(f"npz has no {', '.join(missing)} array (want spikingjelly's t, x, y, p)")
             ev = {k: z[k] for k in "txyp"}
     elif suffix == ".npy":
-        arr = np.load(path, allow_pickle=False)
+        arr = _np_load(path)
         ev = _from_struct(arr, "npy")
     elif suffix == ".aedat4":
         from tonic.io import read_aedat4  # imports the optional `aedat` package
@@ -67,6 +79,14 @@ def read_events(path: Path) -> dict[str, np.ndarray]:
     if len(set(n.values())) != 1:
         raise RecordingError(f"event arrays of different lengths {n}")
     return {k: np.asarray(v).reshape(-1) for k, v in ev.items()}
+
+
+def _np_load(path: Path):
+    try:
+        return np.load(path, allow_pickle=False)  # never unpickle: a recording is plain arrays
+    except ValueError as err:
+        reason = str(err).split(".")[0]
+        raise RecordingError(f"not a numpy {path.suffix} file of event arrays (numpy: {reason})") from err
 
 
 def _from_struct(arr: np.ndarray, what: str) -> dict[str, np.ndarray]:
@@ -181,3 +201,66 @@ def natural_key(name: str) -> tuple:
     """Sort key that orders ``x_2`` before ``x_10`` (digit runs compared as numbers)."""
     return tuple(int(s) if s.isdigit() else s for s in re.split(r"(\d+)", name))
 
+
+def scan_recordings(src: Path) -> tuple[tuple[str, ...], list[tuple[str, int]]]:
+    """Find ``src/<class>/<recording>`` files.
+
+    Returns:
+        ``(classes, items)``: class folder names sorted, and ``("class/file", label)`` sorted by class then name.
+
+    Raises:
+        SnnkdError: no such folder, a wrong layout, no recognised recordings.
+    """
+    src = Path(src).expanduser()
+    if not src.is_dir():
+        what = "is a file, not a folder" if src.exists() else "does not exist"
+        raise SnnkdError(f"source {src} {what}: SRC must hold one folder per class (SRC/airplane/*.aedat, ...)")
+    per_class = {}
+    try:
+        for d in sorted((p for p in src.iterdir() if p.is_dir() and not p.name.startswith(".")), key=lambda p: p.name):
+            files = sorted(f.name for f in d.iterdir() if _is_recording(f))
+            if files:
+                per_class[d.name] = files
+        if not per_class:
+            raise SnnkdError(_layout_problem(src))
+    except OSError as err:
+        raise SnnkdError(f"cannot read the source folder {src}: {' '.join(str(err).split())}") from err
+    classes = tuple(per_class)
+    return classes, [(f"{c}/{f}", i) for i, c in enumerate(classes) for f in per_class[c]]
+
+
+def _is_recording(f: Path) -> bool:
+    return f.suffix.lower() in SUFFIXES and not f.name.startswith(".") and f.is_file()
+
+
+def _layout_problem(src: Path) -> str:
+    entries = sorted(src.iterdir(), key=lambda p: p.name)
+    loose = [f for f in entries if _is_recording(f)]
+    if loose:
+        return f"{len(loose)} recordings lie directly in {src}: put them in one folder per class (SRC/<class>/<file>)"
+    archives = [f.name for f in entries if f.suffix.lower() in (".zip", ".rar", ".tar", ".gz", ".7z")]
+    if archives:
+        return f"{src} holds archives ({', '.join(archives[:3])}): extract them so each class is a folder of recordings"
+    for d in (e for e in entries if e.is_dir()):
+        if any(sub.is_dir() and any(_is_recording(f) for f in sub.iterdir()) for sub in d.iterdir()):
+            return f"no class folders with recordings in {src}, but {d} has them: pass {d} as SRC"
+    return (f"no recognised recordings ({', '.join(SUFFIXES)}) in class folders under {src}: "
+            "expected SRC/<class>/<name>.aedat, the CIFAR10-DVS release layout")  # fmt: skip
+
+
+def split_indices(items: list[tuple[str, int]], split: str) -> tuple[list[int], list[int]]:
+    """Train and val indices into ``items`` (scan order), each sorted; see ``SPLIT_RULES``."""
+    if split == "random":
+        gen = torch.Generator().manual_seed(SPLIT_SEED)
+        with warnings.catch_warnings():  # fewer than 10 files: an empty val split is what torch gives
+            warnings.simplefilter("ignore", UserWarning)
+            tr, va = random_split(range(len(items)), [0.9, 0.1], generator=gen)
+        return sorted(tr.indices), sorted(va.indices)
+    train: list[int] = []
+    val: list[int] = []
+    for label in sorted({lab for _, lab in items}):
+        idx = sorted((i for i, (_, lab) in enumerate(items) if lab == label), key=lambda i: natural_key(items[i][0]))
+        n_val = 0 if len(idx) < 2 else max(1, (len(idx) + 5) // 10)
+        val += idx[:n_val]
+        train += idx[n_val:]
+    return sorted(train), sorted(val)

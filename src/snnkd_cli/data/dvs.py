@@ -12,6 +12,7 @@ JSON string (safetensors 0.8 writes several metadata keys in a random, per-proce
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import multiprocessing as mp
 import os
@@ -27,7 +28,7 @@ from typing import Any
 import torch
 from safetensors import safe_open
 from safetensors.torch import save as st_save
-from torch.utils.data import Dataset, random_split
+from torch.utils.data import Dataset
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms import functional as TF
 
@@ -36,36 +37,17 @@ from snnkd_cli.data.aedat import (
     RESIZE_MODE,
     SENSOR_SIZE,
     SPLIT_BY,
-    SUFFIXES,
+    SPLIT_RULES,
+    SPLITS,
     RecordingError,
     frame_events,
-    natural_key,
     read_events,
+    scan_recordings,
+    split_indices,
 )
 from snnkd_cli.errors import SnnkdError
 
-__all__ = [
-    "DVSAugment",
-    "DVSFrames",
-    "PreprocessReport",
-    "RecordingError",
-    "cache_key",
-    "frame_events",
-    "open_dvs_cache",
-    "preprocess_dvs",
-    "read_manifest",
-    "scan_recordings",
-]
-
 FORMAT = 1  # bump when the content of a cache changes for the same parameters
-SPLITS = ("random", "per-class")
-SPLIT_SEED = 42
-SPLIT_RULES = {
-    "random": "torch.utils.data.random_split(files, [0.9, 0.1], generator seeded 42) over files sorted by "
-    "class folder, then file name (torchvision DatasetFolder order)",
-    "per-class": "per class, files in index order: the first 10% (at least 1) val, the rest train "
-    "(spikingjelly's CIFAR10DVSTEBNSplit: 0-99 val, 100-999 train)",
-}
 MANIFEST = "manifest.json"
 TENSOR_KEY = "frames"
 META_KEY = "snnkd"
@@ -102,65 +84,6 @@ def _params(frames: int, split_by: str, size: int, split: str) -> dict[str, Any]
             "sensor_size": list(SENSOR_SIZE), "resize": RESIZE_MODE}  # fmt: skip
 
 
-def scan_recordings(src: Path) -> tuple[tuple[str, ...], list[tuple[str, int]]]:
-    """Find ``src/<class>/<recording>`` files.
-
-    Returns:
-        ``(classes, items)``: class folder names sorted, and ``("class/file", label)`` sorted by class then name.
-
-    Raises:
-        SnnkdError: no such folder, a wrong layout, no recognised recordings.
-    """
-    src = Path(src).expanduser()
-    if not src.is_dir():
-        what = "is a file, not a folder" if src.exists() else "does not exist"
-        raise SnnkdError(f"source {src} {what}: SRC must hold one folder per class (SRC/airplane/*.aedat, ...)")
-    per_class = {}
-    for d in sorted((p for p in src.iterdir() if p.is_dir() and not p.name.startswith(".")), key=lambda p: p.name):
-        files = sorted(f.name for f in d.iterdir() if _is_recording(f))
-        if files:
-            per_class[d.name] = files
-    if not per_class:
-        raise SnnkdError(_layout_problem(src))
-    classes = tuple(per_class)
-    return classes, [(f"{c}/{f}", i) for i, c in enumerate(classes) for f in per_class[c]]
-
-
-def _is_recording(f: Path) -> bool:
-    return f.suffix.lower() in SUFFIXES and not f.name.startswith(".") and f.is_file()
-
-
-def _layout_problem(src: Path) -> str:
-    entries = sorted(src.iterdir(), key=lambda p: p.name)
-    loose = [f for f in entries if _is_recording(f)]
-    if loose:
-        return f"{len(loose)} recordings lie directly in {src}: put them in one folder per class (SRC/<class>/<file>)"
-    archives = [f.name for f in entries if f.suffix.lower() in (".zip", ".rar", ".tar", ".gz", ".7z")]
-    if archives:
-        return f"{src} holds archives ({', '.join(archives[:3])}): extract them so each class is a folder of recordings"
-    for d in (e for e in entries if e.is_dir()):
-        if any(sub.is_dir() and any(_is_recording(f) for f in sub.iterdir()) for sub in d.iterdir()):
-            return f"no class folders with recordings in {src}, but {d} has them: pass {d} as SRC"
-    return (f"no recognised recordings ({', '.join(SUFFIXES)}) in class folders under {src}: "
-            "expected SRC/<class>/<name>.aedat, the CIFAR10-DVS release layout")  # fmt: skip
-
-
-def split_indices(items: list[tuple[str, int]], split: str) -> tuple[list[int], list[int]]:
-    """Train and val indices into ``items`` (scan order), each sorted; see ``SPLIT_RULES``."""
-    if split == "random":
-        gen = torch.Generator().manual_seed(SPLIT_SEED)
-        tr, va = random_split(range(len(items)), [0.9, 0.1], generator=gen)
-        return sorted(tr.indices), sorted(va.indices)
-    train: list[int] = []
-    val: list[int] = []
-    for label in sorted({lab for _, lab in items}):
-        idx = sorted((i for i, (_, lab) in enumerate(items) if lab == label), key=lambda i: natural_key(items[i][0]))
-        n_val = 0 if len(idx) < 2 else max(1, (len(idx) + 5) // 10)
-        val += idx[:n_val]
-        train += idx[n_val:]
-    return sorted(train), sorted(val)
-
-
 def _one_line(err: BaseException) -> str:
     text = " ".join(str(err).split())
     return text if isinstance(err, RecordingError) else f"{type(err).__name__}: {text}".rstrip(": ")
@@ -170,6 +93,13 @@ def _atomic_write(path: Path, data: bytes) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     tmp.write_bytes(data)
     os.replace(tmp, path)
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:  # gone since the scan: reading it will fail and skip it
+        return -1
 
 
 def _existing_events(target: Path, meta: dict[str, Any]) -> int | None:
@@ -242,16 +172,16 @@ def preprocess_dvs(
         SnnkdError: bad arguments, no recordings or a wrong layout, every recording unreadable, disk errors.
     """
     start = time.perf_counter()
-    if frames < 1 or size < 8 or workers < 1:
-        bad = "--frames must be >= 1" if frames < 1 else "--size must be >= 8" if size < 8 else "--workers must be >= 1"
-        raise SnnkdError(f"{bad}, got {frames if frames < 1 else size if size < 8 else workers}")
+    checks = [(frames >= 1, f"--frames must be >= 1, got {frames}"), (size >= 8, f"--size must be >= 8, got {size}"),
+              (workers >= 1, f"--workers must be >= 1, got {workers}")]  # fmt: skip
+    for ok, msg in checks:
+        if not ok:
+            raise SnnkdError(msg)
     check_choice(split_by, SPLIT_BY, "--split-by")
     check_choice(split, SPLITS, "--split")
     src, out = Path(src).expanduser(), Path(out).expanduser()
     classes, items = scan_recordings(src)
     if any(rel.lower().endswith(".aedat4") for rel, _ in items):
-        import importlib.util
-
         if importlib.util.find_spec("aedat") is None:
             raise SnnkdError(f"{src} holds .aedat4 recordings, which tonic reads with the 'aedat' package: "
                              "pip install aedat")  # fmt: skip
@@ -268,7 +198,7 @@ def preprocess_dvs(
     jobs = []
     for rel, label in items:
         meta = {"format": FORMAT, "source": rel, "label": label, "class": classes[label], "params": params,
-                "source_bytes": (src / rel).stat().st_size}  # fmt: skip
+                "source_bytes": _size(src / rel)}  # fmt: skip
         target = cache / f"{rel}.safetensors"
         n = _existing_events(target, meta)
         if n is None:
@@ -280,6 +210,8 @@ def preprocess_dvs(
         progress(reused, total)
     skipped: dict[str, str] = {}
     decoded = 0
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # parallel over files: a multi-threaded resize of one small tensor is ~20x slower
     try:
         for rel, n, reason in _run(jobs, workers):
             if reason is None:
@@ -291,6 +223,8 @@ def preprocess_dvs(
                 progress(len(done) + len(skipped), total)
     except OSError as err:
         raise SnnkdError(f"cannot write the cache at {cache}: {_one_line(err)}") from err
+    finally:
+        torch.set_num_threads(threads)
     if not done:
         rel, reason = next(iter(sorted(skipped.items())))
         raise SnnkdError(f"none of the {total} recordings in {src} could be read (first, {rel}: {reason})")
@@ -366,8 +300,11 @@ def open_dvs_cache(
     if len(match) > 1:
         raise SnnkdError(f"several DVS caches in {data_dir} match ({', '.join(d.name for d in match)}): "
                          "pass --frames/--split-by/--size/--split or point at one of them")  # fmt: skip
-    found = f"found {', '.join(d.name for d in subs)}" if subs else "found none"
     man = next(iter(mans.values()), None)
+    if not subs:
+        raise SnnkdError(f"no DVS cache in {data_dir} (no {MANIFEST} there or in a subfolder); "
+                         f"{_rerun_hint(man, data_dir, want)}")  # fmt: skip
+    found = f"found {', '.join(d.name for d in subs)}"
     raise SnnkdError(f"no DVS cache in {data_dir} matches {' '.join(f'{k}={v}' for k, v in asked.items()) or 'any'}"
                      f" ({found}); {_rerun_hint(man, data_dir, want)}")  # fmt: skip
 

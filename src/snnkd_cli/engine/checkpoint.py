@@ -105,7 +105,7 @@ def load_checkpoint(path: str | Path, expect: str | None = None) -> Checkpoint:
         raise SnnkdError(f"{path} is a {kind} checkpoint, but {need} is needed here")
     try:
         config = RunConfig.from_dict(json.loads(meta["config"]))
-    except (KeyError, ValueError, TypeError) as e:
+    except (KeyError, ValueError, TypeError, AttributeError) as e:
         raise SnnkdError(f"{path}: its stored configuration cannot be read ({e}); re-create the checkpoint") from None
     return Checkpoint(path, kind, config, state, meta)
 

@@ -11,15 +11,17 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
 from snnkd_cli.config import TrainConfig
+from snnkd_cli.engine.distributed import EpochSampler
 from snnkd_cli.engine.precision import autocast, grad_scaler
 from snnkd_cli.engine.report import Reporter
+from snnkd_cli.engine.resume import LoopState, ResumeFile, restore
 from snnkd_cli.engine.sweep import SweepResult, sweep
 from snnkd_cli.errors import SnnkdError
 from snnkd_cli.kd.tasks import Task
@@ -57,6 +59,23 @@ def lr_lambda(total_steps: int, warmup_steps: int) -> Callable[[int], float]:
     return f
 
 
+class Checkpointer:
+    """Where :func:`fit` writes: override what you need (the default writes nothing).
+
+    ``epoch_end`` is called after validation with the metadata of the epoch; ``resume_point``
+    when a resume file should be written (each epoch, and every ``save_every`` steps).
+    """
+
+    def epoch_end(self, epoch: int, improved: bool, extra: dict) -> None:
+        """Write last (and best, when ``improved``) checkpoints."""
+
+    def resume_point(self, loop: LoopState, opt: torch.optim.Optimizer, sched: Any, scaler: Any) -> None:
+        """Write the resume file."""
+
+    def log(self, record: dict) -> None:
+        """Append one epoch's metrics to the run's logs."""
+
+
 def fit(
     model: nn.Module,
     task: Task,
@@ -67,30 +86,37 @@ def fit(
     eval_T: int | None,
     temporal: bool = False,
     device: torch.device,
-    save: Callable[[Path, dict], None] | None = None,
-    out_dir: Path | None = None,
+    checkpointer: Checkpointer | None = None,
     reporter: Reporter | None = None,
+    resume: ResumeFile | None = None,
+    save_every: int | None = None,
 ) -> FitResult:
     """Train ``model`` with ``task`` for ``cfg.epochs`` epochs.
 
     Args:
         model: the network being trained (already on ``device``).
         task: computes ``({"loss": ..., ...}, logits [B, C])`` for a batch.
-        train_loader, val_loader: yield ``(x [B, ...], y [B])``.
+        train_loader: yields ``(x [B, ...], y [B])``; if its sampler is an :class:`EpochSampler`,
+            the order is fixed by (seed, epoch) and a resumed run skips the batches already done.
+        val_loader: the same, for validation.
         cfg: optimiser, schedule, precision.
         eval_T: validation steps for a spiking model (None for an ANN).
         temporal: event frames instead of static images.
         device: where batches go.
-        save: ``save(path, extra_metadata)`` writes a checkpoint of the model; None: no files.
-        out_dir: folder of ``last.safetensors`` and ``best.safetensors``.
+        checkpointer: writes checkpoints, resume files and logs (default: nothing).
         reporter: progress and per-epoch lines.
+        resume: continue from this resume file (model, optimiser, schedule, RNG, position).
+        save_every: also write a resume file every this many steps.
 
     Raises:
         SnnkdError: a non-finite loss (names the epoch and step; the last good checkpoint stays).
     """
     reporter = reporter or Reporter()
+    ckpt = checkpointer or Checkpointer()
     opt = torch.optim.SGD(param_groups(model, cfg.weight_decay), lr=cfg.lr, momentum=cfg.momentum)
-    steps_per_epoch = len(train_loader) if cfg.max_steps is None else min(len(train_loader), cfg.max_steps)
+    sampler = train_loader.sampler if isinstance(train_loader.sampler, EpochSampler) else None
+    full_epoch = sampler.batches_per_epoch() if sampler is not None else len(train_loader)
+    steps_per_epoch = full_epoch if cfg.max_steps is None else min(full_epoch, cfg.max_steps)
     if steps_per_epoch == 0:
         raise SnnkdError(f"the training set gives no batch of {cfg.batch_size}: lower --batch-size")
     total = steps_per_epoch * cfg.epochs
@@ -98,15 +124,25 @@ def fit(
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(total, warmup))
     scaler = grad_scaler(cfg.precision, device)
     memory_format = torch.channels_last if cfg.channels_last else torch.preserve_format
-    result = FitResult()
+    st = restore(resume, model, opt, sched, scaler) if resume is not None else LoopState()
+    if st.step >= steps_per_epoch:  # saved at the very end of an epoch's steps
+        st.epoch, st.step = st.epoch + 1, 0
     spiking = getattr(task, "spiking", False)
-    for epoch in range(1, cfg.epochs + 1):
+    result = FitResult(history=st.history, best_epoch=st.best_epoch, best_top1=st.best_top1)
+    for rec in st.history:  # a resumed run: the best epoch's sweep is in its history
+        if rec["epoch"] == st.best_epoch:
+            result.best = SweepResult(rec["val"], rec.get("val_samples", 0))
+    while st.epoch <= cfg.epochs:
+        epoch = st.epoch
         model.train()
         t0 = time.perf_counter()
-        loss_sum, correct, seen = 0.0, 0, 0
+        if sampler is not None:
+            sampler.set_epoch(epoch, st.step)
+        if train_loader.generator is not None:  # worker seeds depend on (seed, epoch) only
+            train_loader.generator.manual_seed(cfg.seed * 1_000_003 + epoch)
         with reporter.epoch_progress(epoch, cfg.epochs, steps_per_epoch) as update:
-            for step, (x, y) in enumerate(train_loader, 1):
-                if step > steps_per_epoch:
+            for x, y in train_loader:
+                if st.step >= steps_per_epoch:
                     break
                 x = x.to(device, non_blocking=True)
                 if x.dim() == 4:
@@ -118,7 +154,7 @@ def fit(
                 loss = losses["loss"]
                 if not torch.isfinite(loss):
                     raise SnnkdError(
-                        f"loss is {loss.item()} at epoch {epoch} step {step}: lower --lr or use "
+                        f"loss is {loss.item()} at epoch {epoch} step {st.step + 1}: lower --lr or use "
                         "--precision fp32; the last good checkpoint is kept"
                     )
                 opt.zero_grad(set_to_none=True)
@@ -126,33 +162,39 @@ def fit(
                 scaler.step(opt)
                 scaler.update()
                 sched.step()
-                loss_sum += loss.item() * len(y)
-                correct += int((logits.argmax(-1) == y).sum())
-                seen += len(y)
-                update({"loss": loss_sum / seen, "acc": 100.0 * correct / seen})
+                st.step += 1
+                st.loss_sum += loss.item() * len(y)
+                st.correct += int((logits.argmax(-1) == y).sum())
+                st.seen += len(y)
+                update({"loss": st.loss_sum / st.seen, "acc": 100.0 * st.correct / st.seen})
+                if save_every and st.step % save_every == 0 and st.step < steps_per_epoch:
+                    ckpt.resume_point(st, opt, sched, scaler)
         reset_state(model)
         train_time = time.perf_counter() - t0
         val = sweep(
             model, val_loader, eval_T, temporal=temporal, device=device, precision=cfg.precision, spiking=spiking
         )
         top1 = val.at(eval_T)["top1"] if spiking else val.rows[0]["top1"]
+        seen = max(st.seen, 1)
         stats = {
-            "loss": loss_sum / max(seen, 1),
-            "train_acc": 100.0 * correct / max(seen, 1),
+            "loss": st.loss_sum / seen,
+            "train_acc": 100.0 * st.correct / seen,
             "val_top1": top1,
             "lr": opt.param_groups[0]["lr"],
             "time": train_time,
         }
         if spiking:
             stats["val_top1_T1"] = val.at(1)["top1"]
-        result.history.append({"epoch": epoch, **stats})
+        record = {"epoch": epoch, **stats, "val": val.rows, "val_samples": val.num_samples}
+        result.history.append(record)
         improved = top1 > result.best_top1
         if improved:
             result.best, result.best_epoch, result.best_top1 = val, epoch, top1
-        if save is not None and out_dir is not None:
-            extra = {"epoch": str(epoch), "metrics": {"val": val.rows, "best_epoch": result.best_epoch}}
-            save(out_dir / "last.safetensors", extra)
-            if improved:
-                save(out_dir / "best.safetensors", extra)
+        ckpt.epoch_end(
+            epoch, improved, {"epoch": str(epoch), "metrics": {"val": val.rows, "best_epoch": result.best_epoch}}
+        )
+        ckpt.log(record)
         reporter.epoch_end(epoch, cfg.epochs, stats)
+        st = LoopState(epoch + 1, 0, result.best_top1, result.best_epoch, result.history)
+        ckpt.resume_point(st, opt, sched, scaler)
     return result

@@ -19,10 +19,12 @@ from torch.utils.data import DataLoader, Dataset
 
 from snnkd_cli.config import ModelConfig, RunConfig
 from snnkd_cli.data import DataInfo, build_datasets, resolved
-from snnkd_cli.engine.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
-from snnkd_cli.engine.loop import FitResult, fit
+from snnkd_cli.engine.checkpoint import Checkpoint, atomic_write_bytes, load_checkpoint, save_checkpoint
+from snnkd_cli.engine.distributed import EpochSampler
+from snnkd_cli.engine.loop import Checkpointer, FitResult, fit
 from snnkd_cli.engine.precision import default_device
 from snnkd_cli.engine.report import Reporter
+from snnkd_cli.engine.resume import LoopState, config_differences, read_resume, save_resume
 from snnkd_cli.engine.sweep import SweepResult, sweep
 from snnkd_cli.errors import SnnkdError
 from snnkd_cli.kd.tasks import DistillTask, TeacherTask
@@ -53,19 +55,32 @@ def seed_everything(seed: int) -> None:
 
 
 def make_loader(
-    ds: Dataset, batch_size: int, *, train: bool, workers: int, seed: int, device: torch.device
+    ds: Dataset,
+    batch_size: int,
+    *,
+    train: bool,
+    workers: int,
+    seed: int,
+    device: torch.device,
+    rank: int = 0,
+    world_size: int = 1,
 ) -> DataLoader:
-    """A DataLoader; shuffled and dropping the last partial batch when training (if there is more than one)."""
-    g = torch.Generator().manual_seed(seed)
+    """A DataLoader. Training: an :class:`EpochSampler` (order fixed by seed and epoch, sharded over
+    ranks, dropping the last partial batch when there is more than one). Evaluation: in order."""
+    sampler = None
+    if train:
+        drop = len(ds) >= 2 * batch_size * world_size
+        sampler = EpochSampler(
+            len(ds), batch_size, shuffle=True, seed=seed, rank=rank, world_size=world_size, drop_last=drop
+        )
     return DataLoader(
         ds,
         batch_size=batch_size,
-        shuffle=train,
-        drop_last=train and len(ds) >= 2 * batch_size,
+        sampler=sampler,
         num_workers=workers,
         pin_memory=device.type == "cuda",
         persistent_workers=workers > 0,
-        generator=g if train else None,
+        generator=torch.Generator().manual_seed(seed),
     )
 
 
@@ -92,7 +107,18 @@ def _resolve_data(cfg: RunConfig, train: bool = True) -> tuple[Dataset | None, D
     cfg.model.in_channels = info.in_channels
     if info.image_size >= 128 and cfg.data.dataset != "imagenet":
         cfg.model.stem = "imagenet"
+    if cfg.task == "distill":
+        check_T_fits(cfg.train.T, info, "--T")
     return tr, val, info
+
+
+def check_T_fits(T: int, info: DataInfo, option: str) -> None:
+    """Event data has a fixed number of frames per sample: T may not exceed it."""
+    if info.temporal and info.frames is not None and T > info.frames:
+        raise SnnkdError(
+            f"{option} {T} is more than the {info.frames} frames per sample of {info.name}; "
+            f"use {option} <= {info.frames} or preprocess with more --frames"
+        )
 
 
 def _load_teacher(cfg: RunConfig, info: DataInfo, device: torch.device) -> nn.Module | None:
@@ -132,19 +158,84 @@ def check_out_dir(out: str | Path) -> Path:
     return out
 
 
-def train(cfg: RunConfig, reporter: Reporter | None = None, device: torch.device | None = None) -> TrainOutcome:
+class RunCheckpointer(Checkpointer):
+    """Writes ``best``/``last``/``resume.safetensors`` and ``log.jsonl`` (and TensorBoard events) in ``out``."""
+
+    def __init__(self, out: Path, model: nn.Module, kind: str, cfg: RunConfig, tensorboard: bool = False) -> None:
+        self.out, self.model, self.kind, self.cfg = out, model, kind, cfg
+        self.writer = None
+        if tensorboard:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+            except ImportError:
+                raise SnnkdError("--tensorboard needs the tensorboard package: pip install tensorboard") from None
+            self.writer = SummaryWriter(str(out / "tensorboard"))
+
+    def epoch_end(self, epoch: int, improved: bool, extra: dict) -> None:
+        save_checkpoint(self.out / "last.safetensors", self.model.state_dict(), self.kind, self.cfg, extra)
+        if improved:
+            save_checkpoint(self.out / "best.safetensors", self.model.state_dict(), self.kind, self.cfg, extra)
+
+    def resume_point(self, loop: LoopState, opt, sched, scaler) -> None:
+        save_resume(self.out / "resume.safetensors", self.model, opt, sched, scaler, loop, self.cfg)
+
+    def log(self, record: dict) -> None:
+        path = self.out / "log.jsonl"
+        try:
+            with path.open("a") as f:
+                f.write(json.dumps(record) + "\n")
+        except OSError as e:
+            raise SnnkdError(f"cannot write {path}: {e.strerror or e}") from None
+        if self.writer is not None:
+            ep = record["epoch"]
+            for k in ("loss", "train_acc", "val_top1", "lr"):
+                self.writer.add_scalar(k, record[k], ep)
+            for row in record["val"]:
+                if row["T"] is not None:
+                    self.writer.add_scalar(f"val_top1_by_T/T{row['T']}", row["top1"], ep)
+            self.writer.flush()
+
+
+def train(
+    cfg: RunConfig,
+    reporter: Reporter | None = None,
+    device: torch.device | None = None,
+    *,
+    resume: str | Path | None = None,
+    save_every: int | None = None,
+    tensorboard: bool = False,
+) -> TrainOutcome:
     """Train a teacher (``cfg.task == "teacher"``) or distil a student (``"distill"``).
 
-    Writes ``best.safetensors``, ``last.safetensors`` and ``config.json`` in ``cfg.train.out``.
+    Writes ``best.safetensors``, ``last.safetensors``, ``resume.safetensors``, ``log.jsonl`` and
+    ``config.json`` in ``cfg.train.out``.
+
+    Args:
+        cfg: the run.
+        reporter: progress output (default: silent).
+        device: default CUDA if available.
+        resume: a ``resume.safetensors`` to continue from (its config must match ``cfg``).
+        save_every: also write the resume file every this many steps.
+        tensorboard: also write TensorBoard event files to ``out/tensorboard``.
     """
     reporter = reporter or Reporter()
     device = device or default_device()
-    out = check_out_dir(cfg.train.out)
+    if save_every is not None and save_every < 1:
+        raise SnnkdError(f"--save-every must be >= 1, got {save_every}")
     seed_everything(cfg.train.seed)
     tr, val, info = _resolve_data(cfg)
     spiking = cfg.task == "distill"
     teacher = _load_teacher(cfg, info, device) if spiking else None
+    res = read_resume(resume) if resume is not None else None
+    if res is not None:
+        diff = config_differences(res.config, cfg)
+        if diff:
+            raise SnnkdError(
+                f"--resume {res.path} was written by a run with another configuration; "
+                f"fields that differ: {', '.join(diff)}"
+            )
     model = build_model(cfg.model).to(device)
+    out = check_out_dir(cfg.train.out)  # after every input is checked: a bad one leaves no folder
     if cfg.train.channels_last:
         model = model.to(memory_format=torch.channels_last)
     if spiking:
@@ -159,12 +250,12 @@ def train(cfg: RunConfig, reporter: Reporter | None = None, device: torch.device
     t = cfg.train
     train_loader = make_loader(tr, t.batch_size, train=True, workers=cfg.data.workers, seed=t.seed, device=device)
     val_loader = make_loader(val, t.batch_size, train=False, workers=cfg.data.workers, seed=t.seed, device=device)
-    kind = "student" if spiking else "teacher"
-    (out / "config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=2))
-
-    def save(path: Path, extra: dict) -> None:
-        save_checkpoint(path, model.state_dict(), kind, cfg, extra)
-
+    atomic_write_bytes(out / "config.json", json.dumps(dataclasses.asdict(cfg), indent=2).encode())
+    if res is None and (out / "log.jsonl").exists():
+        (out / "log.jsonl").unlink()  # a fresh run starts a fresh log
+    ckpt = RunCheckpointer(out, model, "student" if spiking else "teacher", cfg, tensorboard)
+    if res is not None:
+        reporter.message(f"resuming from {res.path} (epoch {res.loop().epoch}, step {res.loop().step})")
     result = fit(
         model,
         task,
@@ -174,9 +265,10 @@ def train(cfg: RunConfig, reporter: Reporter | None = None, device: torch.device
         eval_T=t.T if spiking else None,
         temporal=info.temporal,
         device=device,
-        save=save,
-        out_dir=out,
+        checkpointer=ckpt,
         reporter=reporter,
+        resume=res,
+        save_every=save_every,
     )
     return TrainOutcome(cfg, out, result, out / "best.safetensors", out / "last.safetensors")
 
@@ -207,6 +299,8 @@ def evaluate_checkpoint(
     spiking = ckpt.kind == "student"
     if max_T is not None and max_T < 1:
         raise SnnkdError(f"--max-T must be >= 1, got {max_T}")
+    if batch_size is not None and batch_size < 1:
+        raise SnnkdError(f"--batch-size must be >= 1, got {batch_size}")
     changes = {k: v for k, v in (("dataset", dataset), ("data_dir", data_dir)) if v is not None}
     cfg.data = dataclasses.replace(cfg.data, **changes)
     _, val, info = build_datasets(cfg.data, train=False)
@@ -217,6 +311,8 @@ def evaluate_checkpoint(
         val, batch_size or cfg.train.batch_size, train=False, workers=cfg.data.workers, seed=0, device=device
     )
     T = (max_T or cfg.train.T) if spiking else None
+    if spiking:
+        check_T_fits(T, info, "--max-T")
     res = sweep(
         model,
         loader,
