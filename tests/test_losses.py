@@ -27,7 +27,7 @@ def ce(row, y):
 def kd(p_row, q_row, tau):
     """KL(softmax(q/tau) || softmax(p/tau)) * tau^2 for one sample."""
     p, q = softmax(p_row, tau), softmax(q_row, tau)
-    return sum(qc * (math.log(qc) - math.log(pc)) for pc, qc in zip(p, q)) * tau**2
+    return sum(qc * (math.log(qc) - math.log(pc)) for pc, qc in zip(p, q, strict=True)) * tau**2
 
 
 def hand_full_range(s, z, y, alpha, beta, tau):
@@ -106,7 +106,8 @@ def test_standard_kd_matches_hand_computation(batch):
     s, z, y = batch
     m = s.mean(0).tolist()
     B = len(y)
-    want = sum(ce(m[b], int(y[b])) for b in range(B)) / B + 0.3 * sum(kd(m[b], z[b].tolist(), 2.0) for b in range(B)) / B
+    ce_mean = sum(ce(m[b], int(y[b])) for b in range(B)) / B
+    want = ce_mean + 0.3 * sum(kd(m[b], z[b].tolist(), 2.0) for b in range(B)) / B
     assert standard_kd_loss(s, z, y, alpha=0.3, temperature=2.0).item() == pytest.approx(want, rel=1e-5)
 
 

@@ -134,3 +134,13 @@ def preprocess_summary(rep) -> Table:
         table.caption = "skipped (unreadable):\n" + "\n".join(f"  {path}: {why}" for path, why in rep.skipped)
         table.caption_justify = "left"
     return table
+
+
+def export_table(summary) -> Table:
+    """What ``snnkd export`` wrote and how it was checked (a :class:`snnkd_cli.export.ExportSummary`)."""
+    table = Table(title=f"export: {summary.format}", title_justify="left", show_header=False)
+    table.add_column(style="bold")
+    table.add_column()
+    for label, value in summary.rows():
+        table.add_row(label, value)
+    return table

@@ -242,20 +242,32 @@ def preprocess_dvs(
     run_preprocess_dvs(src, out, frames, split_by, size, split, workers)
 
 
-def _not_yet(name: str, issue: str) -> Callable:
-    def cmd(args: Annotated[list[str] | None, typer.Argument(hidden=True)] = None) -> None:
-        from snnkd_cli.cli._output import print_error
+@app.command()
+@handle_errors
+def export(
+    checkpoint: Annotated[
+        Path, typer.Argument(help="A .safetensors checkpoint written by snnkd (student or teacher).")
+    ],
+    fmt: Annotated[
+        str,
+        typer.Option(
+            "--format", "-f", help="safetensors (BN folded), onnx (single-step graph, any T at run time) or nir."
+        ),
+    ],
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            help="Output file (default: beside the checkpoint: best.onnx, best.nir, best.folded.safetensors)."
+        ),
+    ] = None,
+    verify_T: Annotated[
+        int | None, typer.Option("--verify-T", help="Check the export at T = 1, 2 and this (default: the training T).")
+    ] = None,
+) -> None:
+    """Export a checkpoint to BN-folded safetensors, a single-step ONNX graph or NIR, verified before it is written."""
+    from snnkd_cli.cli.commands import run_export
 
-        print_error(f"'snnkd {name}' is not available yet ({issue}); see the README's roadmap")
-        raise typer.Exit(2)
-
-    cmd.__doc__ = f"(not yet available) {issue}."
-    return cmd
-
-
-app.command("export", context_settings={"ignore_unknown_options": True, "allow_extra_args": True})(
-    _not_yet("export", "export a distilled SNN to safetensors, ONNX or NIR")
-)
+    run_export(checkpoint, fmt, out, verify_T)
 
 
 def _bare_resume(argv: list[str]) -> list[str]:

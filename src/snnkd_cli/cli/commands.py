@@ -7,6 +7,7 @@ from pathlib import Path
 
 from snnkd_cli.cli._output import (
     err_console,
+    export_table,
     out_console,
     preprocess_summary,
     sweep_entries,
@@ -45,9 +46,6 @@ def run_sweep(
     csv_path: Path | None,
 ) -> None:
     """Evaluate every checkpoint, then print one table and write the JSON/CSV files asked for."""
-    for path in (json_path, csv_path):  # fail before a long evaluation, not after
-        if path is not None and not Path(path).parent.is_dir():
-            raise SnnkdError(f"cannot write {path}: folder {Path(path).parent} does not exist")
     results = [
         evaluate_checkpoint(p, max_T, dataset=dataset, data_dir=data_dir, batch_size=batch_size, precision=precision)
         for p in checkpoints
@@ -108,3 +106,21 @@ def run_preprocess_dvs(src: Path, out: Path, frames: int, split_by: str, size: i
             src, out, frames=frames, split_by=split_by, size=size, split=split, workers=workers, progress=progress
         )
     out_console.print(preprocess_summary(rep))
+
+
+def run_export(checkpoint: Path, fmt: str, out: Path | None, verify_T: int | None) -> None:
+    """Load a checkpoint, export it (the export verifies itself), print what was written."""
+    from snnkd_cli.config import check_choice
+    from snnkd_cli.engine.run import model_from_checkpoint
+    from snnkd_cli.export import FORMATS, default_out, export_checkpoint
+
+    check_choice(fmt, FORMATS, "export format")
+    ckpt = load_checkpoint(checkpoint)
+    out = out or default_out(checkpoint, fmt)
+    if out.resolve() == Path(checkpoint).resolve():
+        raise SnnkdError(f"--out {out} is the checkpoint itself: choose another file")
+    err_console.print(f"exporting {checkpoint} ({ckpt.kind}, {ckpt.config.model.arch}) to {fmt} ...")
+    summary = export_checkpoint(
+        model_from_checkpoint(ckpt), ckpt.config, ckpt.kind, fmt, out, verify_T=verify_T, meta=ckpt.meta
+    )
+    out_console.print(export_table(summary))

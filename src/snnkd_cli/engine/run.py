@@ -90,8 +90,16 @@ def build_model(mc: ModelConfig) -> nn.Module:
 
 
 def model_from_checkpoint(ckpt: Checkpoint) -> nn.Module:
-    """Rebuild a checkpoint's network from its own config and load its weights (strict)."""
-    net = build_model(ckpt.config.model)
+    """Rebuild a checkpoint's network from its own config and load its weights (strict).
+
+    A file from ``snnkd export --format safetensors`` (BN folded) is rebuilt folded.
+    """
+    if ckpt.meta.get("folded") == "1":
+        from snnkd_cli.export import build_folded
+
+        net = build_folded(ckpt.config)
+    else:
+        net = build_model(ckpt.config.model)
     try:
         net.load_state_dict(ckpt.state, strict=True)
     except RuntimeError as e:

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import torch
 from safetensors import SafetensorError, safe_open
+from spikingjelly.activation_based import functional
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval, fuse_linear_bn_eval
 
@@ -40,12 +41,8 @@ class FoldReport:
         return json.dumps({"folded": self.folded, "not_folded": self.not_folded}, sort_keys=True)
 
     def summary(self) -> str:
-        """One line for people, e.g. ``"20 BN folded, 0 kept"``."""
-        kept = f", {len(self.not_folded)} kept ({', '.join(self.not_folded[:3])}" if self.not_folded else ", 0 kept"
-        if self.not_folded:
-            kept += ", ..." if len(self.not_folded) > 3 else ""
-            kept += ")"
-        return f"{len(self.folded)} BN folded{kept}"
+        """One line for people, e.g. ``"17 BN folded, 17 kept"``."""
+        return f"{len(self.folded)} BN folded, {len(self.not_folded)} kept"
 
 
 def fold_bn(model: nn.Module, inplace: bool = False) -> tuple[nn.Module, FoldReport]:
@@ -80,21 +77,12 @@ def fold_bn(model: nn.Module, inplace: bool = False) -> tuple[nn.Module, FoldRep
     for name, mod in net.named_modules():
         if isinstance(mod, nn.modules.batchnorm._BatchNorm):
             report.not_folded.append(name)
-    _invalidate_reset_cache(net)
+    functional.invalidate_reset_cache(net)  # spikingjelly caches the stateful modules (DESIGN.md, traps)
     return net, report
 
 
 def _join(prefix: str, name: str) -> str:
     return f"{prefix}.{name}" if prefix else name
-
-
-def _invalidate_reset_cache(net: nn.Module) -> None:
-    """spikingjelly caches the stateful modules of a net; the structure changed (DESIGN.md, traps)."""
-    from spikingjelly.activation_based import functional
-
-    invalidate = getattr(functional, "invalidate_reset_cache", None)
-    if invalidate is not None:
-        invalidate(net)
 
 
 def build_model(mc: ModelConfig) -> nn.Module:
