@@ -340,7 +340,7 @@ BAD_INPUT = [
     _case("distill-out", ["distill", "--loss", "twce", "--out", "{a_file}/sub"], "cannot write to output folder"),
     _case("sweep-json", ["eval-sweep", "{teacher}", "--json", "{a_file}/s.json"], "cannot write", table_first=True),
     # placeholders
-    _case("preprocess-dvs", ["preprocess-dvs", "{empty_dir}", "{out}"], "no recordings"),
+    _case("preprocess-dvs", ["preprocess-dvs", "{empty_dir}", "{out}"], "no recognised recordings"),
     _case("export", ["export", "{student}", "--format", "tflite"], "unknown export format 'tflite'"),
     # known src bugs (see the report): each should be a one-line error before anything is written
     _case("sweep-batch-0", ["eval-sweep", "{teacher}", "--batch-size", "0"], "--batch-size"),

@@ -60,3 +60,16 @@ def test_distillation_learns_at_every_T(tmp_path):
     assert min(r["top1"] for r in res.rows) > 40, res.rows
     # the validation sweep of the best epoch (at the training T) is the same evaluation
     assert res.at(2)["top1"] == s.fit.best.at(2)["top1"]
+
+
+def test_event_distillation_learns_at_every_T(tmp_path):
+    """synthetic-dvs: ANN teacher on the frame mean, student on frame t at step t; every T far above chance."""
+    small = {"synthetic_train": 640, "synthetic_val": 200, "image_size": 24, "frames": 4, "width": 8, "lr": 0.1}
+    t = train(from_preset("teacher", "synthetic-dvs", epochs=2, out=str(tmp_path / "t"), **small))
+    s = train(from_preset("distill", "synthetic-dvs", epochs=8, T=4, out=str(tmp_path / "s"),
+                          teacher=str(t.best_path), **small))
+    ckpt, res = evaluate_checkpoint(s.best_path)
+    assert ckpt.config.data.frames == 4 and [r["T"] for r in res.rows] == [1, 2, 3, 4]
+    assert min(r["top1"] for r in res.rows) > 30, res.rows  # chance: 10%
+    with pytest.raises(SnnkdError, match="more than the 4 frames"):
+        evaluate_checkpoint(s.best_path, 5)

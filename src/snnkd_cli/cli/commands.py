@@ -89,22 +89,30 @@ def run_preprocess_dvs(src: Path, out: Path, frames: int, split_by: str, size: i
 
     from snnkd_cli.data.dvs import preprocess_dvs
 
-    with Progress(
+    bar = Progress(
         TextColumn("frames"),
         BarColumn(),
         MofNCompleteColumn(),
         TimeRemainingColumn(),
         console=err_console,
         transient=True,
-    ) as bar:
-        task = bar.add_task("files", total=None)
+    )
+    task = None
 
-        def progress(done: int, total: int) -> None:
-            bar.update(task, completed=done, total=total)
+    def progress(done: int, total: int) -> None:  # the bar starts with the first file (not on bad input)
+        nonlocal task
+        if task is None:
+            bar.start()
+            task = bar.add_task("files", total=total)
+        bar.update(task, completed=done, total=total)
 
+    try:
         rep = preprocess_dvs(
             src, out, frames=frames, split_by=split_by, size=size, split=split, workers=workers, progress=progress
         )
+    finally:
+        if task is not None:
+            bar.stop()
     out_console.print(preprocess_summary(rep))
 
 

@@ -161,6 +161,8 @@ def check_out_dir(out: str | Path) -> Path:
         probe = out / f".snnkd-write-test-{os.getpid()}"
         probe.write_bytes(b"")
         probe.unlink()
+        for stale in out.glob(".*.tmp"):  # temp files of a run that was killed mid-write
+            stale.unlink()
     except OSError as e:
         raise SnnkdError(f"cannot write to output folder {out}: {e.strerror or e}; choose another --out") from None
     return out
