@@ -60,3 +60,38 @@ def test_contract_errors_are_one_line():
     with pytest.raises(SnnkdError, match="not cleared by spikingjelly's functional.reset_net"):
         check_student(NoReset(), x)
     check_student(user_student(3), time_major(torch.randn(2, 3, 16, 16), 2, False), 3)
+
+
+USER_MODULE = '''
+from spikingjelly.activation_based import layer
+from torch import nn
+
+from snnkd_cli.models.neurons import make_lif
+
+
+def make(num_classes, in_channels):
+    return nn.Sequential(
+        layer.SeqToANNContainer(nn.Conv2d(in_channels, 8, 3, padding=1), nn.BatchNorm2d(8)),
+        make_lif(0.5),
+        layer.SeqToANNContainer(nn.AdaptiveAvgPool2d(2), nn.Flatten(), nn.Linear(32, num_classes)),
+    )
+'''
+
+
+def test_student_by_import_path_through_the_cli(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from snnkd_cli.cli.app import app
+    from snnkd_cli.engine.run import evaluate_checkpoint
+
+    (tmp_path / "my_snn_models.py").write_text(USER_MODULE)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    out = tmp_path / "run"
+    args = ["distill", "--student-arch", "my_snn_models:make", "--loss", "twce", "--epochs", "1", "--max-steps", "3",
+            "--T", "2", "--out", str(out)]
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 0, res.output
+    ckpt, sweep_res = evaluate_checkpoint(out / "best.safetensors", 3)
+    assert ckpt.config.model.arch == "my_snn_models:make" and len(sweep_res.rows) == 3
+    bad = CliRunner().invoke(app, ["distill", "--student-arch", "no_such_module_xyz:make", "--loss", "twce"])
+    assert bad.exit_code == 2 and "cannot import model module 'no_such_module_xyz'" in bad.stderr

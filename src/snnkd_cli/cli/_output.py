@@ -144,3 +144,24 @@ def export_table(summary) -> Table:
     for label, value in summary.rows():
         table.add_row(label, value)
     return table
+
+
+def models_table() -> Table:
+    """Every registered architecture: kind, name, parameters (10 classes, width 64), data, neuron."""
+    from snnkd_cli.models import create_model, list_models
+
+    table = Table(title="registered models (--arch / --student-arch; or package.module:factory)", title_justify="left")
+    for col in ("kind", "name", "parameters", "fits", "neuron"):
+        table.add_column(col, justify="right" if col == "parameters" else "left")
+    for entry in list_models():
+        kind, name = entry.split("/")
+        net = create_model(name, 10, kind=kind)
+        n = sum(p.numel() for p in net.parameters())
+        fits = "ImageNet-size images (7x7/2 stem)" if name == "preact_resnet34" else "any: images or events (2 ch)"
+        neuron = (
+            "ReLU"
+            if kind == "ann"
+            else ("LIF soft reset, decay 0.2" if name == "preact_resnet34" else "LIF hard reset, decay 0.5 (--decay)")
+        )
+        table.add_row(kind, name, f"{n / 1e6:.2f} M", fits, neuron)
+    return table

@@ -244,6 +244,15 @@ def preprocess_dvs(
 
 @app.command()
 @handle_errors
+def models() -> None:
+    """List the registered students and teachers with their parameters and the data they fit."""
+    from snnkd_cli.cli._output import models_table, out_console
+
+    out_console.print(models_table())
+
+
+@app.command()
+@handle_errors
 def export(
     checkpoint: Annotated[
         Path, typer.Argument(help="A .safetensors checkpoint written by snnkd (student or teacher).")

@@ -6,7 +6,9 @@ and ``kind="ann"`` (teachers, ``[B,...] -> [B,C]``).
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
+from importlib.metadata import entry_points
 
 from torch import nn
 
@@ -35,24 +37,56 @@ def list_models(kind: str | None = None) -> list[str]:
     return sorted(n for k, n in _REGISTRY if k == kind)
 
 
+def _import_factory(path: str) -> Callable[..., nn.Module]:
+    """``package.module:factory`` -> the factory (a clear error if it cannot be imported)."""
+    module_name, _, attr = path.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except Exception as e:  # noqa: BLE001  (any import failure of user code is the user's to fix)
+        raise SnnkdError(
+            f"cannot import model module '{module_name}' (from '{path}'): {type(e).__name__}: {e}; "
+            "install it or add its folder to PYTHONPATH"
+        ) from None
+    fn = getattr(module, attr, None)
+    if not callable(fn):
+        raise SnnkdError(f"'{path}': module '{module_name}' has no callable '{attr}'")
+    return fn
+
+
+def _entry_point(name: str) -> Callable[..., nn.Module] | None:
+    """A factory a package registered under the ``snnkd.models`` entry-point group."""
+    for ep in entry_points(group="snnkd.models"):
+        if ep.name == name:
+            return ep.load()
+    return None
+
+
 def create_model(name: str, num_classes: int, *, kind: str = "snn", **kw) -> nn.Module:
-    """Build a registered model.
+    """Build a model by registered name, by import path, or from an installed package.
 
     Args:
-        name: architecture name, e.g. ``resnet18``.
+        name: a registered architecture (``resnet18``...), ``package.module:factory``, or a name
+            that a package registers in the ``snnkd.models`` entry-point group. A factory from
+            user code is called as ``factory(num_classes=..., in_channels=...)``.
         num_classes: size of the classifier output C.
         kind: ``"snn"`` for a spiking student or ``"ann"`` for a teacher.
         **kw: architecture options (``in_channels``, ``width``, ``stem``; for SNNs ``decay``, ``soft_reset``).
 
     Raises:
-        SnnkdError: unknown name or kind.
+        SnnkdError: unknown name or kind, or user code that cannot be imported.
     """
     if kind not in KINDS:
         raise SnnkdError(f"unknown model kind '{kind}': choose one of {', '.join(KINDS)}")
-    fn = _REGISTRY.get((kind, name))
-    if fn is None:
-        what = "spiking student" if kind == "snn" else "ANN teacher"
-        raise SnnkdError(f"unknown {what} architecture '{name}': choose one of {', '.join(list_models(kind))}")
     if num_classes < 1:
         raise SnnkdError(f"num_classes must be >= 1, got {num_classes}")
-    return fn(num_classes, **kw)
+    fn = _REGISTRY.get((kind, name))
+    if fn is not None:
+        return fn(num_classes, **kw)
+    user = _import_factory(name) if ":" in name else _entry_point(name)
+    if user is None:
+        what = "spiking student" if kind == "snn" else "ANN teacher"
+        raise SnnkdError(
+            f"unknown {what} architecture '{name}': choose one of {', '.join(list_models(kind))}, "
+            "or give package.module:factory"
+        )
+    return user(num_classes=num_classes, in_channels=kw.get("in_channels", 3))
