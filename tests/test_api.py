@@ -62,7 +62,7 @@ def test_contract_errors_are_one_line():
     check_student(user_student(3), time_major(torch.randn(2, 3, 16, 16), 2, False), 3)
 
 
-USER_MODULE = '''
+USER_MODULE = """
 from spikingjelly.activation_based import layer
 from torch import nn
 
@@ -75,7 +75,7 @@ def make(num_classes, in_channels):
         make_lif(0.5),
         layer.SeqToANNContainer(nn.AdaptiveAvgPool2d(2), nn.Flatten(), nn.Linear(32, num_classes)),
     )
-'''
+"""
 
 
 def test_student_by_import_path_through_the_cli(tmp_path, monkeypatch):
@@ -87,8 +87,21 @@ def test_student_by_import_path_through_the_cli(tmp_path, monkeypatch):
     (tmp_path / "my_snn_models.py").write_text(USER_MODULE)
     monkeypatch.syspath_prepend(str(tmp_path))
     out = tmp_path / "run"
-    args = ["distill", "--student-arch", "my_snn_models:make", "--loss", "twce", "--epochs", "1", "--max-steps", "3",
-            "--T", "2", "--out", str(out)]
+    args = [
+        "distill",
+        "--student-arch",
+        "my_snn_models:make",
+        "--loss",
+        "twce",
+        "--epochs",
+        "1",
+        "--max-steps",
+        "3",
+        "--T",
+        "2",
+        "--out",
+        str(out),
+    ]
     res = CliRunner().invoke(app, args)
     assert res.exit_code == 0, res.output
     ckpt, sweep_res = evaluate_checkpoint(out / "best.safetensors", 3)

@@ -25,7 +25,7 @@ from snnkd_cli.cli.app import app
 from snnkd_cli.engine.checkpoint import load_checkpoint, read_metadata
 from snnkd_cli.engine.run import evaluate_checkpoint
 
-COMMANDS = ("train-teacher", "distill", "eval-sweep", "preprocess-dvs", "export", "quickstart")
+COMMANDS = ("train-teacher", "distill", "eval-sweep", "preprocess-dvs", "export", "quickstart", "models")
 RUN_FILES = ["best.safetensors", "config.json", "last.safetensors"]
 SWEEP_MAX_T = 3
 SWEEP_ENTRY_KEYS = {"path", "kind", "arch", "dataset", "train_T", "loss", "num_samples", "results"}  # README
@@ -78,7 +78,7 @@ def test_version(cli) -> None:
     assert __version__ == version("snnkd")
 
 
-def test_help_lists_the_six_commands(cli) -> None:
+def test_help_lists_every_command(cli) -> None:
     assert set(typer.main.get_command(app).commands) == set(COMMANDS)
     for args in (["--help"], ["-h"]):
         res = cli(args)

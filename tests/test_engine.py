@@ -19,13 +19,25 @@ def test_cifar_preset_is_the_paper_recipe():
     assert (m.arch, m.decay, m.soft_reset, kd.tau, kd.alpha, kd.beta) == ("resnet18", 0.5, False, 3.0, 0.2, 0.5)
     im = from_preset("distill", "imagenet")
     assert (im.model.arch, im.model.decay, im.model.soft_reset, im.kd.tau, im.train.T) == (
-        "preact_resnet34", 0.2, True, 1.0, 4)
+        "preact_resnet34",
+        0.2,
+        True,
+        1.0,
+        4,
+    )
     assert from_preset("teacher", "cifar100").model.arch == "resnet34"
     assert from_preset("distill", "cifar10", T=2, lr=0.3).train.T == 2
 
 
-@pytest.mark.parametrize("kw,msg", [({"T": 0}, "--T must be >= 1"), ({"loss": "x"}, "unknown loss"),
-                                    ({"decay": 1.5}, "--decay"), ({"precision": "fp8"}, "unknown precision")])
+@pytest.mark.parametrize(
+    "kw,msg",
+    [
+        ({"T": 0}, "--T must be >= 1"),
+        ({"loss": "x"}, "unknown loss"),
+        ({"decay": 1.5}, "--decay"),
+        ({"precision": "fp8"}, "unknown precision"),
+    ],
+)
 def test_invalid_values(kw, msg):
     with pytest.raises(SnnkdError, match=msg):
         from_preset("distill", "synthetic", **kw)
@@ -52,8 +64,7 @@ def test_distillation_learns_at_every_T(tmp_path):
     torch.set_num_threads(2)
     t = train(from_preset("teacher", "synthetic", epochs=3, out=str(tmp_path / "t")))
     assert t.fit.best_top1 > 60
-    s = train(from_preset("distill", "synthetic", epochs=3, T=2, out=str(tmp_path / "s"),
-                          teacher=str(t.best_path)))
+    s = train(from_preset("distill", "synthetic", epochs=3, T=2, out=str(tmp_path / "s"), teacher=str(t.best_path)))
     ckpt, res = evaluate_checkpoint(s.best_path, 6)
     assert ckpt.config.teacher_model.arch == "resnet18"
     assert [r["T"] for r in res.rows] == list(range(1, 7))
@@ -66,8 +77,11 @@ def test_event_distillation_learns_at_every_T(tmp_path):
     """synthetic-dvs: ANN teacher on the frame mean, student on frame t at step t; every T far above chance."""
     small = {"synthetic_train": 640, "synthetic_val": 200, "image_size": 24, "frames": 4, "width": 8, "lr": 0.1}
     t = train(from_preset("teacher", "synthetic-dvs", epochs=2, out=str(tmp_path / "t"), **small))
-    s = train(from_preset("distill", "synthetic-dvs", epochs=8, T=4, out=str(tmp_path / "s"),
-                          teacher=str(t.best_path), **small))
+    s = train(
+        from_preset(
+            "distill", "synthetic-dvs", epochs=8, T=4, out=str(tmp_path / "s"), teacher=str(t.best_path), **small
+        )
+    )
     ckpt, res = evaluate_checkpoint(s.best_path)
     assert ckpt.config.data.frames == 4 and [r["T"] for r in res.rows] == [1, 2, 3, 4]
     assert min(r["top1"] for r in res.rows) > 30, res.rows  # chance: 10%

@@ -26,8 +26,9 @@ def test_spiking_students_map_T_B_to_T_B_C(name):
 def test_paper_neuron_settings():
     lifs = [m for m in create_model("resnet18", 10, kind="snn").modules() if isinstance(m, neuron.LIFNode)]
     assert lifs and all(m.tau == 2.0 and m.v_reset == 0.0 and not m.decay_input and not m.detach_reset for m in lifs)
-    imnet = [m for m in create_model("preact_resnet34", 10, kind="snn", width=8).modules()
-             if isinstance(m, neuron.LIFNode)]
+    imnet = [
+        m for m in create_model("preact_resnet34", 10, kind="snn", width=8).modules() if isinstance(m, neuron.LIFNode)
+    ]
     assert all(m.v_reset is None and m.tau == pytest.approx(1.25) for m in imnet)  # soft reset, decay 0.2
 
 

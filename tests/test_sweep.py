@@ -46,8 +46,9 @@ def test_spike_rate_equals_manual_count():
     res = sweep(net, DataLoader(ds, batch_size=8), 3)
     spikes, neurons = torch.zeros(3), 0
     outs = []
-    hooks = [m.register_forward_hook(lambda m, i, o: outs.append(o)) for m in net.modules()
-             if isinstance(m, neuron.LIFNode)]
+    hooks = [
+        m.register_forward_hook(lambda m, i, o: outs.append(o)) for m in net.modules() if isinstance(m, neuron.LIFNode)
+    ]
     with torch.no_grad():
         functional.reset_net(net)
         net(time_major(ds.tensors[0], 3, False))

@@ -88,6 +88,9 @@ Resume = Annotated[
     ),
 ]
 SaveEvery = Annotated[int | None, typer.Option(help="Also write the resume file every N steps (default: each epoch).")]
+SyncBN = Annotated[
+    bool, typer.Option("--sync-bn", help="With torchrun: BatchNorm statistics over the global batch (all ranks).")
+]
 TensorBoard = Annotated[
     bool, typer.Option("--tensorboard", help="Also write TensorBoard event files to OUT/tensorboard.")
 ]
@@ -126,6 +129,7 @@ def train_teacher(
     precision: Precision = "fp32",
     channels_last: ChannelsLast = False,
     max_steps: MaxSteps = None,
+    sync_bn: SyncBN = False,
     resume: Resume = None,
     save_every: SaveEvery = None,
     tensorboard: TensorBoard = False,
@@ -170,6 +174,7 @@ def distill(
     precision: Precision = "fp32",
     channels_last: ChannelsLast = False,
     max_steps: MaxSteps = None,
+    sync_bn: SyncBN = False,
     resume: Resume = None,
     save_every: SaveEvery = None,
     tensorboard: TensorBoard = False,

@@ -17,6 +17,7 @@ from snnkd_cli.cli._output import (
 )
 from snnkd_cli.config import RunConfig, from_preset
 from snnkd_cli.engine.checkpoint import load_checkpoint
+from snnkd_cli.engine.distributed import dist_env
 from snnkd_cli.engine.report import RichReporter
 from snnkd_cli.engine.run import TrainOutcome, evaluate_checkpoint, train
 from snnkd_cli.errors import SnnkdError
@@ -29,6 +30,8 @@ def run_training(
     if resume == "auto":
         resume = str(Path(cfg.train.out) / "resume.safetensors")
     outcome = train(cfg, RichReporter(err_console), resume=resume, save_every=save_every, tensorboard=tensorboard)
+    if not dist_env().is_primary:  # under torchrun only rank 0 prints
+        return outcome
     best = load_checkpoint(outcome.best_path)
     out_console.print(sweep_table([(best, outcome.fit.best)]))
     err_console.print(f"best epoch {outcome.fit.best_epoch}: [bold]{outcome.best_path}[/]  (last: {outcome.last_path})")

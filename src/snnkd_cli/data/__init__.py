@@ -41,7 +41,10 @@ class DataInfo:
 def resolved(cfg: DataConfig, info: DataInfo) -> DataConfig:
     """``cfg`` with the dataset's classes, channels and image size filled in."""
     return dataclasses.replace(
-        cfg, num_classes=info.num_classes, in_channels=info.in_channels, image_size=info.image_size,
+        cfg,
+        num_classes=info.num_classes,
+        in_channels=info.in_channels,
+        image_size=info.image_size,
         frames=info.frames if info.temporal else cfg.frames,
     )
 

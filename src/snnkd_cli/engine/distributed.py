@@ -102,3 +102,77 @@ class EpochSampler(Sampler[int]):
 
     def __len__(self) -> int:
         return len(self._indices())
+
+
+def init_distributed(env: DistEnv) -> torch.device:
+    """Join torchrun's process group (nccl on GPUs, gloo on CPU) and return this rank's device."""
+    import torch.distributed as dist
+
+    if torch.cuda.is_available():
+        torch.cuda.set_device(env.local_rank)
+        device = torch.device("cuda", env.local_rank)
+    else:
+        device = torch.device("cpu")
+    if not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+    return device
+
+
+def all_reduce_sum(*tensors: torch.Tensor) -> None:
+    """Sum tensors over ranks in place (a no-op on one process)."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        for t in tensors:
+            dist.all_reduce(t)
+
+
+class CPUSyncBatchNorm(torch.nn.BatchNorm2d):
+    """BatchNorm whose batch statistics cover every rank's batch, for gloo on CPU.
+
+    ``torch.nn.SyncBatchNorm`` runs on GPUs only; this computes the same statistics with an
+    autograd-aware all-reduce of the per-channel sum, sum of squares and count, so training on N
+    processes equals one process with the global batch. Input ``[N, C, H, W]``.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        import torch.distributed as dist
+
+        if not self.training or not (dist.is_available() and dist.is_initialized()):
+            return super().forward(x)
+        from torch.distributed.nn.functional import all_reduce
+
+        xf = x.float()
+        C = x.shape[1]
+        n = torch.tensor([x.numel() / C], dtype=torch.float32, device=x.device)
+        stats = all_reduce(torch.cat([xf.sum((0, 2, 3)), n]))  # [C + 1]: sum and count over ranks
+        count = stats[-1]
+        mean = stats[:C] / count
+        # second pass, (x - mean)^2: E[x^2] - mean^2 cancels badly in float32
+        var = all_reduce(((xf - mean.view(1, C, 1, 1)) ** 2).sum((0, 2, 3))) / count  # biased, as BN normalises
+        with torch.no_grad():
+            m = self.momentum if self.momentum is not None else 0.1
+            self.running_mean.mul_(1 - m).add_(m * mean.detach())
+            self.running_var.mul_(1 - m).add_(m * (var.detach() * count / (count - 1)))
+            self.num_batches_tracked.add_(1)
+        shape = (1, C, 1, 1)
+        y = (xf - mean.view(shape)) / torch.sqrt(var.view(shape) + self.eps)
+        if self.affine:
+            y = y * self.weight.view(shape) + self.bias.view(shape)
+        return y.to(x.dtype)
+
+
+def convert_sync_bn(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
+    """``--sync-bn``: torch's SyncBatchNorm on GPUs, :class:`CPUSyncBatchNorm` on CPU."""
+    if device.type == "cuda":
+        return torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    for name, child in model.named_children():
+        if type(child) is torch.nn.BatchNorm2d:
+            new = CPUSyncBatchNorm(
+                child.num_features, child.eps, child.momentum, child.affine, child.track_running_stats
+            )
+            new.load_state_dict(child.state_dict())
+            setattr(model, name, new)
+        else:
+            convert_sync_bn(child, device)
+    return model

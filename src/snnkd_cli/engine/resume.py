@@ -132,6 +132,7 @@ def config_differences(old: RunConfig, new: RunConfig) -> list[str]:
 def restore(res: ResumeFile, model: torch.nn.Module, opt: torch.optim.Optimizer, sched: Any, scaler: Any) -> LoopState:
     """Load model, optimiser, schedule, scaler and RNG states from ``res``; return the loop position."""
     t = res.tensors
+    model = getattr(model, "module", model)  # DistributedDataParallel wraps the network
     model.load_state_dict({k[len("model/") :]: v for k, v in t.items() if k.startswith("model/")}, strict=True)
     state: dict[int, dict[str, torch.Tensor]] = {}
     for k, v in t.items():

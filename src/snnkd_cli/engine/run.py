@@ -20,7 +20,7 @@ from torch.utils.data import DataLoader, Dataset
 from snnkd_cli.config import ModelConfig, RunConfig
 from snnkd_cli.data import DataInfo, build_datasets, resolved
 from snnkd_cli.engine.checkpoint import Checkpoint, atomic_write_bytes, load_checkpoint, save_checkpoint
-from snnkd_cli.engine.distributed import EpochSampler
+from snnkd_cli.engine.distributed import EpochSampler, convert_sync_bn, dist_env, init_distributed
 from snnkd_cli.engine.loop import Checkpointer, FitResult, fit
 from snnkd_cli.engine.precision import default_device
 from snnkd_cli.engine.report import Reporter
@@ -66,8 +66,11 @@ def make_loader(
     world_size: int = 1,
 ) -> DataLoader:
     """A DataLoader. Training: an :class:`EpochSampler` (order fixed by seed and epoch, sharded over
-    ranks, dropping the last partial batch when there is more than one). Evaluation: in order."""
+    ranks, dropping the last partial batch when there is more than one). Evaluation: in order
+    (sharded over ranks under torchrun; the sweep sums the counts)."""
     sampler = None
+    if not train and world_size > 1:
+        sampler = EpochSampler(len(ds), batch_size, shuffle=False, rank=rank, world_size=world_size, drop_last=False)
     if train:
         drop = len(ds) >= 2 * batch_size * world_size
         sampler = EpochSampler(
@@ -228,7 +231,15 @@ def train(
         save_every: also write the resume file every this many steps.
         tensorboard: also write TensorBoard event files to ``out/tensorboard``.
     """
-    reporter = reporter or Reporter()
+    env = dist_env()
+    if env.distributed:
+        device = init_distributed(env)
+        if cfg.train.batch_size % env.world_size:
+            raise SnnkdError(
+                f"--batch-size {cfg.train.batch_size} is the global batch and must be divisible by the "
+                f"world size {env.world_size}: use a multiple of {env.world_size}"
+            )
+    reporter = (reporter or Reporter()) if env.is_primary else Reporter()
     device = device or default_device()
     if save_every is not None and save_every < 1:
         raise SnnkdError(f"--save-every must be >= 1, got {save_every}")
@@ -251,6 +262,8 @@ def train(
     if spiking:
         x, _ = tr[0]
         check_student(model, time_major(x[None].to(device), min(cfg.train.T, 2), info.temporal), info.num_classes)
+    if cfg.train.sync_bn:
+        model = convert_sync_bn(model, device)
     reporter.config(dataclasses.asdict(cfg))
     if spiking:
         kd = cfg.kd
@@ -258,16 +271,34 @@ def train(
     else:
         task = TeacherTask(info.temporal)
     t = cfg.train
-    train_loader = make_loader(tr, t.batch_size, train=True, workers=cfg.data.workers, seed=t.seed, device=device)
-    val_loader = make_loader(val, t.batch_size, train=False, workers=cfg.data.workers, seed=t.seed, device=device)
-    atomic_write_bytes(out / "config.json", json.dumps(dataclasses.asdict(cfg), indent=2).encode())
-    if res is None and (out / "log.jsonl").exists():
-        (out / "log.jsonl").unlink()  # a fresh run starts a fresh log
-    ckpt = RunCheckpointer(out, model, "student" if spiking else "teacher", cfg, tensorboard)
+    per_rank = t.batch_size // env.world_size  # --batch-size is the global batch
+    shard = {
+        "rank": env.rank,
+        "world_size": env.world_size,
+        "workers": cfg.data.workers,
+        "seed": t.seed,
+        "device": device,
+    }
+    train_loader = make_loader(tr, per_rank, train=True, **shard)
+    val_loader = make_loader(val, per_rank, train=False, **shard)
+    if env.is_primary:
+        atomic_write_bytes(out / "config.json", json.dumps(dataclasses.asdict(cfg), indent=2).encode())
+        if res is None and (out / "log.jsonl").exists():
+            (out / "log.jsonl").unlink()  # a fresh run starts a fresh log
+    ckpt = (
+        RunCheckpointer(out, model, "student" if spiking else "teacher", cfg, tensorboard)
+        if env.is_primary
+        else Checkpointer()
+    )
     if res is not None:
         reporter.message(f"resuming from {res.path} (epoch {res.loop().epoch}, step {res.loop().step})")
+    net = model
+    if env.distributed:
+        from torch.nn.parallel import DistributedDataParallel
+
+        net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     result = fit(
-        model,
+        net,
         task,
         train_loader,
         val_loader,

@@ -14,6 +14,7 @@ from spikingjelly.activation_based.neuron import BaseNode
 from torch import nn
 from torch.utils.data import DataLoader
 
+from snnkd_cli.engine.distributed import all_reduce_sum
 from snnkd_cli.engine.precision import autocast
 from snnkd_cli.models.contract import reset_state, teacher_input, time_major
 
@@ -111,6 +112,9 @@ def sweep(
             c5 += int(_topk_correct(z[None], y, 5)[0])
             n += len(y)
         model.train(was_training)
+        packed = torch.tensor([c1, c5, n], dtype=torch.float64, device=device)
+        all_reduce_sum(packed)
+        c1, c5, n = (int(v) for v in packed.cpu())
         n = max(n, 1)
         return SweepResult([{"T": None, "top1": 100.0 * c1 / n, "top5": 100.0 * c5 / n, "spike_rate": None}], n)
 
@@ -129,10 +133,20 @@ def sweep(
             n += len(y)
     reset_state(model)
     model.train(was_training)
+    # with torchrun each rank saw its shard: sum the counts over ranks (a no-op on one process)
+    spikes = counter.spikes.double().cpu() if counter.spikes is not None else torch.zeros(max_T, dtype=torch.float64)
+    packed = torch.cat(
+        [correct1.double(), correct5.double(), spikes, torch.tensor([n, counter.neurons], dtype=torch.float64)]
+    )
+    packed = packed.to(device)
+    all_reduce_sum(packed)
+    packed = packed.cpu()
+    correct1, correct5 = packed[:max_T].long(), packed[max_T : 2 * max_T].long()
+    spikes, n, neurons = packed[2 * max_T : 3 * max_T], int(packed[-2]), float(packed[-1])
     n = max(n, 1)
     rates = [None] * max_T
-    if counter.spikes is not None and counter.neurons:
-        per_step = counter.spikes.cpu() / counter.neurons  # [T]: firing fraction at each step
+    if neurons:
+        per_step = spikes / neurons  # [T]: firing fraction at each step
         rates = (per_step.cumsum(0) / torch.arange(1, max_T + 1)).tolist()
     rows = [
         {"T": t + 1, "top1": 100.0 * int(correct1[t]) / n, "top5": 100.0 * int(correct5[t]) / n, "spike_rate": rates[t]}

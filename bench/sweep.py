@@ -1,0 +1,120 @@
+"""eval-sweep over T=1..Tmax: one pass at Tmax vs Tmax separate evaluations, on synthetic data.
+
+Three timings, measured in one run and interleaved (round-robin), median over ``--repeats``:
+
+* ``one-pass``: ``snnkd_cli.engine.sweep.sweep(model, loader, Tmax)`` (what ``eval-sweep``
+  does: one forward at Tmax, ``cumsum/t`` for every T', top-1/top-5 and spike counting hooks).
+* ``separate``: ``sweep(model, loader, t)`` for t = 1..Tmax, each read at its own T.
+* ``single``: one plain evaluation at Tmax (reset, forward, top-1 of ``logits.mean(0)``,
+  no hooks), the cost floor for the target "sweep within 1.2x of one evaluation at Tmax".
+
+Also checks that the one-pass top-1 at each T equals the separate evaluation's.
+
+Usage: ``python bench/sweep.py [--max-T 8] [--n 32] [--batch 32] [--repeats 2] [--json out.json]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+
+import torch
+from torch.utils.data import DataLoader
+
+from snnkd_cli.data.synthetic import SyntheticImages
+from snnkd_cli.engine.sweep import sweep
+from snnkd_cli.models.contract import reset_state, time_major
+from snnkd_cli.models.registry import create_model
+
+
+@torch.no_grad()
+def single_eval(model: torch.nn.Module, loader: DataLoader, T: int, device: torch.device) -> float:
+    model.eval()
+    correct = n = 0
+    for x, y in loader:
+        x, y = x.to(device), y.to(device)
+        reset_state(model)
+        s = model(time_major(x, T, False))  # [T, B, C]
+        correct += int((s.mean(0).argmax(-1) == y).sum())
+        n += len(y)
+    reset_state(model)
+    return 100.0 * correct / max(n, 1)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--max-T", type=int, default=8)
+    ap.add_argument("--n", type=int, default=32, help="synthetic validation images")
+    ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--size", type=int, default=32)
+    ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--json")
+    args = ap.parse_args()
+    device = torch.device(args.device)
+    torch.manual_seed(0)
+    model = create_model("resnet18", 10).to(device)
+    with torch.no_grad():  # running stats that make neurons fire (an untrained net is silent)
+        for bn in [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]:
+            bn.running_var.fill_(0.05)
+    loader = DataLoader(SyntheticImages(args.n, 10, size=args.size, split_seed=1), batch_size=args.batch)
+    Tm = args.max_T
+
+    def sync() -> None:
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+
+    def one_pass():
+        return sweep(model, loader, Tm, device=device)
+
+    def separate():
+        return [sweep(model, loader, t, device=device).at(t) for t in range(1, Tm + 1)]
+
+    def single():
+        return single_eval(model, loader, Tm, device)
+
+    fns = {"one-pass": one_pass, "separate": separate, "single": single}
+    times = {k: [] for k in fns}
+    outs = {}
+    for r in range(args.repeats + 1):  # round 0 is warm-up
+        for k, f in fns.items():
+            sync()
+            t0 = time.perf_counter()
+            outs[k] = f()
+            sync()
+            if r > 0:
+                times[k].append(time.perf_counter() - t0)
+    med = {k: statistics.median(v) for k, v in times.items()}
+    same = [outs["one-pass"].at(t)["top1"] == outs["separate"][t - 1]["top1"] for t in range(1, Tm + 1)]
+    same_T = outs["one-pass"].at(Tm)["top1"] == outs["single"]
+    report = {
+        "argv": sys.argv,
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "median_s": med,
+        "times_s": times,
+        "ratio_one_pass_over_single": med["one-pass"] / med["single"],
+        "ratio_separate_over_one_pass": med["separate"] / med["one-pass"],
+        "top1_one_pass": [r["top1"] for r in outs["one-pass"].rows],
+        "top1_separate": [r["top1"] for r in outs["separate"]],
+        "same_top1_every_T": all(same),
+        "same_top1_as_single": same_T,
+    }
+    print(f"images={args.n} batch={args.batch} size={args.size} T=1..{Tm}, median of {args.repeats}")
+    for k in fns:
+        print(f"  {k:<9} {med[k]:8.3f} s")
+    print(f"  one-pass / single T={Tm} eval: {report['ratio_one_pass_over_single']:.2f}x")
+    print(f"  separate 1..{Tm} / one-pass:   {report['ratio_separate_over_one_pass']:.2f}x")
+    print(f"  one-pass top-1 equals separate top-1 at every T: {all(same)}; equals single eval at T={Tm}: {same_T}")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(report, f, indent=2)
+        print(f"wrote {args.json}")
+
+
+if __name__ == "__main__":
+    main()
