@@ -108,3 +108,38 @@ def test_student_by_import_path_through_the_cli(tmp_path, monkeypatch):
     assert ckpt.config.model.arch == "my_snn_models:make" and len(sweep_res.rows) == 3
     bad = CliRunner().invoke(app, ["distill", "--student-arch", "no_such_module_xyz:make", "--loss", "twce"])
     assert bad.exit_code == 2 and "cannot import model module 'no_such_module_xyz'" in bad.stderr
+
+
+def test_teacher_from_a_pth_state_dict(tmp_path):
+    """A state dict saved elsewhere (torch.save, 'module.' prefix) is a teacher with --teacher-arch; mismatches say why."""
+    from typer.testing import CliRunner
+
+    from snnkd_cli.cli.app import app
+
+    net = create_model("resnet18", 10, kind="ann", width=64)
+    torch.save({"state_dict": {f"module.{k}": v for k, v in net.state_dict().items()}}, tmp_path / "t.pth")
+    base = [
+        "distill",
+        "--teacher",
+        str(tmp_path / "t.pth"),
+        "--epochs",
+        "1",
+        "--max-steps",
+        "1",
+        "--T",
+        "2",
+        "--width",
+        "8",
+    ]
+    ok = CliRunner().invoke(app, [*base, "--teacher-arch", "resnet18", "--out", str(tmp_path / "s")])
+    assert ok.exit_code == 0, ok.output
+    from snnkd_cli.engine.checkpoint import load_checkpoint
+
+    assert load_checkpoint(tmp_path / "s" / "best.safetensors").config.teacher_model.arch == "resnet18"
+    bad = CliRunner().invoke(app, [*base, "--teacher-arch", "resnet34", "--out", str(tmp_path / "b")])
+    assert bad.exit_code == 2 and "does not fit --teacher-arch resnet34" in bad.stderr and "missing" in bad.stderr
+    none = CliRunner().invoke(app, [*base, "--out", str(tmp_path / "c")])
+    assert none.exit_code == 2 and "also give --teacher-arch" in none.stderr
+    (tmp_path / "x.pth").write_bytes(b"\x80\x04garbage")
+    bad_file = CliRunner().invoke(app, [*base, "--teacher", str(tmp_path / "x.pth"), "--teacher-arch", "resnet18"])
+    assert bad_file.exit_code == 2 and "weights-only state dict" in bad_file.stderr

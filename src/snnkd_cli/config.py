@@ -96,6 +96,7 @@ class KDConfig:
     beta: float = 0.5
     tau: float = 3.0
     teacher: str = ""
+    teacher_arch: str = ""  # for a .pth/.pt state dict trained elsewhere
 
 
 @dataclass

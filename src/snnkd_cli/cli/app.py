@@ -142,7 +142,14 @@ def train_teacher(
 @handle_errors
 def distill(
     teacher: Annotated[
-        Path | None, typer.Option(help="Teacher checkpoint from 'snnkd train-teacher' (not needed for --loss twce).")
+        Path | None,
+        typer.Option(
+            help="Teacher checkpoint from 'snnkd train-teacher', or a .pth/.pt state dict with --teacher-arch."
+        ),
+    ] = None,
+    teacher_arch: Annotated[
+        str | None,
+        typer.Option(help="ANN architecture of a --teacher given as a .pth/.pt state dict (e.g. resnet34)."),
     ] = None,
     student_arch: Annotated[
         str | None, typer.Option("--student-arch", "--arch", help="Spiking student: resnet18, resnet19, ...")

@@ -138,6 +138,8 @@ def _load_teacher(cfg: RunConfig, info: DataInfo, device: torch.device) -> nn.Mo
         return None
     if not kd.teacher:
         raise SnnkdError(f"--loss {kd.loss} needs --teacher TEACHER.safetensors (train one with 'snnkd train-teacher')")
+    if Path(kd.teacher).suffix in (".pth", ".pt"):
+        return _load_foreign_teacher(cfg, info, device)
     ckpt = load_checkpoint(kd.teacher, expect="teacher")
     tm = ckpt.config.model
     if tm.num_classes != info.num_classes:
@@ -154,6 +156,55 @@ def _load_teacher(cfg: RunConfig, info: DataInfo, device: torch.device) -> nn.Mo
     for p in teacher.parameters():
         p.requires_grad_(False)
     return teacher
+
+
+def _load_foreign_teacher(cfg: RunConfig, info: DataInfo, device: torch.device) -> nn.Module:
+    """A teacher trained elsewhere: a torchvision/timm-style state dict (``.pth``/``.pt``), read with
+    ``weights_only=True``, into the ANN named by ``--teacher-arch``."""
+    kd, path = cfg.kd, Path(cfg.kd.teacher)
+    if not kd.teacher_arch:
+        raise SnnkdError(f"--teacher {path} is a state dict: also give --teacher-arch (e.g. resnet34)")
+    if not path.is_file():
+        raise SnnkdError(f"teacher state dict not found: {path}")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001  (pickle errors of all kinds: refuse the file in one line)
+        first = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise SnnkdError(f"cannot read {path} as a weights-only state dict: {first}") from None
+    for key in ("state_dict", "model", "model_state_dict"):  # common wrappers
+        if isinstance(state, dict) and isinstance(state.get(key), dict):
+            state = state[key]
+    if not isinstance(state, dict) or not all(torch.is_tensor(v) for v in state.values()):
+        raise SnnkdError(f"{path} does not hold a state dict of tensors")
+    state = {k.removeprefix("module."): v for k, v in state.items()}
+    stem = "imagenet" if info.image_size >= 128 else "cifar"
+    tm = ModelConfig(
+        arch=kd.teacher_arch, kind="ann", num_classes=info.num_classes, in_channels=info.in_channels, stem=stem
+    )
+    teacher = build_model(tm)
+    want = teacher.state_dict()
+    missing = sorted(set(want) - set(state))
+    extra = sorted(set(state) - set(want))
+    shapes = [k for k in want if k in state and state[k].shape != want[k].shape]
+    if missing or extra or shapes:
+        parts = []
+        if missing:
+            parts.append(f"{len(missing)} missing (first {missing[0]})")
+        if extra:
+            parts.append(f"{len(extra)} unexpected (first {extra[0]})")
+        if shapes:
+            k = shapes[0]
+            parts.append(
+                f"{len(shapes)} of another shape (first {k}: {tuple(state[k].shape)} vs {tuple(want[k].shape)})"
+            )
+        raise SnnkdError(
+            f"{path} does not fit --teacher-arch {kd.teacher_arch} with {info.num_classes} classes: "
+            + "; ".join(parts)
+            + " keys"
+        )
+    teacher.load_state_dict(state)
+    cfg.teacher_model = tm
+    return teacher.to(device).eval().requires_grad_(False)
 
 
 def check_out_dir(out: str | Path) -> Path:
