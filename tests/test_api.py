@@ -111,7 +111,7 @@ def test_student_by_import_path_through_the_cli(tmp_path, monkeypatch):
 
 
 def test_teacher_from_a_pth_state_dict(tmp_path):
-    """A state dict saved elsewhere (torch.save, 'module.' prefix) is a teacher with --teacher-arch; mismatches say why."""
+    """A state dict saved elsewhere (wrapped, "module." prefix) is a teacher with --teacher-arch; mismatches say why."""
     from typer.testing import CliRunner
 
     from snnkd_cli.cli.app import app
