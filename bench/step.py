@@ -205,6 +205,7 @@ def equal_work_check(T: int, B: int, device: torch.device) -> dict:
 def memory_of(variant: str, T: int, B: int, device: torch.device) -> dict:
     """Run one variant in a fresh subprocess; return its peak memory figures (MiB)."""
     cmd = [sys.executable, __file__, "--_mem", variant, "--T", str(T), "--batch", str(B)]
+    cmd += ["--threads", str(torch.get_num_threads())]
     res = subprocess.run(cmd, capture_output=True, text=True, check=True, env={**os.environ})
     return json.loads(res.stdout.strip().splitlines()[-1])
 
@@ -251,9 +252,12 @@ def main() -> None:
     ap.add_argument("--no-check", action="store_true", help="skip the equal-loss check")
     ap.add_argument("--memory-only", action="store_true", help="only the per-variant subprocess memory runs")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own)")
     ap.add_argument("--json", help="write the figures here")
     ap.add_argument("--_mem", help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     if args._mem:
         _mem_child(args._mem, args.T[0], args.batch[0], device)

@@ -41,6 +41,7 @@ def sweep_entries(results: list[tuple[Checkpoint, SweepResult]]) -> list[dict]:
                 "train_T": cfg.train.T if ckpt.kind == "student" else None,
                 "loss": cfg.kd.loss if cfg.kd else None,
                 "num_samples": res.num_samples,
+                "sweep": res.method,
                 "results": res.rows,
             }
         )
@@ -51,7 +52,11 @@ def sweep_table(results: list[tuple[Checkpoint, SweepResult]]) -> Table:
     """T down the side; per checkpoint #i: top-1, top-5 and, for an SNN, the drop versus its best T
     and the mean spike rate (%). The caption says which file #i is."""
     caption = []
-    table = Table(title="accuracy at every T (one pass, running mean of per-step logits)", title_justify="left")
+    if any(r.method == "reframed" for _, r in results):
+        title = "accuracy at every T (recordings re-framed into T frames, one pass per T)"
+    else:
+        title = "accuracy at every T (one pass, running mean of per-step logits)"
+    table = Table(title=title, title_justify="left")
     table.add_column("T", justify="right", style="bold")
     for i, (ckpt, _) in enumerate(results, 1):
         cfg = ckpt.config

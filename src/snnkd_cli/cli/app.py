@@ -204,15 +204,22 @@ def eval_sweep(
     data_dir: Annotated[Path | None, typer.Option(help="Data folder instead of the checkpoint's.")] = None,
     batch_size: Annotated[int | None, typer.Option(help="Evaluation batch size.")] = None,
     precision: Annotated[str | None, typer.Option(help="fp32, bf16 or fp16 (default: as trained).")] = None,
+    reframe: Annotated[
+        bool,
+        typer.Option(
+            "--reframe",
+            help="Event data: frame each recording into T' frames for every T' (one pass per T') instead of "
+            "reading the first T' frames of the cache.",
+        ),
+    ] = False,
     json_path: Annotated[Path | None, typer.Option("--json", help="Also write the results as JSON here.")] = None,
     csv_path: Annotated[Path | None, typer.Option("--csv", help="Also write the results as CSV here.")] = None,
 ) -> None:
     """Accuracy of each checkpoint at every T from 1 to max-T, from one forward pass at max-T."""
     from snnkd_cli.cli.commands import run_sweep
 
-    run_sweep(
-        checkpoints, max_T, dataset, str(data_dir) if data_dir else None, batch_size, precision, json_path, csv_path
-    )
+    data = str(data_dir) if data_dir else None
+    run_sweep(checkpoints, max_T, dataset, data, batch_size, precision, json_path, csv_path, reframe)
 
 
 @app.command()

@@ -47,12 +47,11 @@ def run_sweep(
     precision: str | None,
     json_path: Path | None,
     csv_path: Path | None,
+    reframe: bool = False,
 ) -> None:
     """Evaluate every checkpoint, then print one table and write the JSON/CSV files asked for."""
-    results = [
-        evaluate_checkpoint(p, max_T, dataset=dataset, data_dir=data_dir, batch_size=batch_size, precision=precision)
-        for p in checkpoints
-    ]
+    kw = {"dataset": dataset, "data_dir": data_dir, "batch_size": batch_size, "precision": precision}
+    results = [evaluate_checkpoint(p, max_T, reframe=reframe, **kw) for p in checkpoints]
     out_console.print(sweep_table(results))
     entries = sweep_entries(results)
     if json_path:

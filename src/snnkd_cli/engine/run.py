@@ -374,6 +374,7 @@ def evaluate_checkpoint(
     batch_size: int | None = None,
     device: torch.device | None = None,
     precision: str | None = None,
+    reframe: bool = False,
 ) -> tuple[Checkpoint, SweepResult]:
     """Rebuild a checkpoint's model from the file alone and sweep T = 1..max_T in one pass.
 
@@ -384,6 +385,8 @@ def evaluate_checkpoint(
             the image size stays the one the model was trained at).
         batch_size: evaluation batch (default: the training batch).
         precision: autocast precision (default: the training precision).
+        reframe: event data only: for each T' frame the recordings into T' frames (a cache per T',
+            made from the recordings the cache was made from) and run T' steps: one pass per T'.
     """
     device = device or default_device()
     ckpt = load_checkpoint(path)
@@ -403,6 +406,12 @@ def evaluate_checkpoint(
         val, batch_size or cfg.train.batch_size, train=False, workers=cfg.data.workers, seed=0, device=device
     )
     T = (max_T or cfg.train.T) if spiking else None
+    if reframe:
+        if not (spiking and cfg.data.dataset == "cifar10dvs"):
+            raise SnnkdError("--reframe applies to spiking students on cifar10dvs (it re-frames the recordings)")
+        return ckpt, _reframed_sweep(
+            model, cfg, T, batch_size or cfg.train.batch_size, device, precision or cfg.train.precision
+        )
     if spiking:
         check_T_fits(T, info, "--max-T")
     res = sweep(
@@ -415,3 +424,33 @@ def evaluate_checkpoint(
         spiking=spiking,
     )
     return ckpt, res
+
+
+def _reframed_sweep(
+    model: nn.Module, cfg: RunConfig, max_T: int, batch_size: int, device: torch.device, precision: str
+) -> SweepResult:
+    """Row T' from a run of T' steps over the recordings framed into T' frames (one pass per T')."""
+    from snnkd_cli.data.dvs import DVSFrames, open_dvs_cache, preprocess_dvs, read_manifest
+
+    cache = open_dvs_cache(
+        Path(cfg.data.data_dir), frames=cfg.data.frames, size=cfg.data.image_size, split=cfg.data.split
+    )
+    man = read_manifest(cache)
+    p = man["params"]
+    rows, n = [], 0
+    for t in range(1, max_T + 1):
+        rep = preprocess_dvs(
+            Path(man["source"]),
+            cache.parent,
+            frames=t,
+            split_by=p["split_by"],
+            size=p["size"],
+            split=p["split"],
+            workers=max(1, min(4, os.cpu_count() or 1)),
+        )
+        val = DVSFrames(rep.cache_dir, train=False)
+        loader = make_loader(val, batch_size, train=False, workers=cfg.data.workers, seed=0, device=device)
+        res = sweep(model, loader, t, temporal=True, device=device, precision=precision)
+        rows.append(res.at(t))
+        n = res.num_samples
+    return SweepResult(rows, n, method="reframed")
