@@ -28,7 +28,7 @@ from snnkd_cli.engine.run import evaluate_checkpoint
 COMMANDS = ("train-teacher", "distill", "eval-sweep", "preprocess-dvs", "export", "quickstart", "models")
 RUN_FILES = ["best.safetensors", "config.json", "last.safetensors"]
 SWEEP_MAX_T = 3
-SWEEP_ENTRY_KEYS = {"path", "kind", "arch", "dataset", "train_T", "loss", "num_samples", "results"}  # README
+SWEEP_ENTRY_KEYS = {"path", "kind", "arch", "dataset", "train_T", "loss", "num_samples", "sweep", "results"}  # README
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -205,6 +205,7 @@ def test_eval_sweep_json_has_the_documented_shape(sweep_run, student_ckpt: Path,
     assert student["arch"] == teacher["arch"] == "resnet18"
     assert student["dataset"] == teacher["dataset"] == "synthetic"
     assert student["num_samples"] == teacher["num_samples"] == 500  # the synthetic validation split
+    assert student["sweep"] == teacher["sweep"] == "one-pass"
     assert [r["T"] for r in student["results"]] == list(range(1, SWEEP_MAX_T + 1))
     assert [r["T"] for r in teacher["results"]] == [None]
     assert teacher["results"][0]["spike_rate"] is None
