@@ -14,8 +14,10 @@ Variants (all: ResNet-18 student, ANN ResNet-34 teacher, CIFAR-size 32x32 input,
 
 Timing: variants are interleaved (round-robin, one step each per round) in one process;
 each variant's figure is the median over ``--steps`` timed rounds after ``--warmup`` rounds.
-Memory: each variant runs in its own fresh subprocess (``--memory``); the figure is the
-peak RSS (``ru_maxrss``) after setup + 2 steps minus the RSS just before the first step
+Memory: each variant runs in its own fresh subprocess; the figure is the
+peak RSS (``VmHWM``, reset at the child's start via ``/proc/self/clear_refs`` because Linux
+carries the parent's peak across fork+exec; ``ru_maxrss`` where that is unavailable)
+after setup + 2 steps minus the RSS just before the first step
 (models, optimizer and batch already built), i.e. the step's own transient memory; the
 total peak RSS is reported too. On CUDA: ``torch.cuda.max_memory_allocated`` instead.
 
@@ -210,7 +212,25 @@ def memory_of(variant: str, T: int, B: int, device: torch.device) -> dict:
     return json.loads(res.stdout.strip().splitlines()[-1])
 
 
+def _peak_rss_mib() -> float:
+    """This process's peak RSS: VmHWM (reset at start, see below), else ``ru_maxrss``."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+
+
 def _mem_child(variant: str, T: int, B: int, device: torch.device) -> None:
+    # Linux keeps the parent's peak RSS across fork+exec (ru_maxrss, VmHWM): reset it.
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+    except OSError:
+        pass
     bench = Bench(variant, T, B, device)
     with open("/proc/self/statm") as f:
         before = int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
@@ -220,7 +240,7 @@ def _mem_child(variant: str, T: int, B: int, device: torch.device) -> None:
     for _ in range(2):
         bench.step()
     sync(device)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+    peak = _peak_rss_mib()
     out = {"rss_before_mib": before, "peak_rss_mib": peak, "step_rss_mib": peak - before}
     if device.type == "cuda":
         out["cuda_step_mib"] = torch.cuda.max_memory_allocated() / 2**20 - base
@@ -235,7 +255,12 @@ def machine() -> dict:
                 model = line.split(":", 1)[1].strip()
     except OSError:
         pass
-    info = {"cpu": model, "torch": torch.__version__, "threads": torch.get_num_threads(), "python": platform.python_version()}
+    info = {
+        "cpu": model,
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "python": platform.python_version(),
+    }
     if torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name()
     return info
