@@ -32,10 +32,19 @@ def main() -> None:
         rows = []
         for workers in sorted({1, cores}):
             rep = preprocess_dvs(src, Path(tmp) / f"out{workers}", frames=args.frames, workers=workers)
-            rows.append({"workers": workers, "files": rep.files, "events": rep.events, "seconds": rep.seconds,
-                         "events_per_second": rep.events_per_second})
-            print(f"workers={workers:2d}  files={rep.files}  events={rep.events:,}  {rep.seconds:.2f} s  "
-                  f"{rep.events_per_second / 1e6:.1f} M events/s")
+            rows.append(
+                {
+                    "workers": workers,
+                    "files": rep.files,
+                    "events": rep.events,
+                    "seconds": rep.seconds,
+                    "events_per_second": rep.events_per_second,
+                }
+            )
+            print(
+                f"workers={workers:2d}  files={rep.files}  events={rep.events:,}  {rep.seconds:.2f} s  "
+                f"{rep.events_per_second / 1e6:.1f} M events/s"
+            )
     if len(rows) == 2:
         print(f"speed-up with {cores} workers: {rows[1]['events_per_second'] / rows[0]['events_per_second']:.2f}x")
     if args.json:
