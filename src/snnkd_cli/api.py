@@ -15,11 +15,11 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from snnkd_cli.config import LOSSES, TrainConfig, check_choice
-from snnkd_cli.engine.checkpoint import atomic_write_bytes
 from snnkd_cli.engine.loop import Checkpointer, FitResult, fit
 from snnkd_cli.engine.precision import default_device
 from snnkd_cli.engine.report import Reporter, RichReporter
 from snnkd_cli.engine.sweep import sweep as _sweep
+from snnkd_cli.fsutil import atomic_write_bytes
 from snnkd_cli.kd.tasks import DistillTask
 from snnkd_cli.models.contract import check_student, time_major
 

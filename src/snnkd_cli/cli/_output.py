@@ -11,8 +11,9 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from snnkd_cli.engine.checkpoint import Checkpoint, atomic_write_bytes
+from snnkd_cli.engine.checkpoint import Checkpoint
 from snnkd_cli.engine.sweep import SweepResult
+from snnkd_cli.fsutil import atomic_write_bytes
 
 out_console = Console()  # tables: stdout
 err_console = Console(stderr=True)  # progress, configuration, messages

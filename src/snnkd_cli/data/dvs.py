@@ -15,7 +15,6 @@ from __future__ import annotations
 import importlib.util
 import json
 import multiprocessing as mp
-import os
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -46,6 +45,7 @@ from snnkd_cli.data.aedat import (
     split_indices,
 )
 from snnkd_cli.errors import SnnkdError
+from snnkd_cli.fsutil import atomic_write_bytes
 
 FORMAT = 1  # bump when the content of a cache changes for the same parameters
 MANIFEST = "manifest.json"
@@ -89,12 +89,6 @@ def _one_line(err: BaseException) -> str:
     return text if isinstance(err, RecordingError) else f"{type(err).__name__}: {text}".rstrip(": ")
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
-
-
 def _size(path: Path) -> int:
     try:
         return path.stat().st_size
@@ -128,7 +122,7 @@ def _process(job: tuple[str, str, dict[str, Any]]) -> tuple[str, int, str | None
     meta = {**meta, "events": int(ev["t"].shape[0])}
     data = st_save({TENSOR_KEY: x}, metadata={META_KEY: json.dumps(meta, sort_keys=True)})
     Path(target).parent.mkdir(parents=True, exist_ok=True)
-    _atomic_write(Path(target), data)
+    atomic_write_bytes(Path(target), data, fsync=False)  # resume re-verifies every file
     return meta["source"], meta["events"], None
 
 
@@ -237,7 +231,7 @@ def preprocess_dvs(
         "train": entries(train), "val": entries(val), "skipped": sorted([k, v] for k, v in skipped.items()),
         "files": len(done), "events": sum(done.values()),
     }  # fmt: skip
-    _atomic_write(cache / MANIFEST, (json.dumps(manifest, indent=1, sort_keys=True) + "\n").encode())
+    atomic_write_bytes(cache / MANIFEST, (json.dumps(manifest, indent=1, sort_keys=True) + "\n").encode())
     return PreprocessReport(cache, len(done), sum(done.values()), len(done) * frames, sorted(skipped.items()),
                             time.perf_counter() - start, reused, decoded)  # fmt: skip
 

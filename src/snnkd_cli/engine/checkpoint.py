@@ -7,8 +7,6 @@ and renamed over the target, so a crash never leaves a half-written checkpoint.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,6 +18,7 @@ from safetensors.torch import save as st_save
 from snnkd_cli import __version__
 from snnkd_cli.config import RunConfig
 from snnkd_cli.errors import SnnkdError
+from snnkd_cli.fsutil import atomic_write_bytes
 
 FORMAT = "snnkd-checkpoint"
 FORMAT_VERSION = "1"
@@ -39,24 +38,6 @@ class Checkpoint:
     @property
     def metrics(self) -> dict[str, Any]:
         return json.loads(self.meta.get("metrics", "{}"))
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temp file + rename; a one-line error if it cannot."""
-    path = Path(path)
-    tmp = None
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except OSError as e:
-        if tmp is not None and os.path.exists(tmp):
-            os.unlink(tmp)
-        raise SnnkdError(f"cannot write {path}: {e.strerror or e}; choose a writable --out with free space") from None
 
 
 def save_checkpoint(

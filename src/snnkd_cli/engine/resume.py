@@ -19,8 +19,8 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save as st_save
 
 from snnkd_cli.config import RunConfig
-from snnkd_cli.engine.checkpoint import atomic_write_bytes
 from snnkd_cli.errors import SnnkdError
+from snnkd_cli.fsutil import atomic_write_bytes
 
 FORMAT = "snnkd-resume"
 # Fields that may differ between the interrupted run and its resumption.

@@ -19,7 +19,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from snnkd_cli.config import ModelConfig, RunConfig
 from snnkd_cli.data import DataInfo, build_datasets, resolved
-from snnkd_cli.engine.checkpoint import Checkpoint, atomic_write_bytes, load_checkpoint, save_checkpoint
+from snnkd_cli.engine.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from snnkd_cli.engine.distributed import EpochSampler, convert_sync_bn, dist_env, init_distributed
 from snnkd_cli.engine.loop import Checkpointer, FitResult, fit
 from snnkd_cli.engine.precision import default_device
@@ -27,6 +27,7 @@ from snnkd_cli.engine.report import Reporter
 from snnkd_cli.engine.resume import LoopState, config_differences, read_resume, save_resume
 from snnkd_cli.engine.sweep import SweepResult, sweep
 from snnkd_cli.errors import SnnkdError
+from snnkd_cli.fsutil import atomic_write_bytes
 from snnkd_cli.kd.tasks import DistillTask, TeacherTask
 from snnkd_cli.models import create_model
 from snnkd_cli.models.contract import check_student, time_major

@@ -7,8 +7,6 @@ package does not import the engine or the CLI).
 from __future__ import annotations
 
 import copy
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,6 +20,7 @@ from snnkd_cli.errors import SnnkdError
 from snnkd_cli.export import verify
 from snnkd_cli.export.fold import build_folded, fold_bn, folded_metadata
 from snnkd_cli.export.onnx_step import SingleStepSNN, ann_to_onnx, require, run_session, session, snn_to_onnx
+from snnkd_cli.fsutil import atomic_write_bytes
 
 FORMATS = ("safetensors", "onnx", "nir")
 NEEDS = {"safetensors": (), "onnx": ("onnx", "onnxscript", "onnxruntime"), "nir": ("nir", "nirtorch", "h5py")}
@@ -149,7 +148,7 @@ def export_checkpoint(
         diff = verify.max_diff(ref(rebuilt), ref(net), checked)
         if not spiking:
             verify.check_close(ref(rebuilt), ref(net), checked, "the folded ANN", rel=1e-4)
-        _atomic_write(out, data)
+        atomic_write_bytes(out, data)
     elif fmt == "onnx":
         info = {"snnkd.kind": kind, "snnkd.config": config.to_json(), "snnkd.version": __version__}
         if spiking:
@@ -165,7 +164,7 @@ def export_checkpoint(
         else:
             data = ann_to_onnx(folded, shape, info)
             diff = verify.check_ann(session(data), net, shape)
-        _atomic_write(out, data)
+        atomic_write_bytes(out, data)
     else:
         from snnkd_cli.export.nir import export_nir
 
@@ -188,21 +187,3 @@ def export_checkpoint(
         states,
         notes,
     )
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    """Write through a temp file in the same folder and rename, so a failure never leaves a partial file."""
-    tmp = None
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-        tmp = None
-    except OSError as e:
-        raise SnnkdError(f"cannot write {path}: {e.strerror or e}; choose a writable --out") from None
-    finally:
-        if tmp is not None and os.path.exists(tmp):
-            os.unlink(tmp)
