@@ -97,13 +97,25 @@ def test_reframed_sweep_equals_runs_on_caches_framed_at_each_T(tmp_path):
 
     from snnkd_cli.data.dvs import DVSFrames, preprocess_dvs
     from snnkd_cli.data.dvs_synthetic import make_cifar10dvs_tree
-    from snnkd_cli.engine.run import model_from_checkpoint
+    from snnkd_cli.engine.builders import model_from_checkpoint
     from snnkd_cli.engine.sweep import sweep
 
     make_cifar10dvs_tree(tmp_path / "src", per_class=2, classes=3, events=3000, seed=1)
     cache = preprocess_dvs(tmp_path / "src", tmp_path / "cache", frames=3, size=16).cache_dir
-    s = train(from_preset("distill", "cifar10dvs", data_dir=str(cache), loss="twce", epochs=1, max_steps=1, T=3,
-                          batch_size=4, width=4, out=str(tmp_path / "s")))
+    s = train(
+        from_preset(
+            "distill",
+            "cifar10dvs",
+            data_dir=str(cache),
+            loss="twce",
+            epochs=1,
+            max_steps=1,
+            T=3,
+            batch_size=4,
+            width=4,
+            out=str(tmp_path / "s"),
+        )
+    )
     ckpt, res = evaluate_checkpoint(s.best_path, 2, reframe=True)
     assert res.method == "reframed" and [r["T"] for r in res.rows] == [1, 2]
     model = model_from_checkpoint(ckpt)

@@ -312,8 +312,8 @@ def test_nir_round_trip(arch, kw, tmp_path):
 
 
 def test_export_a_trained_checkpoint(student_ckpt, tmp_path):
+    from snnkd_cli.engine.builders import model_from_checkpoint
     from snnkd_cli.engine.checkpoint import load_checkpoint, read_metadata
-    from snnkd_cli.engine.run import model_from_checkpoint
     from snnkd_cli.export import default_out
 
     ckpt = load_checkpoint(student_ckpt)

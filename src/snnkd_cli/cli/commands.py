@@ -121,7 +121,7 @@ def run_preprocess_dvs(src: Path, out: Path, frames: int, split_by: str, size: i
 def run_export(checkpoint: Path, fmt: str, out: Path | None, verify_T: int | None) -> None:
     """Load a checkpoint, export it (the export verifies itself), print what was written."""
     from snnkd_cli.config import check_choice
-    from snnkd_cli.engine.run import model_from_checkpoint
+    from snnkd_cli.engine.builders import model_from_checkpoint
     from snnkd_cli.export import FORMATS, default_out, export_checkpoint
 
     check_choice(fmt, FORMATS, "export format")

@@ -17,8 +17,9 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from snnkd_cli.config import ModelConfig, RunConfig
+from snnkd_cli.config import RunConfig
 from snnkd_cli.data import DataInfo, build_datasets, resolved
+from snnkd_cli.engine.builders import build_model, load_teacher, model_from_checkpoint
 from snnkd_cli.engine.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from snnkd_cli.engine.distributed import EpochSampler, convert_sync_bn, dist_env, init_distributed
 from snnkd_cli.engine.loop import Checkpointer, FitResult, fit
@@ -29,7 +30,6 @@ from snnkd_cli.engine.sweep import SweepResult, sweep
 from snnkd_cli.errors import SnnkdError
 from snnkd_cli.fsutil import atomic_write_bytes
 from snnkd_cli.kd.tasks import DistillTask, TeacherTask
-from snnkd_cli.models import create_model
 from snnkd_cli.models.contract import check_student, time_major
 
 
@@ -88,30 +88,6 @@ def make_loader(
     )
 
 
-def build_model(mc: ModelConfig) -> nn.Module:
-    """The network a :class:`ModelConfig` describes."""
-    return create_model(mc.arch, mc.num_classes, **mc.kwargs())
-
-
-def model_from_checkpoint(ckpt: Checkpoint) -> nn.Module:
-    """Rebuild a checkpoint's network from its own config and load its weights (strict).
-
-    A file from ``snnkd export --format safetensors`` (BN folded) is rebuilt folded.
-    """
-    if ckpt.meta.get("folded") == "1":
-        from snnkd_cli.export import build_folded
-
-        net = build_folded(ckpt.config)
-    else:
-        net = build_model(ckpt.config.model)
-    try:
-        net.load_state_dict(ckpt.state, strict=True)
-    except RuntimeError as e:
-        first = str(e).splitlines()[0]
-        raise SnnkdError(f"{ckpt.path}: weights do not match its stored architecture ({first})") from None
-    return net
-
-
 def _resolve_data(cfg: RunConfig, train: bool = True) -> tuple[Dataset | None, Dataset, DataInfo]:
     tr, val, info = build_datasets(cfg.data, train=train)
     cfg.data = resolved(cfg.data, info)
@@ -131,81 +107,6 @@ def check_T_fits(T: int, info: DataInfo, option: str) -> None:
             f"{option} {T} is more than the {info.frames} frames per sample of {info.name}; "
             f"use {option} <= {info.frames} or preprocess with more --frames"
         )
-
-
-def _load_teacher(cfg: RunConfig, info: DataInfo, device: torch.device) -> nn.Module | None:
-    kd = cfg.kd
-    if kd.loss == "twce":
-        return None
-    if not kd.teacher:
-        raise SnnkdError(f"--loss {kd.loss} needs --teacher TEACHER.safetensors (train one with 'snnkd train-teacher')")
-    if Path(kd.teacher).suffix in (".pth", ".pt"):
-        return _load_foreign_teacher(cfg, info, device)
-    ckpt = load_checkpoint(kd.teacher, expect="teacher")
-    tm = ckpt.config.model
-    if tm.num_classes != info.num_classes:
-        raise SnnkdError(
-            f"teacher {kd.teacher} has {tm.num_classes} classes but {info.name} has "
-            f"{info.num_classes}: use a teacher trained on this dataset"
-        )
-    if tm.in_channels != info.in_channels:
-        raise SnnkdError(
-            f"teacher {kd.teacher} takes {tm.in_channels} input channels but {info.name} has {info.in_channels}"
-        )
-    cfg.teacher_model = tm
-    teacher = model_from_checkpoint(ckpt).to(device).eval()
-    for p in teacher.parameters():
-        p.requires_grad_(False)
-    return teacher
-
-
-def _load_foreign_teacher(cfg: RunConfig, info: DataInfo, device: torch.device) -> nn.Module:
-    """A teacher trained elsewhere: a torchvision/timm-style state dict (``.pth``/``.pt``), read with
-    ``weights_only=True``, into the ANN named by ``--teacher-arch``."""
-    kd, path = cfg.kd, Path(cfg.kd.teacher)
-    if not kd.teacher_arch:
-        raise SnnkdError(f"--teacher {path} is a state dict: also give --teacher-arch (e.g. resnet34)")
-    if not path.is_file():
-        raise SnnkdError(f"teacher state dict not found: {path}")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001  (pickle errors of all kinds: refuse the file in one line)
-        first = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise SnnkdError(f"cannot read {path} as a weights-only state dict: {first}") from None
-    for key in ("state_dict", "model", "model_state_dict"):  # common wrappers
-        if isinstance(state, dict) and isinstance(state.get(key), dict):
-            state = state[key]
-    if not isinstance(state, dict) or not all(torch.is_tensor(v) for v in state.values()):
-        raise SnnkdError(f"{path} does not hold a state dict of tensors")
-    state = {k.removeprefix("module."): v for k, v in state.items()}
-    stem = "imagenet" if info.image_size >= 128 else "cifar"
-    tm = ModelConfig(
-        arch=kd.teacher_arch, kind="ann", num_classes=info.num_classes, in_channels=info.in_channels, stem=stem
-    )
-    teacher = build_model(tm)
-    want = teacher.state_dict()
-    missing = sorted(set(want) - set(state))
-    extra = sorted(set(state) - set(want))
-    shapes = [k for k in want if k in state and state[k].shape != want[k].shape]
-    if missing or extra or shapes:
-        parts = []
-        if missing:
-            parts.append(f"{len(missing)} missing (first {missing[0]})")
-        if extra:
-            parts.append(f"{len(extra)} unexpected (first {extra[0]})")
-        if shapes:
-            k = shapes[0]
-            parts.append(
-                f"{len(shapes)} of another shape (first {k}: {tuple(state[k].shape)} vs {tuple(want[k].shape)})"
-            )
-        raise SnnkdError(
-            f"{path} does not fit --teacher-arch {kd.teacher_arch} with {info.num_classes} classes: "
-            + "; ".join(parts)
-            + " keys"
-        )
-    teacher.load_state_dict(state)
-    cfg.teacher_model = tm
-    return teacher.to(device).eval().requires_grad_(False)
 
 
 def check_out_dir(out: str | Path) -> Path:
@@ -298,7 +199,7 @@ def train(
     seed_everything(cfg.train.seed)
     tr, val, info = _resolve_data(cfg)
     spiking = cfg.task == "distill"
-    teacher = _load_teacher(cfg, info, device) if spiking else None
+    teacher = load_teacher(cfg, info, device) if spiking else None
     res = read_resume(resume) if resume is not None else None
     if res is not None:
         diff = config_differences(res.config, cfg)
