@@ -41,3 +41,32 @@ def atomic_write_bytes(path: Path, data: bytes, *, fsync: bool = True) -> None:
     finally:
         if tmp is not None and os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def read_safetensors(path: Path, what: str = "checkpoint", *, hint: str = "", tensors: bool = True):
+    """Read a safetensors file: ``(tensors, metadata)``; one-line errors for a missing or damaged file.
+
+    Args:
+        path: the file.
+        what: what the file is, for the messages ("checkpoint", "resume file"...).
+        hint: appended to the "not found" message (where such files come from).
+        tensors: also read the tensors (False: metadata only, ``{}`` for the tensors).
+
+    Raises:
+        SnnkdError: missing file, a folder, or not a readable safetensors file (corrupt, truncated).
+    """
+    from safetensors import SafetensorError, safe_open
+
+    path = Path(path)
+    if not path.exists():
+        raise SnnkdError(f"{what} not found: {path}{hint}")
+    if not path.is_file():
+        raise SnnkdError(f"{what} is not a file: {path}")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+            state = {k: f.get_tensor(k) for k in f.keys()} if tensors else {}
+    except (SafetensorError, OSError, ValueError, RuntimeError) as e:
+        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise SnnkdError(f"{path} is not a readable safetensors file (corrupt or truncated?): {msg}") from None
+    return state, meta

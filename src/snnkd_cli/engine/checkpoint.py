@@ -12,13 +12,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError, safe_open
 from safetensors.torch import save as st_save
 
 from snnkd_cli import __version__
 from snnkd_cli.config import RunConfig
 from snnkd_cli.errors import SnnkdError
-from snnkd_cli.fsutil import atomic_write_bytes
+from snnkd_cli.fsutil import atomic_write_bytes, read_safetensors
 
 FORMAT = "snnkd-checkpoint"
 FORMAT_VERSION = "1"
@@ -92,17 +91,7 @@ def load_checkpoint(path: str | Path, expect: str | None = None) -> Checkpoint:
 
 
 def _open(path: Path, tensors: bool) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    if not path.exists():
-        raise SnnkdError(f"checkpoint not found: {path}")
-    if not path.is_file():
-        raise SnnkdError(f"checkpoint is not a file: {path}")
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            meta = f.metadata() or {}
-            state = {k: f.get_tensor(k) for k in f.keys()} if tensors else {}
-    except (SafetensorError, OSError, ValueError, RuntimeError) as e:
-        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise SnnkdError(f"{path} is not a readable safetensors file (corrupt or truncated?): {msg}") from None
+    state, meta = read_safetensors(path, "checkpoint", tensors=tensors)
     if meta.get("format") != FORMAT or meta.get("kind") not in KINDS:
         raise SnnkdError(
             f"{path} is a safetensors file but not a snnkd checkpoint (no snnkd metadata); "

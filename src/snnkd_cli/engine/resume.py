@@ -15,12 +15,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError, safe_open
 from safetensors.torch import save as st_save
 
 from snnkd_cli.config import RunConfig
 from snnkd_cli.errors import SnnkdError
-from snnkd_cli.fsutil import atomic_write_bytes
+from snnkd_cli.fsutil import atomic_write_bytes, read_safetensors
 
 FORMAT = "snnkd-resume"
 # Fields that may differ between the interrupted run and its resumption.
@@ -99,14 +98,7 @@ class ResumeFile:
 def read_resume(path: str | Path) -> ResumeFile:
     """Read a resume file; one-line errors for a missing, corrupt or foreign file."""
     path = Path(path)
-    if not path.is_file():
-        raise SnnkdError(f"resume file not found: {path} (it is written to --out as resume.safetensors)")
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            meta = f.metadata() or {}
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
-    except (SafetensorError, OSError, ValueError, RuntimeError) as e:
-        raise SnnkdError(f"{path} is not a readable resume file (corrupt or truncated?): {e}") from None
+    tensors, meta = read_safetensors(path, "resume file", hint=" (it is written to --out as resume.safetensors)")
     if meta.get("format") != FORMAT:
         raise SnnkdError(f"{path} is not a snnkd resume file; pass the resume.safetensors of an earlier run")
     return ResumeFile(path, RunConfig.from_dict(json.loads(meta["config"])), tensors, meta)

@@ -18,13 +18,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError, safe_open
 from spikingjelly.activation_based import functional
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval, fuse_linear_bn_eval
 
 from snnkd_cli.config import ModelConfig, RunConfig
 from snnkd_cli.errors import SnnkdError
+from snnkd_cli.fsutil import read_safetensors
 from snnkd_cli.models import create_model
 
 _PAIRS = ((nn.Conv2d, nn.BatchNorm2d), (nn.Conv1d, nn.BatchNorm1d), (nn.Linear, nn.BatchNorm1d))
@@ -116,14 +116,7 @@ def load_exported(path: str | Path) -> nn.Module:
         SnnkdError: missing or unreadable file, no snnkd metadata, or weights that do not match.
     """
     path = Path(path)
-    if not path.is_file():
-        raise SnnkdError(f"exported model not found: {path}")
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            meta = f.metadata() or {}
-            state = {k: f.get_tensor(k) for k in f.keys()}
-    except (SafetensorError, OSError, ValueError, RuntimeError) as e:
-        raise SnnkdError(f"{path} is not a readable safetensors file: {str(e).splitlines()[0]}") from None
+    state, meta = read_safetensors(path, "exported model")
     if "config" not in meta:
         raise SnnkdError(f"{path} has no snnkd metadata (no 'config'); pass a file written by 'snnkd export'")
     try:

@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 
 __all__ = [
+    "combine_full_range_terms",
     "full_range_kd_loss",
     "full_range_kd_terms",
     "kd_divergence",
@@ -118,7 +119,12 @@ def full_range_kd_loss(
         Scalar loss.
     """
     t = full_range_kd_terms(student_logits, teacher_logits, target, temperature=temperature)
-    return t["ce"] + alpha * t["td"] + beta * t["sd"]
+    return combine_full_range_terms(t, alpha=alpha, beta=beta)
+
+
+def combine_full_range_terms(terms: dict[str, torch.Tensor], *, alpha: float = 0.2, beta: float = 0.5) -> torch.Tensor:
+    """``ce + alpha * td + beta * sd`` from :func:`full_range_kd_terms` (for callers that also log the terms)."""
+    return terms["ce"] + alpha * terms["td"] + beta * terms["sd"]
 
 
 def standard_kd_loss(

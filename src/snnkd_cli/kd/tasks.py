@@ -84,5 +84,5 @@ class DistillTask:
                 out = {"loss": losses.standard_kd_loss(s, z, y, alpha=self.alpha, temperature=self.tau)}
             else:
                 t = losses.full_range_kd_terms(s, z, y, temperature=self.tau)
-                out = {"loss": t["ce"] + self.alpha * t["td"] + self.beta * t["sd"], **t}
+                out = {"loss": losses.combine_full_range_terms(t, alpha=self.alpha, beta=self.beta), **t}
         return out, s.detach().mean(0)
