@@ -49,6 +49,7 @@ def test_two_gloo_processes_match_one_process(tmp_path):
     logs = [json.loads(x) for x in (tmp_path / "two" / "log.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in logs] == [1, 2]
     assert two.stdout.count("accuracy at every T") == 1
+    assert "terminate called" not in two.stderr  # every rank leaves the process group cleanly
     # the validation sweep is gathered over both ranks: the same numbers as one process
     one_logs = [json.loads(x) for x in (tmp_path / "one" / "log.jsonl").read_text().splitlines()]
     assert [r["val"] for r in logs] == [r["val"] for r in one_logs]

@@ -118,6 +118,19 @@ def init_distributed(env: DistEnv) -> torch.device:
     return device
 
 
+def finish_distributed() -> None:
+    """Wait for every rank, then leave the process group (a no-op on one process).
+
+    Without this, a rank that finishes first exits while gloo's threads still run and aborts
+    ("terminate called without an active exception").
+    """
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+
+
 def all_reduce_sum(*tensors: torch.Tensor) -> None:
     """Sum tensors over ranks in place (a no-op on one process)."""
     import torch.distributed as dist

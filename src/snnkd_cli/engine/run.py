@@ -21,7 +21,13 @@ from snnkd_cli.config import RunConfig
 from snnkd_cli.data import DataInfo, build_datasets, resolved
 from snnkd_cli.engine.builders import build_model, load_teacher, model_from_checkpoint
 from snnkd_cli.engine.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
-from snnkd_cli.engine.distributed import EpochSampler, convert_sync_bn, dist_env, init_distributed
+from snnkd_cli.engine.distributed import (
+    EpochSampler,
+    convert_sync_bn,
+    dist_env,
+    finish_distributed,
+    init_distributed,
+)
 from snnkd_cli.engine.loop import Checkpointer, FitResult, fit
 from snnkd_cli.engine.precision import default_device
 from snnkd_cli.engine.report import Reporter
@@ -264,6 +270,7 @@ def train(
         resume=res,
         save_every=save_every,
     )
+    finish_distributed()
     return TrainOutcome(cfg, out, result, out / "best.safetensors", out / "last.safetensors")
 
 
