@@ -82,6 +82,7 @@ class TrainConfig:
     seed: int = 60
     precision: str = "fp32"
     channels_last: bool = False
+    compile: bool = False  # torch.compile the training forward (fixed T); evaluation stays eager
     sync_bn: bool = False  # with torchrun: BatchNorm statistics over the global batch
     out: str = "runs/run"
     max_steps: int | None = None  # stop each epoch after this many steps (smoke tests, benchmarks)

@@ -79,6 +79,14 @@ Out = Annotated[
 ]
 Precision = Annotated[str, typer.Option(help="Numeric precision: fp32, bf16 or fp16 (autocast).")]
 ChannelsLast = Annotated[bool, typer.Option("--channels-last", help="Use channels-last memory format.")]
+Compile = Annotated[
+    bool,
+    typer.Option(
+        "--compile",
+        help="torch.compile the training step at its fixed T (fuses BN+LIF; the first step compiles for "
+        "minutes on a CPU); evaluation stays eager.",
+    ),
+]
 Resume = Annotated[
     str | None,
     typer.Option(
@@ -128,6 +136,7 @@ def train_teacher(
     out: Out = None,
     precision: Precision = "fp32",
     channels_last: ChannelsLast = False,
+    compile: Compile = False,
     max_steps: MaxSteps = None,
     sync_bn: SyncBN = False,
     resume: Resume = None,
@@ -180,6 +189,7 @@ def distill(
     out: Out = None,
     precision: Precision = "fp32",
     channels_last: ChannelsLast = False,
+    compile: Compile = False,
     max_steps: MaxSteps = None,
     sync_bn: SyncBN = False,
     resume: Resume = None,

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+from spikingjelly.activation_based import functional
 from torch import nn
 from torch.utils.data import DataLoader
 
@@ -76,6 +77,18 @@ class Checkpointer:
         """Append one epoch's metrics to the run's logs."""
 
 
+def compile_for_training(model: nn.Module) -> nn.Module:
+    """``torch.compile(model)`` for the training forward, which runs at one fixed T.
+
+    Evaluation keeps the eager ``model`` (the same parameters): every new T of a sweep would
+    recompile. State is still reset on the eager module; spikingjelly's cached list of
+    stateful modules is cleared because compiling wraps the network.
+    """
+    compiled = torch.compile(model)
+    functional.invalidate_reset_cache(model)
+    return compiled
+
+
 def fit(
     model: nn.Module,
     task: Task,
@@ -128,6 +141,7 @@ def fit(
     if st.step >= steps_per_epoch:  # saved at the very end of an epoch's steps
         st.epoch, st.step = st.epoch + 1, 0
     spiking = getattr(task, "spiking", False)
+    train_net = compile_for_training(model) if cfg.compile else model
     result = FitResult(history=st.history, best_epoch=st.best_epoch, best_top1=st.best_top1)
     for rec in st.history:  # a resumed run: the best epoch's sweep is in its history
         if rec["epoch"] == st.best_epoch:
@@ -150,7 +164,7 @@ def fit(
                 y = y.to(device, non_blocking=True)
                 reset_state(model)  # the one place training resets membrane state
                 with autocast(cfg.precision, device):
-                    losses, logits = task(model, x, y)
+                    losses, logits = task(train_net, x, y)
                 loss = losses["loss"]
                 if not torch.isfinite(loss):
                     raise SnnkdError(

@@ -23,7 +23,7 @@ from snnkd_cli.fsutil import atomic_write_bytes, read_safetensors
 
 FORMAT = "snnkd-resume"
 # Fields that may differ between the interrupted run and its resumption.
-MAY_CHANGE = {"data.workers", "data.data_dir", "data.download", "train.out"}
+MAY_CHANGE = {"data.workers", "data.data_dir", "data.download", "train.out", "train.compile"}
 
 
 @dataclass
