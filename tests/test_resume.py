@@ -101,3 +101,38 @@ def test_nan_loss_stops_naming_the_step_and_keeps_the_last_good_checkpoint(tmp_p
     with pytest.raises(SnnkdError, match="loss is nan at epoch 2 step 3"):
         fit(model, DivergesAt(), train, val, cfg.train, eval_T=None, device=torch.device("cpu"), checkpointer=ckpt)
     assert load_checkpoint(tmp_path / "last.safetensors").meta["epoch"] == "1"
+
+
+def _file_size_limit(limit):
+    """preexec_fn: a real per-file size limit (RLIMIT_FSIZE) so writes past it fail with EFBIG, as on a full disk."""
+    import resource
+
+    def apply():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # fail the write instead of killing the process
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    return apply
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGXFSZ"), reason="needs POSIX file size limits")
+def test_full_disk_is_one_line_and_keeps_the_last_good_checkpoint(tmp_path):
+    out = tmp_path / "run"
+    args = ["train-teacher", "--epochs", "2", "--max-steps", "4", "--batch-size", "32", "--width", "8"]
+    first = snnkd(*args, "--out", str(out))  # stopped (SIGKILL) once epoch 1's checkpoints are written
+    while resume_position(out / "resume.safetensors") != (2, 0):
+        assert first.poll() is None, "the run ended before it could be interrupted"
+        time.sleep(0.02)
+    first.send_signal(signal.SIGKILL)
+    first.wait(timeout=60)
+    good = {p.name: p.read_bytes() for p in out.glob("*.safetensors")}
+    assert set(good) == {"best.safetensors", "last.safetensors", "resume.safetensors"}
+    limit = min(len(b) for b in good.values()) // 2  # no checkpoint fits any more
+    # resume for epoch 2: training runs, then writing its checkpoint fails as on a full disk
+    proc = snnkd(*args, "--out", str(out), "--resume", preexec_fn=_file_size_limit(limit))
+    err = proc.stderr.read()
+    assert proc.wait(timeout=300) == 2, err
+    lines = [x for x in err.splitlines() if x.startswith("error:")]
+    assert len(lines) == 1 and "cannot write" in lines[0] and "File too large" in lines[0], err
+    assert "Traceback" not in err
+    assert {p.name: p.read_bytes() for p in out.glob("*.safetensors")} == good  # the last good ones, untouched
+    assert not list(out.glob(".*.tmp"))  # no partial file left behind
