@@ -12,6 +12,7 @@ from rich.console import Console
 from rich.table import Table
 
 from snnkd_cli.engine.checkpoint import Checkpoint
+from snnkd_cli.engine.energy import SOURCE as ENERGY_SOURCE
 from snnkd_cli.engine.sweep import SweepResult
 from snnkd_cli.fsutil import atomic_write_bytes
 
@@ -33,19 +34,29 @@ def sweep_entries(results: list[tuple[Checkpoint, SweepResult]]) -> list[dict]:
     entries = []
     for ckpt, res in results:
         cfg = ckpt.config
-        entries.append(
-            {
-                "path": str(ckpt.path),
-                "kind": ckpt.kind,
-                "arch": cfg.model.arch,
-                "dataset": cfg.data.dataset,
-                "train_T": cfg.train.T if ckpt.kind == "student" else None,
-                "loss": cfg.kd.loss if cfg.kd else None,
-                "num_samples": res.num_samples,
-                "sweep": res.method,
-                "results": res.rows,
+        entry = {
+            "path": str(ckpt.path),
+            "kind": ckpt.kind,
+            "arch": cfg.model.arch,
+            "dataset": cfg.data.dataset,
+            "train_T": cfg.train.T if ckpt.kind == "student" else None,
+            "loss": cfg.kd.loss if cfg.kd else None,
+            "num_samples": res.num_samples,
+            "sweep": res.method,
+            "results": res.rows,
+        }
+        if res.energy is not None:
+            e = res.energy
+            costs = {r["T"]: r for r in e.rows}
+            entry["results"] = [{**r, **{k: v for k, v in costs[r["T"]].items() if k != "T"}} for r in res.rows]
+            entry["energy"] = {
+                "source": e.source,
+                "num_samples": e.num_samples,
+                "method": e.method,
+                "step_energy_uj": e.step_energy_uj,
+                "layers": e.layers,
             }
-        )
+        entries.append(entry)
     return entries
 
 
@@ -96,17 +107,61 @@ def sweep_table(results: list[tuple[Checkpoint, SweepResult]]) -> Table:
     return table
 
 
+def cost_table(results: list[tuple[Checkpoint, SweepResult]]) -> Table:
+    """Accuracy versus cost at every T: per checkpoint #i with ``--energy``, top-1, SynOps and MACs
+    per sample (millions) and the energy estimate per sample (µJ)."""
+    results = [(c, r) for c, r in results if r.energy is not None]
+    table = Table(title="accuracy and cost per sample at every T (--energy)", title_justify="left")
+    table.add_column("T", justify="right", style="bold")
+    caption = []
+    for i, (ckpt, res) in enumerate(results, 1):
+        for col in (f"#{i} top-1", "SynOps M", "MACs M", "energy µJ"):
+            table.add_column(col, justify="right")
+        caption.append(f"#{i} {ckpt.path} ({ckpt.kind}; costs over {res.energy.num_samples} samples)")
+    caption.append(f"energy = SynOps x AC + MACs x MAC ({ENERGY_SOURCE}); BatchNorm folded, memory not counted")
+    table.caption, table.caption_justify = "\n".join(caption), "left"
+    keys = list(dict.fromkeys(r["T"] for _, res in results for r in res.energy.rows))
+    keys.sort(key=lambda k: (k is None, k or 0))
+    for key in keys:
+        cells = ["ANN" if key is None else str(key)]
+        for _, res in results:
+            cost = next((r for r in res.energy.rows if r["T"] == key), None)
+            if cost is None:
+                cells += [""] * 4
+                continue
+            cells += [f"{res.at(key)['top1']:.2f}", f"{cost['synops'] / 1e6:.3f}", f"{cost['macs'] / 1e6:.3f}"]
+            cells.append(f"{cost['energy_uj']:.3f}")
+        table.add_row(*cells)
+    return table
+
+
+def layer_table(ckpt: Checkpoint, energy) -> Table:
+    """Spike rate per spiking layer (an :class:`snnkd_cli.engine.energy.EnergyResult`), in network order."""
+    T = energy.rows[-1]["T"]
+    table = Table(
+        title=f"spike rate per layer: {ckpt.path} (T={T}, {energy.num_samples} samples)", title_justify="left"
+    )
+    for col in ("layer", "neurons", "spikes %"):
+        table.add_column(col, justify="left" if col == "layer" else "right")
+    for layer in energy.layers:
+        table.add_row(layer["name"], f"{layer['neurons']:,}", f"{100.0 * layer['spike_rate']:.2f}")
+    return table
+
+
 def write_json(path: Path, data: dict) -> None:
     atomic_write_bytes(Path(path), (json.dumps(data, indent=2) + "\n").encode())
 
 
 def write_sweep_csv(path: Path, entries: list[dict]) -> None:
-    """One row per (checkpoint, T): path, kind, arch, T, top1, top5, spike_rate."""
+    """One row per (checkpoint, T): path, kind, arch, T, top1, top5, spike_rate (+ synops, macs,
+    energy_uj with --energy)."""
     buf = io.StringIO()
     w = csv.writer(buf)
-    w.writerow(["path", "kind", "arch", "T", "top1", "top5", "spike_rate"])
+    costs = any("energy" in e for e in entries)
+    w.writerow(["path", "kind", "arch", "T", "top1", "top5", "spike_rate"] + (["synops", "macs", "energy_uj"] * costs))
     for e in entries:
         for r in e["results"]:
+            extra = [f"{r[k]:.6g}" if k in r else "" for k in ("synops", "macs", "energy_uj")] if costs else []
             w.writerow(
                 [
                     e["path"],
@@ -116,6 +171,7 @@ def write_sweep_csv(path: Path, entries: list[dict]) -> None:
                     f"{r['top1']:.4f}",
                     f"{r['top5']:.4f}",
                     "" if r["spike_rate"] is None else f"{r['spike_rate']:.6f}",
+                    *extra,
                 ]
             )
     atomic_write_bytes(Path(path), buf.getvalue().encode())

@@ -222,6 +222,17 @@ def eval_sweep(
             "reading the first T' frames of the cache.",
         ),
     ] = False,
+    energy: Annotated[
+        bool,
+        typer.Option(
+            "--energy",
+            help="Also count SynOps and MACs per sample at every T (spikingjelly's op counters), spike rates "
+            "per layer, and energy at 0.9 pJ/AC, 4.6 pJ/MAC (Horowitz, ISSCC 2014, 45 nm).",
+        ),
+    ] = False,
+    energy_samples: Annotated[
+        int, typer.Option(help="Samples the --energy counters run on (the first of the evaluation set).")
+    ] = 256,
     json_path: Annotated[Path | None, typer.Option("--json", help="Also write the results as JSON here.")] = None,
     csv_path: Annotated[Path | None, typer.Option("--csv", help="Also write the results as CSV here.")] = None,
 ) -> None:
@@ -229,7 +240,18 @@ def eval_sweep(
     from snnkd_cli.cli.commands import run_sweep
 
     data = str(data_dir) if data_dir else None
-    run_sweep(checkpoints, max_T, dataset, data, batch_size, precision, json_path, csv_path, reframe)
+    run_sweep(
+        checkpoints,
+        max_T,
+        dataset,
+        data,
+        batch_size,
+        precision,
+        json_path,
+        csv_path,
+        reframe,
+        energy=energy_samples if energy else None,
+    )
 
 
 @app.command()

@@ -6,8 +6,10 @@ import time
 from pathlib import Path
 
 from snnkd_cli.cli._output import (
+    cost_table,
     err_console,
     export_table,
+    layer_table,
     out_console,
     preprocess_summary,
     sweep_entries,
@@ -48,11 +50,21 @@ def run_sweep(
     json_path: Path | None,
     csv_path: Path | None,
     reframe: bool = False,
+    energy: int | None = None,
 ) -> None:
-    """Evaluate every checkpoint, then print one table and write the JSON/CSV files asked for."""
+    """Evaluate every checkpoint, then print one table and write the JSON/CSV files asked for.
+
+    ``energy``: count costs on this many samples (None: no energy columns).
+    """
     kw = {"dataset": dataset, "data_dir": data_dir, "batch_size": batch_size, "precision": precision}
-    results = [evaluate_checkpoint(p, max_T, reframe=reframe, **kw) for p in checkpoints]
+    kw |= {"reframe": reframe, "energy": energy is not None, "energy_samples": energy}
+    results = [evaluate_checkpoint(p, max_T, **kw) for p in checkpoints]
     out_console.print(sweep_table(results))
+    if any(res.energy is not None for _, res in results):
+        out_console.print(cost_table(results))
+    for ckpt, res in results:
+        if res.energy is not None and res.energy.layers:
+            out_console.print(layer_table(ckpt, res.energy))
     entries = sweep_entries(results)
     if json_path:
         write_json(json_path, {"checkpoints": entries})

@@ -28,6 +28,7 @@ from snnkd_cli.engine.distributed import (
     finish_distributed,
     init_distributed,
 )
+from snnkd_cli.engine.energy import measure_energy
 from snnkd_cli.engine.loop import Checkpointer, FitResult, fit
 from snnkd_cli.engine.precision import default_device
 from snnkd_cli.engine.report import Reporter
@@ -284,6 +285,8 @@ def evaluate_checkpoint(
     device: torch.device | None = None,
     precision: str | None = None,
     reframe: bool = False,
+    energy: bool = False,
+    energy_samples: int | None = 256,
 ) -> tuple[Checkpoint, SweepResult]:
     """Rebuild a checkpoint's model from the file alone and sweep T = 1..max_T in one pass.
 
@@ -296,6 +299,8 @@ def evaluate_checkpoint(
         precision: autocast precision (default: the training precision).
         reframe: event data only: for each T' frame the recordings into T' frames (a cache per T',
             made from the recordings the cache was made from) and run T' steps: one pass per T'.
+        energy: also count SynOps, MACs, spike rates per layer and energy at every T
+            (``SweepResult.energy``) on the first ``energy_samples`` samples (None: all).
     """
     device = device or default_device()
     ckpt = load_checkpoint(path)
@@ -315,6 +320,10 @@ def evaluate_checkpoint(
         val, batch_size or cfg.train.batch_size, train=False, workers=cfg.data.workers, seed=0, device=device
     )
     T = (max_T or cfg.train.T) if spiking else None
+    if energy and reframe:
+        raise SnnkdError("--energy counts the cached frames; run it without --reframe")
+    if energy_samples is not None and energy_samples < 1:
+        raise SnnkdError(f"--energy-samples must be >= 1, got {energy_samples}")
     if reframe:
         if not (spiking and cfg.data.dataset == "cifar10dvs"):
             raise SnnkdError("--reframe applies to spiking students on cifar10dvs (it re-frames the recordings)")
@@ -332,6 +341,17 @@ def evaluate_checkpoint(
         precision=precision or cfg.train.precision,
         spiking=spiking,
     )
+    if energy:
+        res.energy = measure_energy(
+            model,
+            loader,
+            T,
+            temporal=info.temporal,
+            device=device,
+            precision=precision or cfg.train.precision,
+            spiking=spiking,
+            max_samples=energy_samples,
+        )
     return ckpt, res
 
 

@@ -30,6 +30,7 @@ class SweepResult:
     rows: list[dict] = field(default_factory=list)
     num_samples: int = 0
     method: str = "one-pass"  # or "reframed": event recordings framed into T' frames, one pass per T'
+    energy: object | None = None  # an engine.energy.EnergyResult when costs were counted (--energy)
 
     def at(self, T: int | None) -> dict:
         return next(r for r in self.rows if r["T"] == T)

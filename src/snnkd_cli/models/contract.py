@@ -43,6 +43,16 @@ def reset_state(model: nn.Module) -> None:
 
 
 @torch.no_grad()
+def mixes_time(model: nn.Module) -> bool:
+    """True if the model declares ``mixes_time = True``: its step t depends on later steps.
+
+    Such a model (attention or normalisation over T, a mean over T inside) is not read from one
+    pass at Tmax: the sweep and the energy count run it once per T'.
+    """
+    model = getattr(model, "module", model)  # DistributedDataParallel
+    return bool(getattr(model, "mixes_time", False))
+
+
 def check_student(model: nn.Module, x: torch.Tensor, num_classes: int | None = None) -> None:
     """Check the student contract on one small batch, before any training starts.
 
