@@ -166,6 +166,16 @@ def test_zoo_bad_options_are_one_line_errors() -> None:
         create_model("ms_resnet18", 10, width=4)(torch.randn(2, 3, 16, 16))
 
 
+def test_snnkd_models_lists_the_zoo_with_its_note(cli) -> None:
+    res = cli(["models"])
+    assert res.exit_code == 0, res.output
+    rows = {line.split("│")[2].strip(): line for line in res.stdout.splitlines() if line.count("│") > 3}
+    for name in ZOO:
+        assert name in rows and "snn" in rows[name] and " M " in rows[name] and "zoo:" in rows[name], name
+    header = next(line for line in res.stdout.splitlines() if "parameters" in line)
+    assert [h.strip() for h in header.split("┃")[1:-1]] == ["kind", "name", "parameters", "fits", "neuron", "note"]
+
+
 # --- a model that mixes timesteps: the sweep runs once per T -------------------------------------
 
 

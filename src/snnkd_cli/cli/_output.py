@@ -161,7 +161,8 @@ def models_table() -> Table:
 
     table = Table(title="registered models (--arch / --student-arch; or package.module:factory)", title_justify="left")
     for col in ("kind", "name", "parameters", "fits", "neuron", "note"):
-        table.add_column(col, justify="right" if col == "parameters" else "left", no_wrap=col == "name")
+        fixed = col in ("kind", "name", "parameters")  # never cut a name; the text columns wrap (fold long words)
+        table.add_column(col, justify="right" if col == "parameters" else "left", no_wrap=fixed, overflow="fold")
     for entry in list_models():
         kind, name = entry.split("/")
         net = create_model(name, 10, kind=kind)
