@@ -66,6 +66,9 @@ def sweep_table(results: list[tuple[Checkpoint, SweepResult]]) -> Table:
     caption = []
     if any(r.method == "reframed" for _, r in results):
         title = "accuracy at every T (recordings re-framed into T frames, one pass per T)"
+    elif any(r.method == "per-T" for _, r in results):
+        per_t = ", ".join(f"#{i}" for i, (_, r) in enumerate(results, 1) if r.method == "per-T")
+        title = f"accuracy at every T (one pass per T for {per_t}, whose steps depend on later steps)"
     else:
         title = "accuracy at every T (one pass, running mean of per-step logits)"
     table = Table(title=title, title_justify="left")
@@ -209,21 +212,25 @@ def export_table(summary) -> Table:
 
 
 def models_table() -> Table:
-    """Every registered architecture: kind, name, parameters (10 classes, width 64), data, neuron."""
-    from snnkd_cli.models import create_model, list_models
+    """Every registered architecture: kind, name, parameters (10 classes, width 64), data, neuron, note."""
+    from snnkd_cli.models import create_model, list_models, model_info
 
     table = Table(title="registered models (--arch / --student-arch; or package.module:factory)", title_justify="left")
-    for col in ("kind", "name", "parameters", "fits", "neuron"):
-        table.add_column(col, justify="right" if col == "parameters" else "left")
+    for col in ("kind", "name", "parameters", "fits", "neuron", "note"):
+        fixed = col in ("kind", "name", "parameters")  # never cut a name; the text columns wrap (fold long words)
+        table.add_column(col, justify="right" if col == "parameters" else "left", no_wrap=fixed, overflow="fold")
     for entry in list_models():
         kind, name = entry.split("/")
         net = create_model(name, 10, kind=kind)
         n = sum(p.numel() for p in net.parameters())
+        info = model_info(kind, name)
         fits = "ImageNet-size images (7x7/2 stem)" if name == "preact_resnet34" else "any: images or events (2 ch)"
         neuron = (
             "ReLU"
             if kind == "ann"
             else ("LIF soft reset, decay 0.2" if name == "preact_resnet34" else "LIF hard reset, decay 0.5 (--decay)")
         )
-        table.add_row(kind, name, f"{n / 1e6:.2f} M", fits, neuron)
+        table.add_row(
+            kind, name, f"{n / 1e6:.2f} M", info.get("fits", fits), info.get("neuron", neuron), info.get("note", "")
+        )
     return table

@@ -66,7 +66,9 @@ Dataset = Annotated[
 DataDir = Annotated[Path, typer.Option(help="Folder holding the dataset (for imagefolder: train/ and val/).")]
 Download = Annotated[bool, typer.Option("--download", help="Download CIFAR with torchvision if it is missing.")]
 ImageSize = Annotated[int | None, typer.Option(help="Image size (default: the dataset's; 64 for imagefolder).")]
-Width = Annotated[int | None, typer.Option(help="Base channel width of the ResNet (paper: 64).")]
+Width = Annotated[
+    int | None, typer.Option(help="Base channel width (paper ResNets: 64; zoo transformers: embedding 6*width).")
+]
 Epochs = Annotated[int | None, typer.Option(help="Epochs (default: the dataset's recipe, e.g. 300 for CIFAR).")]
 BatchSize = Annotated[int | None, typer.Option(help="Batch size (default: the recipe's).")]
 Lr = Annotated[float | None, typer.Option(help="Peak learning rate of SGD (momentum 0.9, cosine to 0).")]

@@ -2,7 +2,9 @@
 
 The logits of a run at T' steps equal the first T' per-step logits of a run at Tmax (a
 neuron's state at step t depends only on steps <= t), so ``cumsum(logits, 0)[t-1] / t`` is
-the prediction at T'=t. Spike rates come from forward hooks on spikingjelly neurons.
+the prediction at T'=t. A model that mixes timesteps (attention or a mean over T) declares
+``mixes_time = True`` and is run once per T'. Spike rates come from forward hooks on
+spikingjelly neurons.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from torch.utils.data import DataLoader
 
 from snnkd_cli.engine.distributed import all_reduce_sum
 from snnkd_cli.engine.precision import autocast
-from snnkd_cli.models.contract import reset_state, teacher_input, time_major
+from snnkd_cli.models.contract import mixes_time, reset_state, teacher_input, time_major
 
 
 @dataclass
@@ -29,7 +31,9 @@ class SweepResult:
 
     rows: list[dict] = field(default_factory=list)
     num_samples: int = 0
-    method: str = "one-pass"  # or "reframed": event recordings framed into T' frames, one pass per T'
+    # "one-pass"; "per-T": a model that mixes timesteps, one pass per T'; "reframed": event recordings
+    # framed into T' frames, one pass per T'
+    method: str = "one-pass"
     energy: object | None = None  # an engine.energy.EnergyResult when costs were counted (--energy)
 
     def at(self, T: int | None) -> dict:
@@ -88,6 +92,9 @@ def sweep(
 ) -> SweepResult:
     """Top-1, top-5 and spike rate at every T in 1..max_T, from one pass at ``max_T``.
 
+    A model that declares it mixes timesteps (:func:`~snnkd_cli.models.contract.mixes_time`) is run
+    once per T instead (``SweepResult.method == "per-T"``).
+
     Args:
         model: a student (``[T,B,...] -> [T,B,C]``) or, with ``spiking=False``, an ANN.
         loader: yields ``(x [B,...], y [B])``.
@@ -120,26 +127,20 @@ def sweep(
         n = max(n, 1)
         return SweepResult([{"T": None, "top1": 100.0 * c1 / n, "top5": 100.0 * c5 / n, "spike_rate": None}], n)
 
-    correct1 = torch.zeros(max_T, dtype=torch.long)
-    correct5 = torch.zeros(max_T, dtype=torch.long)
-    steps = torch.arange(1, max_T + 1, dtype=torch.float32, device=device).view(-1, 1, 1)
-    with SpikeCounter(model) as counter:
-        for x, y in loader:
-            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-            reset_state(model)
-            with autocast(precision, device):
-                s = model(time_major(x, max_T, temporal)).float()  # [T, B, C]
-            running = s.cumsum(0) / steps  # [T, B, C]: prediction at T' = t+1
-            correct1 += _topk_correct(running, y, 1).cpu()
-            correct5 += _topk_correct(running, y, 5).cpu()
-            n += len(y)
-    reset_state(model)
+    if mixes_time(model):  # step t depends on later steps: a run at T' is not a prefix of the run at max_T
+        method = "per-T"
+        runs = [_counts(model, loader, T, temporal, device, precision) for T in range(1, max_T + 1)]
+        correct1 = torch.stack([c1[-1] for c1, *_ in runs])  # row T from its own run: the mean over its T steps
+        correct5 = torch.stack([c5[-1] for _, c5, *_ in runs])
+        spikes = torch.stack([sp.mean() for _, _, sp, *_ in runs])  # mean spikes per step of the run at T
+        n, neurons = runs[-1][3], runs[-1][4]
+    else:
+        method = "one-pass"
+        correct1, correct5, per_step, n, neurons = _counts(model, loader, max_T, temporal, device, precision)
+        spikes = per_step.cumsum(0) / torch.arange(1, max_T + 1)  # mean spikes per step of the first T steps
     model.train(was_training)
     # with torchrun each rank saw its shard: sum the counts over ranks (a no-op on one process)
-    spikes = counter.spikes.double().cpu() if counter.spikes is not None else torch.zeros(max_T, dtype=torch.float64)
-    packed = torch.cat(
-        [correct1.double(), correct5.double(), spikes, torch.tensor([n, counter.neurons], dtype=torch.float64)]
-    )
+    packed = torch.cat([correct1.double(), correct5.double(), spikes, torch.tensor([n, neurons], dtype=torch.float64)])
     packed = packed.to(device)
     all_reduce_sum(packed)
     packed = packed.cpu()
@@ -148,10 +149,33 @@ def sweep(
     n = max(n, 1)
     rates = [None] * max_T
     if neurons:
-        per_step = spikes / neurons  # [T]: firing fraction at each step
-        rates = (per_step.cumsum(0) / torch.arange(1, max_T + 1)).tolist()
+        rates = (spikes / neurons).tolist()  # firing fraction per step, averaged over the first T steps
     rows = [
         {"T": t + 1, "top1": 100.0 * int(correct1[t]) / n, "top5": 100.0 * int(correct5[t]) / n, "spike_rate": rates[t]}
         for t in range(max_T)
     ]
-    return SweepResult(rows, n)
+    return SweepResult(rows, n, method)
+
+
+def _counts(
+    model: nn.Module, loader: DataLoader, T: int, temporal: bool, device: torch.device, precision: str
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int, int]:
+    """One pass at T steps over ``loader``: top-1 and top-5 correct counts of the running means ``[T]``,
+    spikes per step ``[T]`` (float64), the number of samples and of neurons per step."""
+    correct1 = torch.zeros(T, dtype=torch.long)
+    correct5 = torch.zeros(T, dtype=torch.long)
+    steps = torch.arange(1, T + 1, dtype=torch.float32, device=device).view(-1, 1, 1)
+    n = 0
+    with SpikeCounter(model) as counter:
+        for x, y in loader:
+            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+            reset_state(model)
+            with autocast(precision, device):
+                s = model(time_major(x, T, temporal)).float()  # [T, B, C]
+            running = s.cumsum(0) / steps  # [T, B, C]: prediction at T' = t+1
+            correct1 += _topk_correct(running, y, 1).cpu()
+            correct5 += _topk_correct(running, y, 5).cpu()
+            n += len(y)
+    reset_state(model)
+    spikes = counter.spikes.double().cpu() if counter.spikes is not None else torch.zeros(T, dtype=torch.float64)
+    return correct1, correct5, spikes, n, counter.neurons

@@ -214,7 +214,10 @@ def nir_module(folded: nn.Module, input_shape: Sequence[int]) -> nn.Module:
     elif isinstance(folded, nn.Sequential):
         out = nn.Sequential(*conv.flat(folded, "model"))
     else:
-        raise SnnkdError(f"cannot export {type(folded).__name__} to NIR: only spiking ResNets and nn.Sequential nets")
+        raise SnnkdError(
+            f"cannot export {type(folded).__name__} to NIR: only spiking ResNets and nn.Sequential nets; "
+            "use --format onnx, which keeps every layer"
+        )
     if conv.problems:
         parts = []
         for reason, names in conv.problems.items():

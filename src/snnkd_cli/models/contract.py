@@ -3,7 +3,8 @@
 A student is an ``nn.Module`` mapping ``[T, B, ...]`` to per-step logits ``[T, B, C]`` whose
 state (membrane potentials) is reset by ``spikingjelly.activation_based.functional.reset_net``
 (which also calls a ``reset()`` method the model defines itself). Its prediction after the
-first t steps is ``logits[:t].mean(0)``. A teacher maps ``[B, ...]`` to ``[B, C]``.
+first t steps is ``logits[:t].mean(0)``; a student whose step t depends on later steps declares
+``mixes_time = True`` (then it is evaluated once per T). A teacher maps ``[B, ...]`` to ``[B, C]``.
 """
 
 from __future__ import annotations
@@ -37,22 +38,21 @@ def teacher_input(x: torch.Tensor, temporal: bool) -> torch.Tensor:
     return x.mean(1) if temporal else x
 
 
+def mixes_time(model: nn.Module) -> bool:
+    """True when ``model`` or one of its modules has ``mixes_time = True``.
+
+    Such a model's step t depends on later steps (attention or BN over T, a mean over T inside), so
+    the logits of a run at T' are not the first T' steps of a longer run: sweeps run once per T'.
+    """
+    return any(getattr(m, "mixes_time", False) for m in model.modules())
+
+
 def reset_state(model: nn.Module) -> None:
     """Reset every stateful module of ``model`` (spikingjelly memories and user ``reset()`` methods)."""
     functional.reset_net(model)
 
 
 @torch.no_grad()
-def mixes_time(model: nn.Module) -> bool:
-    """True if the model declares ``mixes_time = True``: its step t depends on later steps.
-
-    Such a model (attention or normalisation over T, a mean over T inside) is not read from one
-    pass at Tmax: the sweep and the energy count run it once per T'.
-    """
-    model = getattr(model, "module", model)  # DistributedDataParallel
-    return bool(getattr(model, "mixes_time", False))
-
-
 def check_student(model: nn.Module, x: torch.Tensor, num_classes: int | None = None) -> None:
     """Check the student contract on one small batch, before any training starts.
 

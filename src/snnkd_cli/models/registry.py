@@ -16,18 +16,28 @@ from snnkd_cli.errors import SnnkdError
 
 KINDS = ("snn", "ann")
 _REGISTRY: dict[tuple[str, str], Callable[..., nn.Module]] = {}
+_INFO: dict[tuple[str, str], dict[str, str]] = {}
 
 
-def register_model(kind: str, name: str) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
-    """Decorator that registers ``fn(num_classes, **kw) -> nn.Module`` under ``(kind, name)``."""
+def register_model(kind: str, name: str, **info: str) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
+    """Decorator that registers ``fn(num_classes, **kw) -> nn.Module`` under ``(kind, name)``.
+
+    ``info`` holds what ``snnkd models`` prints beside the parameters (``fits``, ``neuron``, ``note``).
+    """
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
 
     def deco(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
         _REGISTRY[(kind, name)] = fn
+        _INFO[(kind, name)] = dict(info)
         return fn
 
     return deco
+
+
+def model_info(kind: str, name: str) -> dict[str, str]:
+    """The ``info`` a registered entry was given (``fits``, ``neuron``, ``note``); empty if none."""
+    return dict(_INFO.get((kind, name), {}))
 
 
 def list_models(kind: str | None = None) -> list[str]:
