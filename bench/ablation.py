@@ -6,7 +6,8 @@ checkpoint is swept over T = 1..max-T in one pass (``eval-sweep``). The script w
 
 * ``OUT/results.json``: every run's sweep (and the teacher's accuracy);
 * the tables (mean and standard deviation over seeds at each T) into ``--doc`` between the
-  markers ``<!-- ablation:start -->`` and ``<!-- ablation:end -->`` (the rest of the file is kept);
+  markers ``<!-- ablation:start -->`` and ``<!-- ablation:end -->`` (``--marker``; the rest of
+  the file is kept);
 * a PNG plot per dataset next to ``--doc`` when matplotlib is installed (``pip install -e '.[plot]'``).
 
 ``--precision fp32 bf16`` runs the whole grid at each precision (the check behind the default).
@@ -31,7 +32,6 @@ from snnkd_cli.engine.run import evaluate_checkpoint, train
 
 # the budget per dataset: teacher epochs, student epochs, training T, sweep max-T
 BUDGET = {"synthetic": (8, 10, 4, 8), "synthetic-dvs": (6, 6, 8, 8)}
-START, END = "<!-- ablation:start -->", "<!-- ablation:end -->"
 
 
 def run_grid(args: argparse.Namespace) -> dict:
@@ -90,9 +90,14 @@ def _stats(values: list[float]) -> str:
     return f"{mean:.1f} ± {statistics.stdev(values):.1f}" if len(values) > 1 else f"{mean:.1f}"
 
 
-def markdown(results: dict) -> str:
+def markers(name: str) -> tuple[str, str]:
+    return f"<!-- {name}:start -->", f"<!-- {name}:end -->"
+
+
+def markdown(results: dict, marker: str = "ablation") -> str:
     """The tables: per (dataset, precision), one row per loss, mean ± std over seeds at each T."""
-    out = [START, ""]
+    start, end = markers(marker)
+    out = [start, ""]
     groups = sorted({(r["dataset"], r["precision"]) for r in results["runs"]}, key=str)
     for dataset, precision in groups:
         runs = [r for r in results["runs"] if (r["dataset"], r["precision"]) == (dataset, precision)]
@@ -111,22 +116,23 @@ def markdown(results: dict) -> str:
             cells = [_stats([m[t] for m in mine]) for t in range(max_T)]
             out.append(f"| {loss} | " + " | ".join(cells) + f" | {_stats([statistics.fmean(m) for m in mine])} |")
         out.append("")
-    out.append(END)
+    out.append(end)
     return "\n".join(out)
 
 
-def write_doc(doc: Path, table: str) -> None:
+def write_doc(doc: Path, table: str, marker: str = "ablation") -> None:
     """Replace the marked block of ``doc`` with ``table`` (append it if the markers are missing)."""
+    start, end = markers(marker)
     text = doc.read_text() if doc.exists() else "# Results\n\n"
-    if START in text and END in text:
-        text = text[: text.index(START)] + table + text[text.index(END) + len(END) :]
+    if start in text and end in text:
+        text = text[: text.index(start)] + table + text[text.index(end) + len(end) :]
     else:
         text = text.rstrip("\n") + "\n\n" + table + "\n"
     doc.parent.mkdir(parents=True, exist_ok=True)
     doc.write_text(text)
 
 
-def plot(results: dict, folder: Path) -> list[Path]:
+def plot(results: dict, folder: Path, prefix: str = "ablation") -> list[Path]:
     """One PNG per (dataset, precision): top-1 against T, one line per loss (mean, std band)."""
     try:
         import matplotlib
@@ -150,7 +156,7 @@ def plot(results: dict, folder: Path) -> list[Path]:
         ax.set(xlabel="timesteps T at inference", ylabel="top-1 (%)", title=f"{dataset} ({precision})")
         ax.grid(alpha=0.3)
         ax.legend()
-        path = folder / f"ablation-{dataset}-{precision}.png"
+        path = folder / f"{prefix}-{dataset}-{precision}.png"
         fig.tight_layout()
         fig.savefig(path, dpi=120)
         plt.close(fig)
@@ -169,6 +175,7 @@ def main() -> None:
     ap.add_argument("--out", default="runs/ablation", help="checkpoints and results.json")
     ap.add_argument("--doc", default="docs/results.md", help="markdown file whose ablation block is rewritten")
     ap.add_argument("--from-json", help="only rewrite the doc and plots from an earlier results.json")
+    ap.add_argument("--marker", default="ablation", help="name of the block in --doc (<!-- NAME:start -->)")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -181,8 +188,8 @@ def main() -> None:
         Path(args.out).mkdir(parents=True, exist_ok=True)
         (Path(args.out) / "results.json").write_text(json.dumps(results, indent=1))
     doc = Path(args.doc)
-    write_doc(doc, markdown(results))
-    for p in plot(results, doc.parent):
+    write_doc(doc, markdown(results, args.marker), args.marker)
+    for p in plot(results, doc.parent, args.marker):
         print(f"wrote {p}")
     print(f"wrote {doc}")
 

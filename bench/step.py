@@ -9,6 +9,8 @@ Variants (all: ResNet-18 student, ANN ResNet-34 teacher, CIFAR-size 32x32 input,
 * ``ref-fp32``: a plain reference in the paper's code style: single-step spikingjelly
   ``LIFNode`` (``step_mode='s'``), conv/BN applied per step in a Python loop over T, the
   stem included, the same full-range loss, fp32, eager.
+* ``snnkd-fp32-compile``, ``snnkd-bf16-compile`` (only when named): the same with the model
+  through ``engine.loop.compile_for_training`` (``--compile``); the warm-up rounds compile.
 * ``ann-fp32``, ``ann-bf16``: the ANN floor: an ANN ResNet-18 of the student's shape trained
   on the T*B images in one forward/backward (cross-entropy), plus the teacher's forward.
 
@@ -41,7 +43,7 @@ import torch.nn.functional as F
 from spikingjelly.activation_based import neuron, surrogate
 from torch import nn
 
-from snnkd_cli.engine.loop import param_groups
+from snnkd_cli.engine.loop import compile_for_training, param_groups
 from snnkd_cli.engine.precision import autocast
 from snnkd_cli.kd.losses import full_range_kd_loss
 from snnkd_cli.kd.tasks import DistillTask
@@ -49,6 +51,8 @@ from snnkd_cli.models.contract import reset_state
 from snnkd_cli.models.registry import create_model
 
 VARIANTS = ["snnkd-fp32", "snnkd-bf16", "snnkd-fp32-cl", "snnkd-bf16-cl", "ref-fp32", "ann-fp32", "ann-bf16"]
+# --compile (engine.loop.compile_for_training): not in the default set, the first step compiles for minutes on a CPU
+COMPILED = ["snnkd-fp32-compile", "snnkd-bf16-compile"]
 NUM_CLASSES, SIZE = 10, 32
 
 
@@ -130,6 +134,7 @@ class Bench:
                 self.model = self.model.to(memory_format=torch.channels_last)
                 self.x = self.x.contiguous(memory_format=torch.channels_last)
             self.task = DistillTask(self.teacher, T, "full-range")
+            self.net = compile_for_training(self.model) if variant.endswith("-compile") else self.model
         elif kind == "ref":
             self.model = RefResNet18(NUM_CLASSES).to(device)
         elif kind == "ann":
@@ -146,7 +151,7 @@ class Bench:
         if self.kind == "snnkd":  # engine/loop.py fit(), per step
             reset_state(m)
             with autocast(self.precision, self.device):
-                losses, _ = self.task(m, self.x, self.y)
+                losses, _ = self.task(self.net, self.x, self.y)
             loss = losses["loss"]
         elif self.kind == "ref":
             reset_ref(m)
@@ -272,7 +277,7 @@ def main() -> None:
     ap.add_argument("--batch", type=int, nargs="+", default=[16])
     ap.add_argument("--steps", type=int, default=3, help="timed rounds per configuration (median)")
     ap.add_argument("--warmup", type=int, default=1, help="untimed rounds first")
-    ap.add_argument("--variants", nargs="+", default=VARIANTS, choices=VARIANTS)
+    ap.add_argument("--variants", nargs="+", default=VARIANTS, choices=VARIANTS + COMPILED)
     ap.add_argument("--no-memory", action="store_true", help="skip the per-variant subprocess memory runs")
     ap.add_argument("--no-check", action="store_true", help="skip the equal-loss check")
     ap.add_argument("--memory-only", action="store_true", help="only the per-variant subprocess memory runs")

@@ -119,6 +119,10 @@ def test_train_teacher_writes_checkpoints_and_config(teacher_dir: Path) -> None:
     assert saved["model"] == {**saved["model"], "arch": "resnet18", "kind": "ann", "width": 8, "num_classes": 10}
     assert (saved["train"]["epochs"], saved["train"]["max_steps"], saved["train"]["batch_size"]) == (1, 2, 32)
     assert saved["data"]["dataset"] == "synthetic" and saved["data"]["image_size"] == 16
+    # the default precision "auto" is saved as what ran: bf16 on a CPU with native bf16, else fp32
+    flags = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    native = "avx512_bf16" in flags or "amx_bf16" in flags
+    assert saved["train"]["precision"] == ("bf16" if native else "fp32")
     for name in ("best.safetensors", "last.safetensors"):
         ckpt = load_checkpoint(teacher_dir / name)
         assert ckpt.kind == "teacher"

@@ -17,7 +17,18 @@ def _run(tmp_path, compile):
     teacher = create_model("resnet18", 10, kind="ann", width=4)
     student = user_student()
     result = distill(
-        student, teacher, train, val, T=2, epochs=1, max_steps=3, lr=0.05, verbose=False, out=tmp_path, compile=compile
+        student,
+        teacher,
+        train,
+        val,
+        T=2,
+        epochs=1,
+        max_steps=3,
+        lr=0.05,
+        verbose=False,
+        out=tmp_path,
+        compile=compile,
+        precision="fp32",
     )
     return student, result
 

@@ -10,7 +10,20 @@ import torch
 from snnkd_cli.engine.checkpoint import load_checkpoint
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
-COMMON = ["--epochs", "2", "--max-steps", "3", "--batch-size", "32", "--width", "8", "--lr", "0.01"]
+COMMON = [
+    "--epochs",
+    "2",
+    "--max-steps",
+    "3",
+    "--batch-size",
+    "32",
+    "--width",
+    "8",
+    "--lr",
+    "0.01",
+    "--precision",
+    "fp32",
+]
 
 
 def run(args, nproc=None):

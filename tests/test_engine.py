@@ -62,9 +62,14 @@ def test_no_weight_decay_on_bn_and_bias():
 def test_distillation_learns_at_every_T(tmp_path):
     """Teacher then full-range student on synthetic: every T from 1 to 6 far above chance (10%)."""
     torch.set_num_threads(2)
-    t = train(from_preset("teacher", "synthetic", epochs=3, out=str(tmp_path / "t")))
-    assert t.fit.best_top1 > 60
-    s = train(from_preset("distill", "synthetic", epochs=3, T=2, out=str(tmp_path / "s"), teacher=str(t.best_path)))
+    # fp32: in a run this short bf16 learns slower (26% vs 51% here; equal at the quickstart budget,
+    # docs/results.md); the default precision is tested in test_cli
+    fp32 = {"precision": "fp32"}
+    t = train(from_preset("teacher", "synthetic", epochs=3, out=str(tmp_path / "t"), **fp32))
+    assert t.fit.best_top1 > 60 and t.config.train.precision == "fp32"
+    s = train(
+        from_preset("distill", "synthetic", epochs=3, T=2, out=str(tmp_path / "s"), teacher=str(t.best_path), **fp32)
+    )
     ckpt, res = evaluate_checkpoint(s.best_path, 6)
     assert ckpt.config.teacher_model.arch == "resnet18"
     assert [r["T"] for r in res.rows] == list(range(1, 7))

@@ -17,7 +17,7 @@ from snnkd_cli.errors import SnnkdError
 DATASETS = ("synthetic", "cifar10", "cifar100", "imagefolder", "imagenet", "cifar10dvs", "synthetic-dvs")
 EVENT_DATASETS = ("cifar10dvs", "synthetic-dvs")
 LOSSES = ("full-range", "standard-kd", "twce")
-PRECISIONS = ("fp32", "bf16", "fp16")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
 
 @dataclass
@@ -80,7 +80,7 @@ class TrainConfig:
     warmup_epochs: float = 1.0
     T: int = 4
     seed: int = 60
-    precision: str = "fp32"
+    precision: str = "auto"  # bf16 where the device computes it natively, else fp32 (resolved at the start)
     channels_last: bool = False
     compile: bool = False  # torch.compile the training forward (fixed T); evaluation stays eager
     sync_bn: bool = False  # with torchrun: BatchNorm statistics over the global batch

@@ -79,7 +79,13 @@ Workers = Annotated[int | None, typer.Option(help="DataLoader worker processes (
 Out = Annotated[
     Path | None, typer.Option(help="Output folder for checkpoints (default: runs/<kind>-<dataset>-<arch>).")
 ]
-Precision = Annotated[str, typer.Option(help="Numeric precision: fp32, bf16 or fp16 (autocast).")]
+Precision = Annotated[
+    str,
+    typer.Option(
+        help="Numeric precision: auto (bf16 where the GPU/CPU computes it natively, else fp32), fp32, bf16 or "
+        "fp16 (autocast; GradScaler for fp16)."
+    ),
+]
 ChannelsLast = Annotated[bool, typer.Option("--channels-last", help="Use channels-last memory format.")]
 Compile = Annotated[
     bool,
@@ -136,7 +142,7 @@ def train_teacher(
     seed: Seed = 60,
     workers: Workers = None,
     out: Out = None,
-    precision: Precision = "fp32",
+    precision: Precision = "auto",
     channels_last: ChannelsLast = False,
     compile: Compile = False,
     max_steps: MaxSteps = None,
@@ -189,7 +195,7 @@ def distill(
     seed: Seed = 60,
     workers: Workers = None,
     out: Out = None,
-    precision: Precision = "fp32",
+    precision: Precision = "auto",
     channels_last: ChannelsLast = False,
     compile: Compile = False,
     max_steps: MaxSteps = None,
@@ -264,7 +270,7 @@ def quickstart(
     student_epochs: Annotated[int, typer.Option(help="Student epochs.")] = 10,
     T: Annotated[int, typer.Option("--T", "-T", help="Training timesteps of the student.")] = 4,
     max_T: Annotated[int, typer.Option("--max-T", help="Sweep T = 1..max-T at the end.")] = 8,
-    precision: Precision = "fp32",
+    precision: Precision = "auto",
 ) -> None:
     """Teacher, full-range student and sweep on the built-in synthetic data (a few minutes on a CPU)."""
     from snnkd_cli.cli.commands import run_quickstart

@@ -11,9 +11,35 @@ from snnkd_cli.config import PRECISIONS, check_choice
 _DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
+def native_bf16(device: torch.device) -> bool:
+    """Whether ``device`` computes bf16 natively: a CUDA GPU with bf16, or a CPU with AVX512-BF16 or AMX."""
+    if device.type == "cuda":
+        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    if device.type != "cpu":
+        return False
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = f.read()
+    except OSError:  # not Linux: no cheap way to tell, stay on fp32
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """``auto`` -> ``bf16`` where the device computes it natively, else ``fp32``; others unchanged.
+
+    bf16 is the default because it trains ~1.8x faster on such CPUs with no loss of accuracy
+    (measured over 3 seeds on synthetic data: docs/results.md); without native bf16 it is slower.
+    """
+    check_choice(precision, PRECISIONS, "precision")
+    if precision != "auto":
+        return precision
+    return "bf16" if native_bf16(device) else "fp32"
+
+
 def autocast(precision: str, device: torch.device) -> contextlib.AbstractContextManager:
     """``torch.autocast`` for bf16/fp16, ``nullcontext`` for fp32 (an off switch costs nothing)."""
-    check_choice(precision, PRECISIONS, "precision")
+    precision = resolve_precision(precision, device)
     if precision == "fp32":
         return contextlib.nullcontext()
     return torch.autocast(device_type=device.type, dtype=_DTYPES[precision])
@@ -21,7 +47,7 @@ def autocast(precision: str, device: torch.device) -> contextlib.AbstractContext
 
 def grad_scaler(precision: str, device: torch.device) -> torch.amp.GradScaler:
     """A GradScaler, enabled only for fp16 (bf16 has fp32's range and needs none)."""
-    return torch.amp.GradScaler(device.type, enabled=precision == "fp16")
+    return torch.amp.GradScaler(device.type, enabled=resolve_precision(precision, device) == "fp16")
 
 
 def default_device() -> torch.device:

@@ -30,7 +30,7 @@ from snnkd_cli.engine.distributed import (
 )
 from snnkd_cli.engine.energy import measure_energy
 from snnkd_cli.engine.loop import Checkpointer, FitResult, fit
-from snnkd_cli.engine.precision import default_device
+from snnkd_cli.engine.precision import default_device, resolve_precision
 from snnkd_cli.engine.report import Reporter
 from snnkd_cli.engine.resume import LoopState, config_differences, read_resume, save_resume
 from snnkd_cli.engine.sweep import SweepResult, sweep
@@ -201,6 +201,10 @@ def train(
             )
     reporter = (reporter or Reporter()) if env.is_primary else Reporter()
     device = device or default_device()
+    # "auto" becomes what runs (bf16 or fp32): the checkpoints and a resume compare the real value
+    cfg = dataclasses.replace(
+        cfg, train=dataclasses.replace(cfg.train, precision=resolve_precision(cfg.train.precision, device))
+    )
     if save_every is not None and save_every < 1:
         raise SnnkdError(f"--save-every must be >= 1, got {save_every}")
     seed_everything(cfg.train.seed)
