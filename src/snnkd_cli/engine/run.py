@@ -336,26 +336,10 @@ def evaluate_checkpoint(
         )
     if spiking:
         check_T_fits(T, info, "--max-T")
-    res = sweep(
-        model,
-        loader,
-        T,
-        temporal=info.temporal,
-        device=device,
-        precision=precision or cfg.train.precision,
-        spiking=spiking,
-    )
+    kw = {"temporal": info.temporal, "device": device, "precision": precision or cfg.train.precision}
+    res = sweep(model, loader, T, spiking=spiking, **kw)
     if energy:
-        res.energy = measure_energy(
-            model,
-            loader,
-            T,
-            temporal=info.temporal,
-            device=device,
-            precision=precision or cfg.train.precision,
-            spiking=spiking,
-            max_samples=energy_samples,
-        )
+        res.energy = measure_energy(model, loader, T, spiking=spiking, max_samples=energy_samples, **kw)
     return ckpt, res
 
 
