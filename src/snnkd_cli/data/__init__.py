@@ -5,7 +5,8 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-from torch.utils.data import Dataset
+import torch
+from torch.utils.data import Dataset, Subset
 
 from snnkd_cli.config import DATASETS, DataConfig, check_choice
 from snnkd_cli.data.synthetic import SyntheticImages
@@ -86,3 +87,24 @@ def build_datasets(
     from snnkd_cli.data.static import build_static
 
     return build_static(cfg, size, train=train, augment=augment and cfg.augment)
+
+
+def calibration_split(cfg: DataConfig, fraction: float, seed: int = 0) -> Subset:
+    """A fixed slice of the training split with the evaluation transforms (never the evaluation set).
+
+    ``ceil(fraction * len(train))`` samples chosen by a permutation with ``seed``, so the same
+    checkpoint and data give the same slice on any machine. Used to choose early-exit thresholds.
+
+    Raises:
+        SnnkdError: the slice would be empty, or the training split cannot be read.
+    """
+    import math
+
+    from snnkd_cli.errors import SnnkdError
+
+    tr, _, info = build_datasets(cfg, train=True, augment=False)
+    k = math.ceil(fraction * len(tr))
+    if k < 1:
+        raise SnnkdError(f"the calibration slice of {info.name}'s training split is empty: raise --calib-fraction")
+    order = torch.randperm(len(tr), generator=torch.Generator().manual_seed(seed))
+    return Subset(tr, sorted(order[:k].tolist()))

@@ -15,6 +15,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from snnkd_cli.engine.distributed import all_reduce_sum
+from snnkd_cli.engine.early_exit import DynamicResult, ExitTrace
 from snnkd_cli.engine.precision import autocast
 from snnkd_cli.models.contract import reset_state, teacher_input, time_major
 
@@ -24,12 +25,16 @@ class SweepResult:
     """Per-T results of one model on one dataset (accuracies in percent).
 
     ``T`` is None for the single row of an ANN; ``spike_rate`` is the fraction of neurons
-    firing per step, averaged over the first T steps (None for an ANN).
+    firing per step, averaged over the first T steps (None for an ANN). ``trace`` (with
+    ``sweep(..., keep_trace=True)``) holds what the early-exit rules need of the same pass;
+    ``dynamic`` the early-exit evaluation made from it (``eval-sweep --dynamic``).
     """
 
     rows: list[dict] = field(default_factory=list)
     num_samples: int = 0
     method: str = "one-pass"  # or "reframed": event recordings framed into T' frames, one pass per T'
+    trace: ExitTrace | None = None
+    dynamic: DynamicResult | None = None
 
     def at(self, T: int | None) -> dict:
         return next(r for r in self.rows if r["T"] == T)
@@ -84,6 +89,7 @@ def sweep(
     device: torch.device | None = None,
     precision: str = "fp32",
     spiking: bool = True,
+    keep_trace: bool = False,
 ) -> SweepResult:
     """Top-1, top-5 and spike rate at every T in 1..max_T, from one pass at ``max_T``.
 
@@ -95,6 +101,8 @@ def sweep(
         device: where to run (default: where the model's parameters are).
         precision: autocast precision of the forward pass.
         spiking: False for an ANN (one row with ``T=None``).
+        keep_trace: also keep, per sample and step, the running mean's confidence, entropy and
+            prediction (``result.trace``, for early exit; this process's samples only).
 
     Returns:
         A :class:`SweepResult` with one row per T (percentages).
@@ -122,6 +130,7 @@ def sweep(
     correct1 = torch.zeros(max_T, dtype=torch.long)
     correct5 = torch.zeros(max_T, dtype=torch.long)
     steps = torch.arange(1, max_T + 1, dtype=torch.float32, device=device).view(-1, 1, 1)
+    traces: list[ExitTrace] = []
     with SpikeCounter(model) as counter:
         for x, y in loader:
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
@@ -131,6 +140,8 @@ def sweep(
             running = s.cumsum(0) / steps  # [T, B, C]: prediction at T' = t+1
             correct1 += _topk_correct(running, y, 1).cpu()
             correct5 += _topk_correct(running, y, 5).cpu()
+            if keep_trace:
+                traces.append(ExitTrace.from_running(running, y))
             n += len(y)
     reset_state(model)
     model.train(was_training)
@@ -153,4 +164,4 @@ def sweep(
         {"T": t + 1, "top1": 100.0 * int(correct1[t]) / n, "top5": 100.0 * int(correct5[t]) / n, "spike_rate": rates[t]}
         for t in range(max_T)
     ]
-    return SweepResult(rows, n)
+    return SweepResult(rows, n, trace=ExitTrace.cat(traces) if traces else None)
