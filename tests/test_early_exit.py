@@ -55,6 +55,8 @@ def firing_student(dtype=torch.float64, in_channels: int = 3, seed: int = 0) -> 
             nn.init.uniform_(m.weight, 1.0, 3.0)
             nn.init.uniform_(m.bias, -0.5, 1.0)
             m.running_var.fill_(0.3)
+    with torch.no_grad():
+        net.head[0].weight.mul_(8.0)  # confident predictions for some inputs, unsure ones for others
     return net.to(dtype).eval()
 
 

@@ -18,7 +18,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from snnkd_cli.config import RunConfig
-from snnkd_cli.data import DataInfo, build_datasets, resolved
+from snnkd_cli.data import DataInfo, build_datasets, calibration_split, resolved
 from snnkd_cli.engine.builders import build_model, load_teacher, model_from_checkpoint
 from snnkd_cli.engine.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from snnkd_cli.engine.distributed import (
@@ -28,6 +28,7 @@ from snnkd_cli.engine.distributed import (
     finish_distributed,
     init_distributed,
 )
+from snnkd_cli.engine.early_exit import DynamicOptions, evaluate_dynamic
 from snnkd_cli.engine.loop import Checkpointer, FitResult, fit
 from snnkd_cli.engine.precision import default_device
 from snnkd_cli.engine.report import Reporter
@@ -131,10 +132,16 @@ def check_out_dir(out: str | Path) -> Path:
 
 
 class RunCheckpointer(Checkpointer):
-    """Writes ``best``/``last``/``resume.safetensors`` and ``log.jsonl`` (and TensorBoard events) in ``out``."""
+    """Writes ``best``/``last``/``resume.safetensors`` and ``log.jsonl`` (and TensorBoard events) in ``out``.
 
-    def __init__(self, out: Path, model: nn.Module, kind: str, cfg: RunConfig, tensorboard: bool = False) -> None:
+    The checkpoints also carry the class names (metadata ``classes``, a JSON list) for ``snnkd predict``.
+    """
+
+    def __init__(
+        self, out: Path, model: nn.Module, kind: str, cfg: RunConfig, tensorboard: bool = False, classes: tuple = ()
+    ) -> None:
         self.out, self.model, self.kind, self.cfg = out, model, kind, cfg
+        self.classes = list(classes)
         self.writer = None
         if tensorboard:
             try:
@@ -144,6 +151,7 @@ class RunCheckpointer(Checkpointer):
             self.writer = SummaryWriter(str(out / "tensorboard"))
 
     def epoch_end(self, epoch: int, improved: bool, extra: dict) -> None:
+        extra = {**extra, "classes": self.classes} if self.classes else extra
         save_checkpoint(self.out / "last.safetensors", self.model.state_dict(), self.kind, self.cfg, extra)
         if improved:
             save_checkpoint(self.out / "best.safetensors", self.model.state_dict(), self.kind, self.cfg, extra)
@@ -245,7 +253,7 @@ def train(
         if res is None and (out / "log.jsonl").exists():
             (out / "log.jsonl").unlink()  # a fresh run starts a fresh log
     ckpt = (
-        RunCheckpointer(out, model, "student" if spiking else "teacher", cfg, tensorboard)
+        RunCheckpointer(out, model, "student" if spiking else "teacher", cfg, tensorboard, info.classes)
         if env.is_primary
         else Checkpointer()
     )
@@ -284,6 +292,7 @@ def evaluate_checkpoint(
     device: torch.device | None = None,
     precision: str | None = None,
     reframe: bool = False,
+    dynamic: DynamicOptions | None = None,
 ) -> tuple[Checkpoint, SweepResult]:
     """Rebuild a checkpoint's model from the file alone and sweep T = 1..max_T in one pass.
 
@@ -296,6 +305,8 @@ def evaluate_checkpoint(
         precision: autocast precision (default: the training precision).
         reframe: event data only: for each T' frame the recordings into T' frames (a cache per T',
             made from the recordings the cache was made from) and run T' steps: one pass per T'.
+        dynamic: also evaluate early exit (students): the curve from the same pass and a threshold chosen
+            on a calibration slice of the training split (``result.dynamic``).
     """
     device = device or default_device()
     ckpt = load_checkpoint(path)
@@ -316,6 +327,8 @@ def evaluate_checkpoint(
     )
     T = (max_T or cfg.train.T) if spiking else None
     if reframe:
+        if dynamic is not None:
+            raise SnnkdError("--dynamic reads the running mean of one pass: it cannot be combined with --reframe")
         if not (spiking and cfg.data.dataset == "cifar10dvs"):
             raise SnnkdError("--reframe applies to spiking students on cifar10dvs (it re-frames the recordings)")
         return ckpt, _reframed_sweep(
@@ -323,15 +336,16 @@ def evaluate_checkpoint(
         )
     if spiking:
         check_T_fits(T, info, "--max-T")
-    res = sweep(
-        model,
-        loader,
-        T,
-        temporal=info.temporal,
-        device=device,
-        precision=precision or cfg.train.precision,
-        spiking=spiking,
-    )
+    prec = precision or cfg.train.precision
+    calib = None
+    if dynamic is not None and spiking:  # built first: a missing training split fails before the long pass
+        calib = calibration_split(cfg.data, dynamic.calib_fraction, dynamic.calib_seed)
+    kw = {"temporal": info.temporal, "device": device, "precision": prec}
+    res = sweep(model, loader, T, spiking=spiking, keep_trace=calib is not None, **kw)
+    if calib is not None:  # early exit: the curve from this pass, the threshold from the calibration slice
+        loader = make_loader(calib, loader.batch_size, train=False, workers=cfg.data.workers, seed=0, device=device)
+        cal = sweep(model, loader, T, keep_trace=True, **kw)
+        res.dynamic = evaluate_dynamic(res.trace, cal.trace, dynamic)
     return ckpt, res
 
 
