@@ -352,3 +352,27 @@ def test_store_exit_rule_rewrites_only_the_metadata(tmp_path):
     assert load_checkpoint(path).kind == "student"
     with pytest.raises(SnnkdError, match="cannot be read"):
         stored_exit_rule({"early_exit": "{not json"})
+
+
+def test_held_out_slice_is_left_out_of_training():
+    from snnkd_cli.config import from_preset
+    from snnkd_cli.data import calibration_indices
+    from snnkd_cli.engine.run import _resolve_data
+
+    small, large = calibration_indices(200, 0.05), calibration_indices(200, 0.1)
+    assert set(small) < set(large) and len(large) == 20  # a smaller fraction is a subset of a larger one
+    cfg = from_preset("distill", "synthetic", calib_holdout=0.1, loss="twce")
+    tr, _, _ = _resolve_data(cfg)
+    assert len(tr) == 1800 and cfg.data.calib_holdout == 0.1
+    assert not set(tr.indices) & set(calibration_split(cfg.data, 0.1).indices)
+    with pytest.raises(SnnkdError, match="--calib-holdout must be in"):
+        from_preset("distill", "synthetic", calib_holdout=1.0)
+
+
+@pytest.mark.parametrize(
+    ("fraction", "holdout", "want"),
+    [(None, 0.1, (0.1, True)), (0.05, 0.1, (0.05, True)), (0.2, 0.1, (0.2, False)), (None, 0.0, (0.1, False))],
+)
+def test_calibration_fraction_defaults_to_the_held_out_share(fraction, holdout, want):
+    opts = DynamicOptions(calib_fraction=fraction).resolve(holdout)
+    assert (opts.calib_fraction, opts.calib_held_out) == want

@@ -28,7 +28,9 @@ T = 3
 N_VAL, N_TRAIN = 100, 200
 
 
-def write_student(path: Path, dataset: str = "synthetic", frames: int | None = None) -> torch.nn.Module:
+def write_student(
+    path: Path, dataset: str = "synthetic", frames: int | None = None, holdout: float = 0.0
+) -> torch.nn.Module:
     """A firing width-8 student saved as a snnkd checkpoint for ``dataset`` (16x16, T=3)."""
     temporal = dataset == "synthetic-dvs"
     ch = 2 if temporal else 3
@@ -44,6 +46,7 @@ def write_student(path: Path, dataset: str = "synthetic", frames: int | None = N
             synthetic_val=N_VAL,
             workers=0,
             frames=frames,
+            calib_holdout=holdout,
         ),
         model=ModelConfig(arch="resnet18", kind="snn", num_classes=10, in_channels=ch, width=8),
         train=TrainConfig(T=T, batch_size=50),
@@ -146,6 +149,17 @@ def test_dynamic_threshold_is_chosen_on_the_training_slice(dynamic_run, student)
         "calib_top1",
         "calib_mean_T",
     }
+
+
+def test_dynamic_says_whether_the_calibration_slice_was_held_out(cli, dynamic_run, tmp_path):
+    assert dynamic_run[1]["dynamic"]["calib_held_out"] is False
+    path = tmp_path / "held.safetensors"
+    write_student(path, holdout=0.2)
+    res = cli(["eval-sweep", path, "--dynamic", "--thresholds", "0.5", "--json", tmp_path / "d.json"])
+    assert res.exit_code == 0, res.output
+    dyn = json.loads((tmp_path / "d.json").read_text())["checkpoints"][0]["dynamic"]
+    assert (dyn["calib_held_out"], dyn["calib_fraction"], dyn["calib_samples"]) == (True, 0.2, 40)
+    assert "held out from training" in " ".join(res.stdout.split())
 
 
 def test_save_threshold_then_predict_dynamic_uses_it(cli, student, tmp_path):

@@ -112,20 +112,20 @@ def dynamic_table(index: int, ckpt: Checkpoint, res: SweepResult) -> Table:
         title=f"early exit #{index}: {ckpt.path} (exit when {dyn.rule} {sign} threshold; all exit at T={T})",
         title_justify="left",
     )
-    table.add_column("threshold", justify="right", style="bold")
-    table.add_column("top-1", justify="right")
-    table.add_column("mean T", justify="right")
+    table.add_column("threshold", justify="right", style="bold", no_wrap=True)
+    table.add_column("top-1", justify="right", no_wrap=True)
+    table.add_column("mean T", justify="right", no_wrap=True)
     for t in range(1, T + 1):
-        table.add_column(f"@{t} %", justify="right")
+        table.add_column(f"@{t}", justify="right", no_wrap=True)
     chosen = dyn.chosen
     for p in dyn.curve:
         mark = "[green]" if p["threshold"] == chosen["threshold"] else ""
-        shares = [f"{100 * s:.1f}" for s in p["exit_share"]]
+        shares = [f"{100 * s:.0f}" for s in p["exit_share"]]
         table.add_row(f"{mark}{_threshold(p['threshold'])}", f"{mark}{p['top1']:.2f}", f"{p['mean_T']:.2f}", *shares)
     table.add_section()
-    for row in res.rows:
-        shares = ["100.0" if t == row["T"] else "" for t in range(1, T + 1)]
-        table.add_row(f"fixed T={row['T']}", f"{row['top1']:.2f}", f"{row['T']:.2f}", *shares)
+    for row in res.rows:  # the fixed runs, from the same pass
+        shares = ["100" if t == row["T"] else "" for t in range(1, T + 1)]
+        table.add_row(f"T={row['T']}", f"{row['top1']:.2f}", f"{row['T']:.2f}", *shares)
     best = res.best()
     if chosen["threshold"] is None:
         pick = f"no threshold kept the calibration top-1 within {dyn.max_drop:g} points of T={T}: run T={T}"
@@ -134,10 +134,11 @@ def dynamic_table(index: int, ckpt: Checkpoint, res: SweepResult) -> Table:
             f"chosen [green]{_threshold(chosen['threshold'])}[/]: calibration top-1 {chosen['calib_top1']:.2f} "
             f"(T={T}: {dyn.calib_top1_max_T:.2f}, max drop {dyn.max_drop:g}) at mean T {chosen['calib_mean_T']:.2f}"
         )
+    seen = "held out from training" if dyn.calib_held_out else "seen in training: distill with --calib-holdout"
     table.caption = (
-        f"{pick}\n"
+        f"@t: % of samples exiting at step t; rows T=t: fixed runs of t steps\n{pick}\n"
         f"calibration: {dyn.calib_samples} samples ({100 * dyn.calib_fraction:g}% of the training split, "
-        f"evaluation transforms, fixed seed)\n"
+        f"evaluation transforms, fixed seed; {seen})\n"
         f"evaluation set: early exit {chosen['top1']:.2f} at mean T {chosen['mean_T']:.2f}; fixed T={T} "
         f"{res.at(T)['top1']:.2f}; best fixed {best['top1']:.2f} (T={best['T']})"
     )

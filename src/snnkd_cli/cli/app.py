@@ -13,6 +13,7 @@ import typer
 from snnkd_cli import __version__
 from snnkd_cli.cli.options import (  # shared by train-teacher and distill
     BatchSize,
+    CalibHoldout,
     ChannelsLast,
     DataDir,
     Dataset,
@@ -148,6 +149,7 @@ def distill(
     soft_reset: Annotated[
         bool | None, typer.Option("--soft-reset/--hard-reset", help="Reset by subtraction (ImageNet) or to 0.")
     ] = None,
+    calib_holdout: CalibHoldout = None,
     dataset: Dataset = "synthetic",
     data_dir: DataDir = Path("./data"),
     download: Download = False,

@@ -43,3 +43,10 @@ TensorBoard = Annotated[
     bool, typer.Option("--tensorboard", help="Also write TensorBoard event files to OUT/tensorboard.")
 ]
 MaxSteps = Annotated[int | None, typer.Option(help="Stop each epoch after this many steps (smoke tests).")]
+CalibHoldout = Annotated[
+    float | None,
+    typer.Option(
+        help="Leave this share of the training split out of training (fixed seed) so that 'eval-sweep --dynamic' "
+        "calibrates its early-exit threshold on data the student never saw (e.g. 0.1; default 0)."
+    ),
+]

@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -30,9 +30,11 @@ RULES = ("confidence", "entropy")
 # Built-in threshold grids, from "exits early" to "runs long". Confidence: max softmax probability.
 # Entropy: nats (log C is the entropy of the uniform distribution; 2.30 for 10 classes).
 DEFAULT_THRESHOLDS = {
-    "confidence": (0.5, 0.6, 0.7, 0.75, 0.8, 0.85, 0.9, 0.92, 0.94, 0.95, 0.96, 0.97, 0.98, 0.99, 0.995, 0.999),
-    "entropy": (1.5, 1.2, 1.0, 0.8, 0.6, 0.5, 0.4, 0.3, 0.25, 0.2, 0.15, 0.1, 0.07, 0.05, 0.02, 0.01),
-}
+    "confidence": (0.5, 0.6, 0.7, 0.75, 0.8, 0.85, 0.9, 0.92, 0.94, 0.95, 0.96, 0.97, 0.98, 0.99, 0.993, 0.995,
+                   0.997, 0.998, 0.999, 0.9995, 0.9999),
+    "entropy": (1.5, 1.2, 1.0, 0.8, 0.6, 0.5, 0.4, 0.3, 0.25, 0.2, 0.15, 0.1, 0.07, 0.05, 0.03, 0.02, 0.01, 0.005,
+                0.002, 0.001, 0.0005),
+}  # fmt: skip
 META_KEY = "early_exit"  # checkpoint metadata key written by ``eval-sweep --dynamic --save-threshold``
 
 
@@ -186,12 +188,12 @@ class DynamicOptions:
     rule: str = "confidence"
     thresholds: tuple[float, ...] | None = None  # None: DEFAULT_THRESHOLDS[rule]
     max_drop: float = 0.5  # points of calibration top-1 below its Tmax top-1 that may be given up
-    calib_fraction: float = 0.1  # of the training split, with evaluation transforms
-    calib_seed: int = 0
+    calib_fraction: float | None = None  # of the training split; None: the student's held-out share, else 0.1
+    calib_held_out: bool = False  # set by resolve(): the student never trained on the slice
 
     def __post_init__(self) -> None:
         check_rule(self.rule)
-        if not 0.0 < self.calib_fraction <= 1.0:
+        if self.calib_fraction is not None and not 0.0 < self.calib_fraction <= 1.0:
             raise SnnkdError(f"--calib-fraction must be in (0, 1], got {self.calib_fraction}")
         if not (self.max_drop >= 0 and math.isfinite(self.max_drop)):
             raise SnnkdError(f"--max-drop must be >= 0 (points), got {self.max_drop}")
@@ -202,6 +204,12 @@ class DynamicOptions:
                 raise SnnkdError("confidence thresholds are probabilities: every --thresholds value must be in [0, 1]")
             if self.rule == "entropy" and not all(t >= 0.0 for t in self.thresholds):
                 raise SnnkdError("entropy thresholds are in nats: every --thresholds value must be >= 0")
+
+    def resolve(self, holdout: float) -> DynamicOptions:
+        """The options for a student trained with ``calib_holdout=holdout``: the calibration fraction
+        (default: that held-out share, else 0.1) and whether the slice was left out of its training."""
+        fraction = self.calib_fraction or holdout or 0.1
+        return replace(self, calib_fraction=fraction, calib_held_out=0.0 < fraction <= holdout)
 
     def grid(self) -> list[float]:
         """The thresholds in the order of the curve: from exiting earliest to running longest."""
@@ -221,6 +229,7 @@ class DynamicResult:
     max_T: int
     max_drop: float
     calib_fraction: float
+    calib_held_out: bool
     calib_samples: int
     calib_top1_max_T: float
     curve: list[dict] = field(default_factory=list)
@@ -233,6 +242,7 @@ class DynamicResult:
             "max_T": self.max_T,
             "max_drop": self.max_drop,
             "calib_fraction": self.calib_fraction,
+            "calib_held_out": self.calib_held_out,
             "calib_samples": self.calib_samples,
             "calib_top1_max_T": self.calib_top1_max_T,
             "curve": self.curve,
@@ -276,7 +286,8 @@ def evaluate_dynamic(evaluation: ExitTrace, calibration: ExitTrace, opts: Dynami
         rule=opts.rule,
         max_T=T,
         max_drop=opts.max_drop,
-        calib_fraction=opts.calib_fraction,
+        calib_fraction=opts.calib_fraction or 0.1,
+        calib_held_out=opts.calib_held_out,
         calib_samples=len(calibration),
         calib_top1_max_T=reference,
         curve=[evaluation.evaluate(t, opts.rule) for t in grid],
@@ -297,6 +308,7 @@ def store_exit_rule(path: Path, result: DynamicResult) -> dict:
         "max_T": result.max_T,
         "max_drop": result.max_drop,
         "calib_fraction": result.calib_fraction,
+        "calib_held_out": result.calib_held_out,
         "calib_samples": result.calib_samples,
         "calib_top1": result.chosen["calib_top1"],
         "calib_mean_T": result.chosen["calib_mean_T"],

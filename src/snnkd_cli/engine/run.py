@@ -18,7 +18,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from snnkd_cli.config import RunConfig
-from snnkd_cli.data import DataInfo, build_datasets, calibration_split, resolved
+from snnkd_cli.data import DataInfo, build_datasets, calibration_split, resolved, without_calibration
 from snnkd_cli.engine.builders import build_model, load_teacher, model_from_checkpoint
 from snnkd_cli.engine.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from snnkd_cli.engine.distributed import (
@@ -97,6 +97,8 @@ def make_loader(
 
 def _resolve_data(cfg: RunConfig, train: bool = True) -> tuple[Dataset | None, Dataset, DataInfo]:
     tr, val, info = build_datasets(cfg.data, train=train)
+    if tr is not None:  # --calib-holdout: the calibration slice of early exit is never trained on
+        tr = without_calibration(tr, cfg.data.calib_holdout)
     cfg.data = resolved(cfg.data, info)
     cfg.model.num_classes = info.num_classes
     cfg.model.in_channels = info.in_channels
@@ -317,7 +319,10 @@ def evaluate_checkpoint(
     if batch_size is not None and batch_size < 1:
         raise SnnkdError(f"--batch-size must be >= 1, got {batch_size}")
     changes = {k: v for k, v in (("dataset", dataset), ("data_dir", data_dir)) if v is not None}
+    own_data = (cfg.data.dataset, cfg.data.data_dir)
     cfg.data = dataclasses.replace(cfg.data, **changes)
+    if (cfg.data.dataset, cfg.data.data_dir) != own_data:
+        cfg.data.calib_holdout = 0.0  # another dataset's training split: the student may have seen none of it
     _, val, info = build_datasets(cfg.data, train=False)
     if info.num_classes != cfg.model.num_classes:
         raise SnnkdError(f"{path} predicts {cfg.model.num_classes} classes but {info.name} has {info.num_classes}")
@@ -339,7 +344,8 @@ def evaluate_checkpoint(
     prec = precision or cfg.train.precision
     calib = None
     if dynamic is not None and spiking:  # built first: a missing training split fails before the long pass
-        calib = calibration_split(cfg.data, dynamic.calib_fraction, dynamic.calib_seed)
+        dynamic = dynamic.resolve(cfg.data.calib_holdout)
+        calib = calibration_split(cfg.data, dynamic.calib_fraction)
     kw = {"temporal": info.temporal, "device": device, "precision": prec}
     res = sweep(model, loader, T, spiking=spiking, keep_trace=calib is not None, **kw)
     if calib is not None:  # early exit: the curve from this pass, the threshold from the calibration slice
