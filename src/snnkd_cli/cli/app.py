@@ -232,7 +232,7 @@ def eval_sweep(
         typer.Option(
             "--calib-fraction",
             help="With --dynamic: share of the training split used to choose the threshold (evaluation "
-            "transforms, fixed seed; never the evaluation set; default 0.1).",
+            "transforms, fixed seed; never the evaluation set; default: the student's --calib-holdout, else 0.1).",
         ),
     ] = None,
     save_threshold: Annotated[
