@@ -25,7 +25,7 @@ from snnkd_cli.cli.app import app
 from snnkd_cli.engine.checkpoint import load_checkpoint, read_metadata
 from snnkd_cli.engine.run import evaluate_checkpoint
 
-COMMANDS = ("train-teacher", "distill", "eval-sweep", "preprocess-dvs", "export", "quickstart", "models")
+COMMANDS = ("train-teacher", "distill", "eval-sweep", "predict", "preprocess-dvs", "export", "quickstart", "models")
 RUN_FILES = ["best.safetensors", "config.json", "last.safetensors"]
 SWEEP_MAX_T = 3
 SWEEP_ENTRY_KEYS = {"path", "kind", "arch", "dataset", "train_T", "loss", "num_samples", "sweep", "results"}  # README
@@ -96,7 +96,7 @@ def test_every_command_has_working_help(cli, name: str) -> None:
     assert doc and doc.split()[0] in res.stdout
 
 
-@pytest.mark.parametrize("name", ["train-teacher", "distill", "eval-sweep"])
+@pytest.mark.parametrize("name", ["train-teacher", "distill", "eval-sweep", "predict"])
 def test_every_option_has_help_text(cli, name: str) -> None:
     command = typer.main.get_command(app).commands[name]
     assert command.params

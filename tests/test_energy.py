@@ -133,3 +133,19 @@ def test_eval_sweep_energy_json_and_csv(cli, student_ckpt: Path, teacher_ckpt: P
 def test_energy_bad_input_is_one_line(cli, student_ckpt: Path) -> None:
     res = cli(["eval-sweep", student_ckpt, "--energy", "--energy-samples", "0"])
     assert res.exit_code == 2 and res.stderr.strip() == "error: --energy-samples must be >= 1, got 0"
+
+
+def test_dynamic_with_energy_weighs_each_step_by_the_share_still_running(cli, student_ckpt: Path, tmp_path: Path):
+    js = tmp_path / "d.json"
+    args = ["eval-sweep", student_ckpt, "--max-T", "3", "--energy", "--energy-samples", "16", "--dynamic"]
+    res = cli([*args, "--json", js])
+    assert res.exit_code == 0, res.output
+    assert "energy vs T=3" in res.stdout
+    entry = json.loads(js.read_text())["checkpoints"][0]
+    step = entry["energy"]["step_energy_uj"]
+    full = entry["results"][-1]["energy_uj"]
+    for p in [*entry["dynamic"]["curve"], entry["dynamic"]["chosen"]]:
+        still = [1.0 - sum(p["exit_share"][:t]) for t in range(3)]  # share of samples running at step t
+        by_hand = sum(s * e for s, e in zip(still, step, strict=True)) / sum(step)
+        assert p["energy_rel"] == pytest.approx(by_hand)
+        assert p["energy_uj"] == pytest.approx(by_hand * full)

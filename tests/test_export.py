@@ -51,6 +51,41 @@ print(predict(x, T=2).argmax(1))  # T is chosen here, at run time
 """
 
 
+# The README's early-exit loop over the same graph, run literally by test_readme_early_exit_snippet.
+README_EARLY_EXIT_SNIPPET = """
+import numpy as np
+import onnxruntime as ort
+
+sess = ort.InferenceSession("student.onnx", providers=["CPUExecutionProvider"])
+image, *states_in = sess.get_inputs()
+
+
+def predict_early_exit(x: np.ndarray, threshold: float, max_T: int) -> tuple[np.ndarray, np.ndarray]:
+    \"\"\"Images x [B, C, H, W] -> (class [B], steps used [B]): a sample stops at the first step where the
+    softmax of its running mean of logits has a maximum >= threshold (all stop at max_T).\"\"\"
+    states = [np.zeros((len(x), *s.shape[1:]), np.float32) for s in states_in]
+    active = np.arange(len(x))  # the samples still running
+    total = np.zeros(0, np.float32)
+    pred, steps = np.zeros(len(x), np.int64), np.zeros(len(x), np.int64)
+    for t in range(1, max_T + 1):
+        logits, *states = sess.run(None, {"input": x[active], **{s.name: v for s, v in zip(states_in, states)}})
+        total = logits if t == 1 else total + logits
+        mean = total / t  # the running mean [B', classes]
+        p = np.exp(mean - mean.max(1, keepdims=True))
+        done = (p.max(1) / p.sum(1) >= threshold) | (t == max_T)
+        pred[active[done]], steps[active[done]] = mean[done].argmax(1), t
+        keep = ~done  # the others go on with their own membrane potentials
+        active, total, states = active[keep], total[keep], [v[keep] for v in states]
+        if len(active) == 0:
+            break
+    return pred, steps
+
+
+x = np.random.default_rng(0).standard_normal((4, *image.shape[1:])).astype(np.float32)
+print(*predict_early_exit(x, threshold=0.9, max_T=4))  # threshold: from snnkd eval-sweep --dynamic
+"""
+
+
 @pytest.fixture(autouse=True)
 def one_thread():
     """One intra-op thread: tiny tensors on a busy 2-core machine are faster that way."""
@@ -261,6 +296,31 @@ def test_readme_snippet(student, student_onnx, monkeypatch, capsys):
     for T in (1, 3):
         np.testing.assert_allclose(scope["predict"](x, T=T), want[T - 1].numpy(), atol=1e-5, rtol=0)
     assert capsys.readouterr().out.startswith("[")
+
+
+def test_readme_early_exit_snippet(student, student_onnx, monkeypatch, capsys):
+    """The README's ONNX early-exit loop gives the exits and predictions of the post-hoc rule on the PyTorch model."""
+    from snnkd_cli.engine.early_exit import early_exit, exit_scores
+
+    net, _ = student
+    path, _ = student_onnx
+    monkeypatch.chdir(path.parent)
+    scope: dict = {}
+    exec(compile(README_EARLY_EXIT_SNIPPET, "README", "exec"), scope)
+    assert capsys.readouterr().out.startswith("[")
+    frames = images(TMAX, B=16, seed=7)
+    with torch.no_grad():
+        functional.reset_net(net)
+        logits = net(frames)
+    s = exit_scores(logits.cumsum(0)[:-1] / torch.arange(1, TMAX).view(-1, 1, 1), "confidence").flatten().sort().values
+    i = int(0.5 * (len(s) - 1))
+    while s[i + 1] - s[i] < 1e-3:  # a threshold far from every score: float32 rounding cannot flip an exit
+        i += 1
+    thr = float(s[i] + s[i + 1]) / 2
+    want_step, want_pred = early_exit(logits, thr)
+    assert len(set(want_step.tolist())) >= 2
+    pred, steps = scope["predict_early_exit"](frames[0].numpy(), thr, TMAX)
+    assert steps.tolist() == want_step.tolist() and pred.tolist() == want_pred.tolist()
 
 
 def test_teacher_onnx_matches_pytorch(tmp_path):

@@ -24,3 +24,9 @@ def test_onnx_example_is_the_tested_one():
     from test_export import README_SNIPPET
 
     assert README_SNIPPET.strip() in [b.strip() for b in _blocks()]
+
+
+def test_onnx_early_exit_example_is_the_tested_one():
+    from test_export import README_EARLY_EXIT_SNIPPET
+
+    assert README_EARLY_EXIT_SNIPPET.strip() in [b.strip() for b in _blocks()]

@@ -40,6 +40,7 @@ class DataConfig:
     frames: int | None = None  # event data: frames per sample (cache selection; synthetic-dvs: generated)
     split: str | None = None  # cifar10dvs cache: "random" (paper, 90/10 seed 42) or "per-class" (900/100)
     augment: bool = True  # training augmentation (the dataset's recipe)
+    calib_holdout: float = 0.0  # share of the training split left out of training, for early-exit calibration
 
 
 @dataclass
@@ -254,6 +255,7 @@ def validate(cfg: RunConfig) -> None:
         (cfg.data.workers >= 0, f"--workers must be >= 0, got {cfg.data.workers}"),
         (t.max_steps is None or t.max_steps >= 1, f"--max-steps must be >= 1, got {t.max_steps}"),
         (cfg.model.width >= 1, f"--width must be >= 1, got {cfg.model.width}"),
+        (0.0 <= cfg.data.calib_holdout < 1.0, f"--calib-holdout must be in [0, 1), got {cfg.data.calib_holdout}"),
         (0.0 < cfg.model.decay < 1.0, f"--decay must be in (0, 1), got {cfg.model.decay}"),
         (
             cfg.data.image_size is None or cfg.data.image_size >= 8,

@@ -56,6 +56,8 @@ def sweep_entries(results: list[tuple[Checkpoint, SweepResult]]) -> list[dict]:
                 "step_energy_uj": e.step_energy_uj,
                 "layers": e.layers,
             }
+        if res.dynamic is not None:
+            entry["dynamic"] = res.dynamic.to_json()
         entries.append(entry)
     return entries
 
@@ -148,6 +150,85 @@ def layer_table(ckpt: Checkpoint, energy) -> Table:
         table.add_column(col, justify="left" if col == "layer" else "right")
     for layer in energy.layers:
         table.add_row(layer["name"], f"{layer['neurons']:,}", f"{100.0 * layer['spike_rate']:.2f}")
+    return table
+
+
+def _threshold(v: float | None) -> str:
+    return "none" if v is None else f"{v:g}"
+
+
+def dynamic_table(index: int, ckpt: Checkpoint, res: SweepResult) -> Table:
+    """Early exit of checkpoint ``#index``: per threshold, top-1, mean T and the share exiting at each
+    step (%), then the fixed runs T=1..Tmax from the same pass; the caption gives the chosen threshold."""
+    dyn = res.dynamic
+    T = dyn.max_T
+    sign = ">=" if dyn.rule == "confidence" else "<="
+    table = Table(
+        title=f"early exit #{index}: {ckpt.path} (exit when {dyn.rule} {sign} threshold; all exit at T={T})",
+        title_justify="left",
+    )
+    table.add_column("threshold", justify="right", style="bold", no_wrap=True)
+    table.add_column("top-1", justify="right", no_wrap=True)
+    table.add_column("mean T", justify="right", no_wrap=True)
+    for t in range(1, T + 1):
+        table.add_column(f"@{t}", justify="right", no_wrap=True)
+    energy = res.energy is not None and "energy_rel" in dyn.chosen
+    if energy:
+        table.add_column(f"energy vs T={T}", justify="right", no_wrap=True)
+    chosen = dyn.chosen
+    for p in dyn.curve:
+        mark = "[green]" if p["threshold"] == chosen["threshold"] else ""
+        cells = [f"{mark}{_threshold(p['threshold'])}", f"{mark}{p['top1']:.2f}", f"{p['mean_T']:.2f}"]
+        cells += [f"{100 * s:.0f}" for s in p["exit_share"]]
+        table.add_row(*cells, *([f"{p['energy_rel']:.2f}"] if energy else []))
+    table.add_section()
+    for row in res.rows:  # the fixed runs, from the same pass
+        shares = ["100" if t == row["T"] else "" for t in range(1, T + 1)]
+        rel = [f"{res.energy.at(row['T'])['energy_uj'] / res.energy.at(T)['energy_uj']:.2f}"] if energy else []
+        table.add_row(f"T={row['T']}", f"{row['top1']:.2f}", f"{row['T']:.2f}", *shares, *rel)
+    best = res.best()
+    if chosen["threshold"] is None:
+        pick = f"no threshold kept the calibration top-1 within {dyn.max_drop:g} points of T={T}: run T={T}"
+    else:
+        pick = (
+            f"chosen [green]{_threshold(chosen['threshold'])}[/]: calibration top-1 {chosen['calib_top1']:.2f} "
+            f"(T={T}: {dyn.calib_top1_max_T:.2f}, max drop {dyn.max_drop:g}) at mean T {chosen['calib_mean_T']:.2f}"
+        )
+    seen = "held out from training" if dyn.calib_held_out else "seen in training: distill with --calib-holdout"
+    table.caption = (
+        f"@t: % of samples exiting at step t; rows T=t: fixed runs of t steps\n{pick}\n"
+        f"calibration: {dyn.calib_samples} samples ({100 * dyn.calib_fraction:g}% of the training split, "
+        f"evaluation transforms, fixed seed; {seen})\n"
+        f"evaluation set: early exit {chosen['top1']:.2f} at mean T {chosen['mean_T']:.2f}; fixed T={T} "
+        f"{res.at(T)['top1']:.2f}; best fixed {best['top1']:.2f} (T={best['T']})"
+    )
+    table.caption_justify = "left"
+    return table
+
+
+def predict_table(report) -> Table:
+    """``snnkd predict``: per input the class, its probability and the steps used
+    (a :class:`snnkd_cli.engine.predict.PredictReport`)."""
+    if report.mode == "ann":
+        how = "ANN teacher"
+    elif report.mode == "fixed":
+        how = f"T={report.T}"
+    else:
+        sign = ">=" if report.rule == "confidence" else "<="
+        thr = _threshold(report.threshold)
+        how = f"early exit: {report.rule} {sign} {thr} ({report.threshold_source}), up to T={report.T}"
+        if report.threshold is None:
+            how = f"early exit stored as 'none' (no threshold met the calibration bound): T={report.T}"
+    table = Table(title=f"predict: {report.checkpoint} ({how})", title_justify="left")
+    for col, just in (("input", "left"), ("class", "left"), ("probability", "right"), ("steps", "right")):
+        table.add_column(col, justify=just)
+    for p in report.predictions:
+        steps = "" if p["steps"] is None else str(p["steps"])
+        table.add_row(p["input"], p["class"], f"{p['probability']:.4f}", steps)
+    if report.mode == "dynamic" and report.predictions:
+        mean = sum(p["steps"] for p in report.predictions) / len(report.predictions)
+        table.caption = f"mean steps {mean:.2f} of {report.T}"
+        table.caption_justify = "left"
     return table
 
 

@@ -11,6 +11,30 @@ from typing import Annotated
 import typer
 
 from snnkd_cli import __version__
+from snnkd_cli.cli.options import (  # shared by train-teacher and distill
+    BatchSize,
+    CalibHoldout,
+    ChannelsLast,
+    Compile,
+    DataDir,
+    Dataset,
+    Download,
+    Epochs,
+    ImageSize,
+    Lr,
+    MaxSteps,
+    Out,
+    Precision,
+    Resume,
+    SaveEvery,
+    Seed,
+    SyncBN,
+    TensorBoard,
+    Warmup,
+    WeightDecay,
+    Width,
+    Workers,
+)
 from snnkd_cli.errors import SnnkdError
 
 app = typer.Typer(
@@ -56,61 +80,6 @@ def root(
     ] = None,
 ) -> None:
     """Full-range logit distillation of spiking neural networks (ICML 2025 method)."""
-
-
-# Options shared by train-teacher and distill. None means "the dataset's paper recipe".
-Dataset = Annotated[
-    str,
-    typer.Option(help="Dataset: synthetic (built in, offline), cifar10, cifar100, imagefolder, imagenet."),
-]
-DataDir = Annotated[Path, typer.Option(help="Folder holding the dataset (for imagefolder: train/ and val/).")]
-Download = Annotated[bool, typer.Option("--download", help="Download CIFAR with torchvision if it is missing.")]
-ImageSize = Annotated[int | None, typer.Option(help="Image size (default: the dataset's; 64 for imagefolder).")]
-Width = Annotated[
-    int | None, typer.Option(help="Base channel width (paper ResNets: 64; zoo transformers: embedding 6*width).")
-]
-Epochs = Annotated[int | None, typer.Option(help="Epochs (default: the dataset's recipe, e.g. 300 for CIFAR).")]
-BatchSize = Annotated[int | None, typer.Option(help="Batch size (default: the recipe's).")]
-Lr = Annotated[float | None, typer.Option(help="Peak learning rate of SGD (momentum 0.9, cosine to 0).")]
-WeightDecay = Annotated[float | None, typer.Option(help="Weight decay (not on BN parameters and biases).")]
-Warmup = Annotated[float | None, typer.Option(help="Linear warm-up epochs before the cosine schedule.")]
-Seed = Annotated[int, typer.Option(help="Random seed (paper: 60).")]
-Workers = Annotated[int | None, typer.Option(help="DataLoader worker processes (default: 0 for synthetic, else 4).")]
-Out = Annotated[
-    Path | None, typer.Option(help="Output folder for checkpoints (default: runs/<kind>-<dataset>-<arch>).")
-]
-Precision = Annotated[
-    str,
-    typer.Option(
-        help="Numeric precision: auto (bf16 where the GPU/CPU computes it natively, else fp32), fp32, bf16 or "
-        "fp16 (autocast; GradScaler for fp16)."
-    ),
-]
-ChannelsLast = Annotated[bool, typer.Option("--channels-last", help="Use channels-last memory format.")]
-Compile = Annotated[
-    bool,
-    typer.Option(
-        "--compile",
-        help="torch.compile the training step at its fixed T (fuses BN+LIF; the first step compiles for "
-        "minutes on a CPU); evaluation stays eager.",
-    ),
-]
-Resume = Annotated[
-    str | None,
-    typer.Option(
-        "--resume",
-        metavar="[PATH]",
-        help="Continue an interrupted run: --resume (OUT/resume.safetensors) or --resume PATH.",
-    ),
-]
-SaveEvery = Annotated[int | None, typer.Option(help="Also write the resume file every N steps (default: each epoch).")]
-SyncBN = Annotated[
-    bool, typer.Option("--sync-bn", help="With torchrun: BatchNorm statistics over the global batch (all ranks).")
-]
-TensorBoard = Annotated[
-    bool, typer.Option("--tensorboard", help="Also write TensorBoard event files to OUT/tensorboard.")
-]
-MaxSteps = Annotated[int | None, typer.Option(help="Stop each epoch after this many steps (smoke tests).")]
 
 
 def _train(task: str, opts: dict) -> None:
@@ -182,6 +151,7 @@ def distill(
     soft_reset: Annotated[
         bool | None, typer.Option("--soft-reset/--hard-reset", help="Reset by subtraction (ImageNet) or to 0.")
     ] = None,
+    calib_holdout: CalibHoldout = None,
     dataset: Dataset = "synthetic",
     data_dir: DataDir = Path("./data"),
     download: Download = False,
@@ -243,23 +213,103 @@ def eval_sweep(
     ] = 256,
     json_path: Annotated[Path | None, typer.Option("--json", help="Also write the results as JSON here.")] = None,
     csv_path: Annotated[Path | None, typer.Option("--csv", help="Also write the results as CSV here.")] = None,
+    dynamic: Annotated[
+        bool,
+        typer.Option(
+            "--dynamic",
+            help="Also evaluate early exit (students): accuracy and mean T for a grid of thresholds from the same "
+            "pass, and the threshold chosen on a calibration slice of the training split.",
+        ),
+    ] = False,
+    exit_rule: Annotated[
+        str | None,
+        typer.Option(
+            "--exit-rule",
+            help="With --dynamic: confidence (exit when the max softmax probability of the running mean >= "
+            "threshold; default) or entropy (exit when its entropy in nats <= threshold).",
+        ),
+    ] = None,
+    thresholds: Annotated[
+        str | None,
+        typer.Option(help="With --dynamic: comma-separated thresholds to evaluate (default: a built-in grid)."),
+    ] = None,
+    max_drop: Annotated[
+        float | None,
+        typer.Option(
+            "--max-drop",
+            help="With --dynamic: choose the threshold with the lowest mean T whose calibration top-1 is within "
+            "this many points of the calibration top-1 at max-T (default 0.5).",
+        ),
+    ] = None,
+    calib_fraction: Annotated[
+        float | None,
+        typer.Option(
+            "--calib-fraction",
+            help="With --dynamic: share of the training split used to choose the threshold (evaluation "
+            "transforms, fixed seed; never the evaluation set; default: the student's --calib-holdout, else 0.1).",
+        ),
+    ] = None,
+    save_threshold: Annotated[
+        bool,
+        typer.Option(
+            "--save-threshold",
+            help="With --dynamic: store the chosen rule and threshold in each student checkpoint (rewritten "
+            "atomically) for 'snnkd predict --dynamic'.",
+        ),
+    ] = False,
 ) -> None:
     """Accuracy of each checkpoint at every T from 1 to max-T, from one forward pass at max-T."""
-    from snnkd_cli.cli.commands import run_sweep
+    from snnkd_cli.cli.commands import dynamic_options, run_sweep
 
     data = str(data_dir) if data_dir else None
-    run_sweep(
-        checkpoints,
-        max_T,
-        dataset,
-        data,
-        batch_size,
-        precision,
-        json_path,
-        csv_path,
-        reframe,
-        energy=energy_samples if energy else None,
-    )
+    dyn = dynamic_options(dynamic, exit_rule, thresholds, max_drop, calib_fraction, save_threshold)
+    energy_n = energy_samples if energy else None
+    args = (checkpoints, max_T, dataset, data, batch_size, precision, json_path, csv_path, reframe, energy_n)
+    run_sweep(*args, dyn, save_threshold)
+
+
+@app.command()
+@handle_errors
+def predict(
+    checkpoint: Annotated[
+        Path, typer.Argument(help="A .safetensors checkpoint written by snnkd (student or teacher).")
+    ],
+    inputs: Annotated[
+        list[Path],
+        typer.Argument(
+            help="Image files or folders of them (PNG, JPEG, ...); for DVS checkpoints .safetensors event frames "
+            "[T, 2, H, W] as written by preprocess-dvs."
+        ),
+    ],
+    T: Annotated[
+        int | None, typer.Option("--T", "-T", help="Steps of a student's run (default: its training T).")
+    ] = None,
+    dynamic: Annotated[
+        bool,
+        typer.Option(
+            "--dynamic",
+            help="Early exit: stop each input when its running prediction passes the threshold stored by "
+            "'eval-sweep --dynamic --save-threshold' (or --threshold).",
+        ),
+    ] = False,
+    threshold: Annotated[
+        float | None, typer.Option(help="With --dynamic: this threshold instead of the stored one.")
+    ] = None,
+    exit_rule: Annotated[
+        str | None,
+        typer.Option("--exit-rule", help="With --dynamic and --threshold: confidence (default) or entropy."),
+    ] = None,
+    batch_size: Annotated[int, typer.Option(help="Inputs classified together.")] = 64,
+    json_path: Annotated[
+        Path | None, typer.Option("--json", help="Also write the predictions (and errors) as JSON here.")
+    ] = None,
+) -> None:
+    """Classify image files (or event frames) with a checkpoint: class, probability and steps used per input."""
+    from snnkd_cli.cli.commands import run_predict
+
+    code = run_predict(checkpoint, inputs, T, dynamic, threshold, exit_rule, batch_size, json_path)
+    if code:
+        raise typer.Exit(code)
 
 
 @app.command()

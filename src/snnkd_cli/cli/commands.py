@@ -7,10 +7,12 @@ from pathlib import Path
 
 from snnkd_cli.cli._output import (
     cost_table,
+    dynamic_table,
     err_console,
     export_table,
     layer_table,
     out_console,
+    predict_table,
     preprocess_summary,
     sweep_entries,
     sweep_table,
@@ -20,6 +22,7 @@ from snnkd_cli.cli._output import (
 from snnkd_cli.config import RunConfig, from_preset
 from snnkd_cli.engine.checkpoint import load_checkpoint
 from snnkd_cli.engine.distributed import dist_env
+from snnkd_cli.engine.early_exit import DynamicOptions, store_exit_rule
 from snnkd_cli.engine.report import RichReporter
 from snnkd_cli.engine.run import TrainOutcome, evaluate_checkpoint, train
 from snnkd_cli.errors import SnnkdError
@@ -51,13 +54,17 @@ def run_sweep(
     csv_path: Path | None,
     reframe: bool = False,
     energy: int | None = None,
+    dynamic: DynamicOptions | None = None,
+    save_threshold: bool = False,
 ) -> None:
-    """Evaluate every checkpoint, then print one table and write the JSON/CSV files asked for.
+    """Evaluate every checkpoint, then print one table (with ``energy``, an accuracy-versus-cost table
+    and the spike rate per layer; with ``dynamic``, one early-exit table per student), write the
+    JSON/CSV files asked for and, with ``save_threshold``, store the chosen thresholds.
 
     ``energy``: count costs on this many samples (None: no energy columns).
     """
     kw = {"dataset": dataset, "data_dir": data_dir, "batch_size": batch_size, "precision": precision}
-    kw |= {"reframe": reframe, "energy": energy is not None, "energy_samples": energy}
+    kw |= {"reframe": reframe, "energy": energy is not None, "energy_samples": energy, "dynamic": dynamic}
     results = [evaluate_checkpoint(p, max_T, **kw) for p in checkpoints]
     out_console.print(sweep_table(results))
     if any(res.energy is not None for _, res in results):
@@ -65,6 +72,17 @@ def run_sweep(
     for ckpt, res in results:
         if res.energy is not None and res.energy.layers:
             out_console.print(layer_table(ckpt, res.energy))
+    for i, (ckpt, res) in enumerate(results, 1):
+        if res.dynamic is not None:
+            out_console.print(dynamic_table(i, ckpt, res))
+    if save_threshold:
+        for ckpt, res in results:
+            if res.dynamic is not None:
+                stored = store_exit_rule(ckpt.path, res.dynamic)
+                err_console.print(
+                    f"stored early exit in {ckpt.path}: {stored['rule']} threshold {stored['threshold']}, "
+                    f"T <= {stored['max_T']}"
+                )
     entries = sweep_entries(results)
     if json_path:
         write_json(json_path, {"checkpoints": entries})
@@ -72,6 +90,71 @@ def run_sweep(
     if csv_path:
         write_sweep_csv(csv_path, entries)
         err_console.print(f"wrote {csv_path}")
+
+
+def dynamic_options(
+    dynamic: bool,
+    exit_rule: str | None,
+    thresholds: str | None,
+    max_drop: float | None,
+    calib_fraction: float | None,
+    save_threshold: bool,
+) -> DynamicOptions | None:
+    """``eval-sweep``'s early-exit options as :class:`DynamicOptions` (None without ``--dynamic``)."""
+    if not dynamic:
+        given = [
+            name
+            for name, v in (
+                ("--exit-rule", exit_rule),
+                ("--thresholds", thresholds),
+                ("--max-drop", max_drop),
+                ("--calib-fraction", calib_fraction),
+                ("--save-threshold", save_threshold or None),
+            )
+            if v is not None
+        ]
+        if given:
+            raise SnnkdError(f"{given[0]} applies with --dynamic")
+        return None
+    grid = None
+    if thresholds is not None:
+        try:
+            grid = tuple(float(v) for v in thresholds.split(",") if v.strip())
+        except ValueError:
+            raise SnnkdError(
+                f"--thresholds must be comma-separated numbers, e.g. 0.8,0.9,0.95; got '{thresholds}'"
+            ) from None
+        if not grid:
+            raise SnnkdError("--thresholds is empty: give comma-separated numbers, e.g. 0.8,0.9,0.95")
+    opts = {"rule": exit_rule, "max_drop": max_drop, "calib_fraction": calib_fraction}
+    return DynamicOptions(thresholds=grid, **{k: v for k, v in opts.items() if v is not None})
+
+
+def run_predict(
+    checkpoint: Path,
+    inputs: list[Path],
+    T: int | None,
+    dynamic: bool,
+    threshold: float | None,
+    exit_rule: str | None,
+    batch_size: int,
+    json_path: Path | None,
+) -> int:
+    """Classify the inputs, print the table and one ``error:`` line per bad input; the exit code (2 if any)."""
+    from snnkd_cli.cli._output import print_error
+    from snnkd_cli.engine.predict import predict_files
+
+    report = predict_files(
+        checkpoint, inputs, T=T, dynamic=dynamic, threshold=threshold, rule=exit_rule, batch_size=batch_size
+    )
+    if report.predictions:
+        out_console.print(predict_table(report))
+    for e in report.errors:
+        print_error(e["error"])
+    if json_path:
+        write_json(json_path, report.to_json())
+        err_console.print(f"wrote {json_path}")
+    return 2 if report.errors else 0
 
 
 def run_quickstart(out: Path, teacher_epochs: int, student_epochs: int, T: int, max_T: int, precision: str) -> None:

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 
-from torch.utils.data import Dataset
+import torch
+from torch.utils.data import Dataset, Subset
 
 from snnkd_cli.config import DATASETS, DataConfig, check_choice
 from snnkd_cli.data.synthetic import SyntheticImages
@@ -86,3 +88,39 @@ def build_datasets(
     from snnkd_cli.data.static import build_static
 
     return build_static(cfg, size, train=train, augment=augment and cfg.augment)
+
+
+CALIB_SEED = 0  # the permutation that defines the calibration slice of a training split
+
+
+def calibration_indices(n: int, fraction: float, seed: int = CALIB_SEED) -> list[int]:
+    """The calibration slice of a training split of ``n`` samples: the first ``ceil(fraction * n)`` of a
+    permutation fixed by ``seed`` (sorted). A smaller fraction gives a subset of a larger one."""
+    k = math.ceil(fraction * n)
+    return sorted(torch.randperm(n, generator=torch.Generator().manual_seed(seed))[:k].tolist())
+
+
+def calibration_split(cfg: DataConfig, fraction: float, seed: int = CALIB_SEED) -> Subset:
+    """The calibration slice of the training split, with the evaluation transforms (never the evaluation set).
+
+    The same checkpoint and data give the same slice on any machine. A student distilled with
+    ``calib_holdout >= fraction`` (``snnkd distill --calib-holdout``) never trained on it.
+
+    Raises:
+        SnnkdError: the slice would be empty, or the training split cannot be read.
+    """
+    from snnkd_cli.errors import SnnkdError
+
+    tr, _, info = build_datasets(cfg, train=True, augment=False)
+    idx = calibration_indices(len(tr), fraction, seed)
+    if not idx:
+        raise SnnkdError(f"the calibration slice of {info.name}'s training split is empty: raise --calib-fraction")
+    return Subset(tr, idx)
+
+
+def without_calibration(train_set: Dataset, fraction: float, seed: int = CALIB_SEED) -> Dataset:
+    """``train_set`` less its calibration slice (``snnkd distill --calib-holdout``)."""
+    if fraction <= 0:
+        return train_set
+    held = set(calibration_indices(len(train_set), fraction, seed))
+    return Subset(train_set, [i for i in range(len(train_set)) if i not in held])

@@ -67,3 +67,22 @@ class SyntheticImages(Dataset):
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
         return self.images[i], int(self.labels[i])
+
+
+# Image files for the synthetic data (``snnkd predict`` on a synthetic checkpoint): a value v maps to the
+# 8-bit pixel round((v / PIXEL_RANGE + 1) / 2 * 255), clipped; reading maps a pixel p back to
+# (p / 255 * 2 - 1) * PIXEL_RANGE. 99.9% of synthetic values lie within +-4.
+PIXEL_RANGE = 4.0
+
+
+def to_image(x: torch.Tensor):
+    """A synthetic sample ``[3, H, W]`` as an RGB ``PIL.Image`` (8 bits per channel, see ``PIXEL_RANGE``)."""
+    from PIL import Image
+
+    pixels = ((x / PIXEL_RANGE + 1) / 2 * 255).round().clamp(0, 255).to(torch.uint8)
+    return Image.fromarray(pixels.permute(1, 2, 0).numpy())
+
+
+def from_unit(x: torch.Tensor) -> torch.Tensor:
+    """Pixels scaled to [0, 1] (``ToTensor``'s output) -> synthetic values in [-PIXEL_RANGE, PIXEL_RANGE]."""
+    return (x * 2 - 1) * PIXEL_RANGE

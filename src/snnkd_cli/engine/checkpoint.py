@@ -58,6 +58,17 @@ def save_checkpoint(
     atomic_write_bytes(Path(path), st_save(tensors, metadata=meta))
 
 
+def update_metadata(path: Path, extra: dict[str, str]) -> None:
+    """Add or replace metadata keys of a snnkd checkpoint, keeping its tensors; the file is rewritten atomically.
+
+    Raises:
+        SnnkdError: the file is not a readable snnkd checkpoint, or cannot be written.
+    """
+    state, meta = _open(Path(path), tensors=True)
+    meta.update(extra)
+    atomic_write_bytes(Path(path), st_save(state, metadata=meta))
+
+
 def read_metadata(path: Path) -> dict[str, str]:
     """The metadata of a snnkd checkpoint, without reading its tensors."""
     return _open(Path(path), tensors=False)[1]

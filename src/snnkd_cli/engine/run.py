@@ -18,7 +18,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from snnkd_cli.config import RunConfig
-from snnkd_cli.data import DataInfo, build_datasets, resolved
+from snnkd_cli.data import DataInfo, build_datasets, calibration_split, resolved, without_calibration
 from snnkd_cli.engine.builders import build_model, load_teacher, model_from_checkpoint
 from snnkd_cli.engine.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from snnkd_cli.engine.distributed import (
@@ -28,6 +28,7 @@ from snnkd_cli.engine.distributed import (
     finish_distributed,
     init_distributed,
 )
+from snnkd_cli.engine.early_exit import DynamicOptions, evaluate_dynamic, relative_energy
 from snnkd_cli.engine.energy import measure_energy
 from snnkd_cli.engine.loop import Checkpointer, FitResult, fit
 from snnkd_cli.engine.precision import default_device, resolve_precision
@@ -97,6 +98,8 @@ def make_loader(
 
 def _resolve_data(cfg: RunConfig, train: bool = True) -> tuple[Dataset | None, Dataset, DataInfo]:
     tr, val, info = build_datasets(cfg.data, train=train)
+    if tr is not None:  # --calib-holdout: the calibration slice of early exit is never trained on
+        tr = without_calibration(tr, cfg.data.calib_holdout)
     cfg.data = resolved(cfg.data, info)
     cfg.model.num_classes = info.num_classes
     cfg.model.in_channels = info.in_channels
@@ -132,10 +135,16 @@ def check_out_dir(out: str | Path) -> Path:
 
 
 class RunCheckpointer(Checkpointer):
-    """Writes ``best``/``last``/``resume.safetensors`` and ``log.jsonl`` (and TensorBoard events) in ``out``."""
+    """Writes ``best``/``last``/``resume.safetensors`` and ``log.jsonl`` (and TensorBoard events) in ``out``.
 
-    def __init__(self, out: Path, model: nn.Module, kind: str, cfg: RunConfig, tensorboard: bool = False) -> None:
+    The checkpoints also carry the class names (metadata ``classes``, a JSON list) for ``snnkd predict``.
+    """
+
+    def __init__(
+        self, out: Path, model: nn.Module, kind: str, cfg: RunConfig, tensorboard: bool = False, classes: tuple = ()
+    ) -> None:
         self.out, self.model, self.kind, self.cfg = out, model, kind, cfg
+        self.classes = list(classes)
         self.writer = None
         if tensorboard:
             try:
@@ -145,6 +154,7 @@ class RunCheckpointer(Checkpointer):
             self.writer = SummaryWriter(str(out / "tensorboard"))
 
     def epoch_end(self, epoch: int, improved: bool, extra: dict) -> None:
+        extra = {**extra, "classes": self.classes} if self.classes else extra
         save_checkpoint(self.out / "last.safetensors", self.model.state_dict(), self.kind, self.cfg, extra)
         if improved:
             save_checkpoint(self.out / "best.safetensors", self.model.state_dict(), self.kind, self.cfg, extra)
@@ -250,7 +260,7 @@ def train(
         if res is None and (out / "log.jsonl").exists():
             (out / "log.jsonl").unlink()  # a fresh run starts a fresh log
     ckpt = (
-        RunCheckpointer(out, model, "student" if spiking else "teacher", cfg, tensorboard)
+        RunCheckpointer(out, model, "student" if spiking else "teacher", cfg, tensorboard, info.classes)
         if env.is_primary
         else Checkpointer()
     )
@@ -291,6 +301,7 @@ def evaluate_checkpoint(
     reframe: bool = False,
     energy: bool = False,
     energy_samples: int | None = 256,
+    dynamic: DynamicOptions | None = None,
 ) -> tuple[Checkpoint, SweepResult]:
     """Rebuild a checkpoint's model from the file alone and sweep T = 1..max_T in one pass.
 
@@ -305,6 +316,8 @@ def evaluate_checkpoint(
             made from the recordings the cache was made from) and run T' steps: one pass per T'.
         energy: also count SynOps, MACs, spike rates per layer and energy at every T
             (``SweepResult.energy``) on the first ``energy_samples`` samples (None: all).
+        dynamic: also evaluate early exit (students): the curve from the same pass and a threshold chosen
+            on a calibration slice of the training split (``result.dynamic``).
     """
     device = device or default_device()
     ckpt = load_checkpoint(path)
@@ -315,7 +328,10 @@ def evaluate_checkpoint(
     if batch_size is not None and batch_size < 1:
         raise SnnkdError(f"--batch-size must be >= 1, got {batch_size}")
     changes = {k: v for k, v in (("dataset", dataset), ("data_dir", data_dir)) if v is not None}
+    own_data = (cfg.data.dataset, cfg.data.data_dir)
     cfg.data = dataclasses.replace(cfg.data, **changes)
+    if (cfg.data.dataset, cfg.data.data_dir) != own_data:
+        cfg.data.calib_holdout = 0.0  # another dataset's training split: the student may have seen none of it
     _, val, info = build_datasets(cfg.data, train=False)
     if info.num_classes != cfg.model.num_classes:
         raise SnnkdError(f"{path} predicts {cfg.model.num_classes} classes but {info.name} has {info.num_classes}")
@@ -329,6 +345,8 @@ def evaluate_checkpoint(
     if energy_samples is not None and energy_samples < 1:
         raise SnnkdError(f"--energy-samples must be >= 1, got {energy_samples}")
     if reframe:
+        if dynamic is not None:
+            raise SnnkdError("--dynamic reads the running mean of one pass: it cannot be combined with --reframe")
         if not (spiking and cfg.data.dataset == "cifar10dvs"):
             raise SnnkdError("--reframe applies to spiking students on cifar10dvs (it re-frames the recordings)")
         return ckpt, _reframed_sweep(
@@ -336,10 +354,23 @@ def evaluate_checkpoint(
         )
     if spiking:
         check_T_fits(T, info, "--max-T")
+    calib = None
+    if dynamic is not None and spiking:  # built first: a missing training split fails before the long pass
+        dynamic = dynamic.resolve(cfg.data.calib_holdout)
+        calib = calibration_split(cfg.data, dynamic.calib_fraction)
     kw = {"temporal": info.temporal, "device": device, "precision": precision or cfg.train.precision}
-    res = sweep(model, loader, T, spiking=spiking, **kw)
+    res = sweep(model, loader, T, spiking=spiking, keep_trace=calib is not None, **kw)
     if energy:
         res.energy = measure_energy(model, loader, T, spiking=spiking, max_samples=energy_samples, **kw)
+    if calib is not None:  # early exit: the curve from this pass, the threshold from the calibration slice
+        cal_loader = make_loader(calib, loader.batch_size, train=False, workers=cfg.data.workers, seed=0, device=device)
+        cal = sweep(model, cal_loader, T, keep_trace=True, **kw)
+        res.dynamic = evaluate_dynamic(res.trace, cal.trace, dynamic)
+        if res.energy is not None:  # energy of each early-exit point relative to a fixed max_T run
+            full = res.energy.at(T)["energy_uj"]
+            for point in [*res.dynamic.curve, res.dynamic.chosen]:
+                point["energy_rel"] = relative_energy(point["exit_share"], res.energy.step_energy_uj)
+                point["energy_uj"] = point["energy_rel"] * full
     return ckpt, res
 
 

@@ -17,7 +17,9 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from snnkd_cli.engine.distributed import all_reduce_sum
+from snnkd_cli.engine.early_exit import DynamicResult, ExitTrace
 from snnkd_cli.engine.precision import autocast
+from snnkd_cli.errors import SnnkdError
 from snnkd_cli.models.contract import mixes_time, reset_state, teacher_input, time_major
 
 
@@ -35,6 +37,8 @@ class SweepResult:
     # framed into T' frames, one pass per T'
     method: str = "one-pass"
     energy: object | None = None  # an engine.energy.EnergyResult when costs were counted (--energy)
+    trace: ExitTrace | None = None  # per-sample running-mean statistics (keep_trace=True, early exit)
+    dynamic: DynamicResult | None = None  # the early-exit curve and chosen threshold (eval-sweep --dynamic)
 
     def at(self, T: int | None) -> dict:
         return next(r for r in self.rows if r["T"] == T)
@@ -89,6 +93,7 @@ def sweep(
     device: torch.device | None = None,
     precision: str = "fp32",
     spiking: bool = True,
+    keep_trace: bool = False,
 ) -> SweepResult:
     """Top-1, top-5 and spike rate at every T in 1..max_T, from one pass at ``max_T``.
 
@@ -103,6 +108,8 @@ def sweep(
         device: where to run (default: where the model's parameters are).
         precision: autocast precision of the forward pass.
         spiking: False for an ANN (one row with ``T=None``).
+        keep_trace: also keep, per sample and step, the running mean's confidence, entropy and
+            prediction (``result.trace``, for early exit; this process's samples only).
 
     Returns:
         A :class:`SweepResult` with one row per T (percentages).
@@ -127,7 +134,13 @@ def sweep(
         n = max(n, 1)
         return SweepResult([{"T": None, "top1": 100.0 * c1 / n, "top5": 100.0 * c5 / n, "spike_rate": None}], n)
 
+    traces: list[ExitTrace] | None = [] if keep_trace else None
     if mixes_time(model):  # step t depends on later steps: a run at T' is not a prefix of the run at max_T
+        if keep_trace:
+            raise SnnkdError(
+                "early exit reads the running mean of one pass, and this model mixes timesteps "
+                "(mixes_time = True): its prefixes are not runs at fewer steps"
+            )
         method = "per-T"
         runs = [_counts(model, loader, T, temporal, device, precision) for T in range(1, max_T + 1)]
         correct1 = torch.stack([c1[-1] for c1, *_ in runs])  # row T from its own run: the mean over its T steps
@@ -136,7 +149,7 @@ def sweep(
         n, neurons = runs[-1][3], runs[-1][4]
     else:
         method = "one-pass"
-        correct1, correct5, per_step, n, neurons = _counts(model, loader, max_T, temporal, device, precision)
+        correct1, correct5, per_step, n, neurons = _counts(model, loader, max_T, temporal, device, precision, traces)
         spikes = per_step.cumsum(0) / torch.arange(1, max_T + 1)  # mean spikes per step of the first T steps
     model.train(was_training)
     # with torchrun each rank saw its shard: sum the counts over ranks (a no-op on one process)
@@ -154,14 +167,21 @@ def sweep(
         {"T": t + 1, "top1": 100.0 * int(correct1[t]) / n, "top5": 100.0 * int(correct5[t]) / n, "spike_rate": rates[t]}
         for t in range(max_T)
     ]
-    return SweepResult(rows, n, method)
+    return SweepResult(rows, n, method, trace=ExitTrace.cat(traces) if traces else None)
 
 
 def _counts(
-    model: nn.Module, loader: DataLoader, T: int, temporal: bool, device: torch.device, precision: str
+    model: nn.Module,
+    loader: DataLoader,
+    T: int,
+    temporal: bool,
+    device: torch.device,
+    precision: str,
+    traces: list[ExitTrace] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int, int]:
     """One pass at T steps over ``loader``: top-1 and top-5 correct counts of the running means ``[T]``,
-    spikes per step ``[T]`` (float64), the number of samples and of neurons per step."""
+    spikes per step ``[T]`` (float64), the number of samples and of neurons per step. Appends each
+    batch's :class:`ExitTrace` to ``traces`` when given."""
     correct1 = torch.zeros(T, dtype=torch.long)
     correct5 = torch.zeros(T, dtype=torch.long)
     steps = torch.arange(1, T + 1, dtype=torch.float32, device=device).view(-1, 1, 1)
@@ -175,6 +195,8 @@ def _counts(
             running = s.cumsum(0) / steps  # [T, B, C]: prediction at T' = t+1
             correct1 += _topk_correct(running, y, 1).cpu()
             correct5 += _topk_correct(running, y, 5).cpu()
+            if traces is not None:
+                traces.append(ExitTrace.from_running(running, y))
             n += len(y)
     reset_state(model)
     spikes = counter.spikes.double().cpu() if counter.spikes is not None else torch.zeros(T, dtype=torch.float64)

@@ -1,0 +1,68 @@
+"""Typer options shared by ``train-teacher`` and ``distill`` (None means "the dataset's paper recipe")."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+Dataset = Annotated[
+    str,
+    typer.Option(help="Dataset: synthetic (built in, offline), cifar10, cifar100, imagefolder, imagenet."),
+]
+DataDir = Annotated[Path, typer.Option(help="Folder holding the dataset (for imagefolder: train/ and val/).")]
+Download = Annotated[bool, typer.Option("--download", help="Download CIFAR with torchvision if it is missing.")]
+ImageSize = Annotated[int | None, typer.Option(help="Image size (default: the dataset's; 64 for imagefolder).")]
+Width = Annotated[
+    int | None, typer.Option(help="Base channel width (paper ResNets: 64; zoo transformers: embedding 6*width).")
+]
+Epochs = Annotated[int | None, typer.Option(help="Epochs (default: the dataset's recipe, e.g. 300 for CIFAR).")]
+BatchSize = Annotated[int | None, typer.Option(help="Batch size (default: the recipe's).")]
+Lr = Annotated[float | None, typer.Option(help="Peak learning rate of SGD (momentum 0.9, cosine to 0).")]
+WeightDecay = Annotated[float | None, typer.Option(help="Weight decay (not on BN parameters and biases).")]
+Warmup = Annotated[float | None, typer.Option(help="Linear warm-up epochs before the cosine schedule.")]
+Seed = Annotated[int, typer.Option(help="Random seed (paper: 60).")]
+Workers = Annotated[int | None, typer.Option(help="DataLoader worker processes (default: 0 for synthetic, else 4).")]
+Out = Annotated[
+    Path | None, typer.Option(help="Output folder for checkpoints (default: runs/<kind>-<dataset>-<arch>).")
+]
+Precision = Annotated[
+    str,
+    typer.Option(
+        help="Numeric precision: auto (bf16 where the GPU/CPU computes it natively, else fp32), fp32, bf16 or "
+        "fp16 (autocast; GradScaler for fp16)."
+    ),
+]
+ChannelsLast = Annotated[bool, typer.Option("--channels-last", help="Use channels-last memory format.")]
+Compile = Annotated[
+    bool,
+    typer.Option(
+        "--compile",
+        help="torch.compile the training forward at its fixed T (inductor; the first step compiles for minutes "
+        "on a CPU); evaluation stays eager.",
+    ),
+]
+Resume = Annotated[
+    str | None,
+    typer.Option(
+        "--resume",
+        metavar="[PATH]",
+        help="Continue an interrupted run: --resume (OUT/resume.safetensors) or --resume PATH.",
+    ),
+]
+SaveEvery = Annotated[int | None, typer.Option(help="Also write the resume file every N steps (default: each epoch).")]
+SyncBN = Annotated[
+    bool, typer.Option("--sync-bn", help="With torchrun: BatchNorm statistics over the global batch (all ranks).")
+]
+TensorBoard = Annotated[
+    bool, typer.Option("--tensorboard", help="Also write TensorBoard event files to OUT/tensorboard.")
+]
+MaxSteps = Annotated[int | None, typer.Option(help="Stop each epoch after this many steps (smoke tests).")]
+CalibHoldout = Annotated[
+    float | None,
+    typer.Option(
+        help="Leave this share of the training split out of training (fixed seed) so that 'eval-sweep --dynamic' "
+        "calibrates its early-exit threshold on data the student never saw (e.g. 0.1; default 0)."
+    ),
+]
