@@ -33,7 +33,10 @@ LOSSES = ("full-range", "standard-kd")
 def train_students(args: argparse.Namespace) -> dict[str, Path]:
     """Teacher, then one student per loss with the same data, seed, T and epochs."""
     out = Path(args.out)
-    t_cfg = from_preset("teacher", args.dataset, epochs=args.teacher_epochs, width=args.width, out=str(out / "teacher"))
+    sizes = {"synthetic_train": args.synthetic_train, "synthetic_val": args.synthetic_val}
+    t_cfg = from_preset(
+        "teacher", args.dataset, epochs=args.teacher_epochs, width=args.width, out=str(out / "teacher"), **sizes
+    )
     teacher = out / "teacher" / "best.safetensors"
     if not teacher.exists():
         print(f"training the teacher ({args.teacher_epochs} epochs) ...", file=sys.stderr)
@@ -52,6 +55,7 @@ def train_students(args: argparse.Namespace) -> dict[str, Path]:
                 teacher=str(teacher),
                 calib_holdout=args.calib_holdout,
                 out=str(out / loss),
+                **sizes,
             )
             print(f"distilling the {loss} student (T={args.T}, {args.student_epochs} epochs) ...", file=sys.stderr)
             t0 = time.perf_counter()
@@ -173,6 +177,8 @@ def main() -> None:
     ap.add_argument("--out", default="runs/early-exit", help="folder for the teacher and student runs")
     ap.add_argument("--T", type=int, default=8, help="training T of the students and Tmax of early exit")
     ap.add_argument("--width", type=int, default=16)
+    ap.add_argument("--synthetic-train", type=int, default=None, help="synthetic training images (default 2000)")
+    ap.add_argument("--synthetic-val", type=int, default=None, help="synthetic validation images (default 500)")
     ap.add_argument("--teacher-epochs", type=int, default=8)
     ap.add_argument("--student-epochs", type=int, default=10)
     ap.add_argument("--full-range", help="use this full-range student instead of training one")
@@ -181,7 +187,7 @@ def main() -> None:
     ap.add_argument("--max-drop", type=float, default=0.5)
     ap.add_argument("--calib-fraction", type=float, default=None, help="default: the students' --calib-holdout")
     ap.add_argument("--calib-holdout", type=float, default=0.1, help="share of the training split the students skip")
-    ap.add_argument("--doc", default="docs/early_exit.md", help="markdown file the section is written to")
+    ap.add_argument("--doc", default="docs/results.md", help="markdown file the section is written to")
     ap.add_argument("--png", default="docs/early_exit.png")
     ap.add_argument("--json", help="also write every number as JSON here")
     ap.add_argument("--threads", type=int, default=None)
