@@ -134,8 +134,8 @@ def cost_table(results: list[tuple[Checkpoint, SweepResult]]) -> Table:
             if cost is None:
                 cells += [""] * 4
                 continue
-            cells += [f"{res.at(key)['top1']:.2f}", f"{cost['synops'] / 1e6:.3f}", f"{cost['macs'] / 1e6:.3f}"]
-            cells.append(f"{cost['energy_uj']:.3f}")
+            cells += [f"{res.at(key)['top1']:.2f}", f"{cost['synops'] / 1e6:.4g}", f"{cost['macs'] / 1e6:.4g}"]
+            cells.append(f"{cost['energy_uj']:.4g}")
         table.add_row(*cells)
     return table
 
