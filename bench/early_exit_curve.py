@@ -25,7 +25,8 @@ import torch
 
 from snnkd_cli.config import from_preset
 from snnkd_cli.engine.early_exit import DynamicOptions
-from snnkd_cli.engine.run import evaluate_checkpoint, train
+from snnkd_cli.engine.evaluate import evaluate_checkpoint
+from snnkd_cli.engine.run import train
 
 LOSSES = ("full-range", "standard-kd")
 

@@ -82,7 +82,7 @@ def test_student_by_import_path_through_the_cli(tmp_path, monkeypatch):
     from typer.testing import CliRunner
 
     from snnkd_cli.cli.app import app
-    from snnkd_cli.engine.run import evaluate_checkpoint
+    from snnkd_cli.engine.evaluate import evaluate_checkpoint
 
     (tmp_path / "my_snn_models.py").write_text(USER_MODULE)
     monkeypatch.syspath_prepend(str(tmp_path))

@@ -23,7 +23,7 @@ from conftest import STUDENT_T, TINY, one_torch_thread
 from snnkd_cli import __version__
 from snnkd_cli.cli.app import app
 from snnkd_cli.engine.checkpoint import load_checkpoint, read_metadata
-from snnkd_cli.engine.run import evaluate_checkpoint
+from snnkd_cli.engine.evaluate import evaluate_checkpoint
 
 COMMANDS = ("train-teacher", "distill", "eval-sweep", "predict", "preprocess-dvs", "export", "quickstart", "models")
 RUN_FILES = ["best.safetensors", "config.json", "last.safetensors"]

@@ -6,8 +6,9 @@ import pytest
 import torch
 
 from snnkd_cli.config import from_preset
+from snnkd_cli.engine.evaluate import evaluate_checkpoint
 from snnkd_cli.engine.loop import lr_lambda, param_groups
-from snnkd_cli.engine.run import evaluate_checkpoint, train
+from snnkd_cli.engine.run import train
 from snnkd_cli.errors import SnnkdError
 from snnkd_cli.models import create_model
 

@@ -11,25 +11,32 @@ from typing import Annotated
 import typer
 
 from snnkd_cli import __version__
-from snnkd_cli.cli.options import (  # shared by train-teacher and distill
+from snnkd_cli.cli.options import (
     BatchSize,
+    CalibFraction,
     CalibHoldout,
     ChannelsLast,
     Compile,
     DataDir,
     Dataset,
     Download,
+    Energy,
+    EnergySamples,
     Epochs,
+    EvalExitRule,
     ImageSize,
     Lr,
+    MaxDrop,
     MaxSteps,
     Out,
     Precision,
     Resume,
     SaveEvery,
+    SaveThreshold,
     Seed,
     SyncBN,
     TensorBoard,
+    Thresholds,  # shared by train-teacher and distill
     Warmup,
     WeightDecay,
     Width,
@@ -191,7 +198,7 @@ def eval_sweep(
     dataset: Annotated[str | None, typer.Option(help="Evaluate on this dataset instead of the checkpoint's.")] = None,
     data_dir: Annotated[Path | None, typer.Option(help="Data folder instead of the checkpoint's.")] = None,
     batch_size: Annotated[int | None, typer.Option(help="Evaluation batch size.")] = None,
-    precision: Annotated[str | None, typer.Option(help="fp32, bf16 or fp16 (default: as trained).")] = None,
+    precision: Annotated[str | None, typer.Option(help="auto, fp32, bf16 or fp16 (default: as trained).")] = None,
     reframe: Annotated[
         bool,
         typer.Option(
@@ -200,17 +207,8 @@ def eval_sweep(
             "reading the first T' frames of the cache.",
         ),
     ] = False,
-    energy: Annotated[
-        bool,
-        typer.Option(
-            "--energy",
-            help="Also count SynOps and MACs per sample at every T (spikingjelly's op counters), spike rates "
-            "per layer, and energy at 0.9 pJ/AC, 4.6 pJ/MAC (Horowitz, ISSCC 2014, 45 nm).",
-        ),
-    ] = False,
-    energy_samples: Annotated[
-        int, typer.Option(help="Samples the --energy counters run on (the first of the evaluation set).")
-    ] = 256,
+    energy: Energy = False,
+    energy_samples: EnergySamples = 256,
     json_path: Annotated[Path | None, typer.Option("--json", help="Also write the results as JSON here.")] = None,
     csv_path: Annotated[Path | None, typer.Option("--csv", help="Also write the results as CSV here.")] = None,
     dynamic: Annotated[
@@ -221,42 +219,11 @@ def eval_sweep(
             "pass, and the threshold chosen on a calibration slice of the training split.",
         ),
     ] = False,
-    exit_rule: Annotated[
-        str | None,
-        typer.Option(
-            "--exit-rule",
-            help="With --dynamic: confidence (exit when the max softmax probability of the running mean >= "
-            "threshold; default) or entropy (exit when its entropy in nats <= threshold).",
-        ),
-    ] = None,
-    thresholds: Annotated[
-        str | None,
-        typer.Option(help="With --dynamic: comma-separated thresholds to evaluate (default: a built-in grid)."),
-    ] = None,
-    max_drop: Annotated[
-        float | None,
-        typer.Option(
-            "--max-drop",
-            help="With --dynamic: choose the threshold with the lowest mean T whose calibration top-1 is within "
-            "this many points of the calibration top-1 at max-T (default 0.5).",
-        ),
-    ] = None,
-    calib_fraction: Annotated[
-        float | None,
-        typer.Option(
-            "--calib-fraction",
-            help="With --dynamic: share of the training split used to choose the threshold (evaluation "
-            "transforms, fixed seed; never the evaluation set; default: the student's --calib-holdout, else 0.1).",
-        ),
-    ] = None,
-    save_threshold: Annotated[
-        bool,
-        typer.Option(
-            "--save-threshold",
-            help="With --dynamic: store the chosen rule and threshold in each student checkpoint (rewritten "
-            "atomically) for 'snnkd predict --dynamic'.",
-        ),
-    ] = False,
+    exit_rule: EvalExitRule = None,
+    thresholds: Thresholds = None,
+    max_drop: MaxDrop = None,
+    calib_fraction: CalibFraction = None,
+    save_threshold: SaveThreshold = False,
 ) -> None:
     """Accuracy of each checkpoint at every T from 1 to max-T, from one forward pass at max-T."""
     from snnkd_cli.cli.commands import dynamic_options, run_sweep

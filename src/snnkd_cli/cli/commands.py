@@ -23,8 +23,9 @@ from snnkd_cli.config import RunConfig, from_preset
 from snnkd_cli.engine.checkpoint import load_checkpoint
 from snnkd_cli.engine.distributed import dist_env
 from snnkd_cli.engine.early_exit import DynamicOptions, store_exit_rule
+from snnkd_cli.engine.evaluate import evaluate_checkpoint
 from snnkd_cli.engine.report import RichReporter
-from snnkd_cli.engine.run import TrainOutcome, evaluate_checkpoint, train
+from snnkd_cli.engine.run import TrainOutcome, train
 from snnkd_cli.errors import SnnkdError
 
 

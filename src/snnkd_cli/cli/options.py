@@ -66,3 +66,52 @@ CalibHoldout = Annotated[
         "calibrates its early-exit threshold on data the student never saw (e.g. 0.1; default 0)."
     ),
 ]
+
+# eval-sweep: --energy and the early-exit options
+Energy = Annotated[
+    bool,
+    typer.Option(
+        "--energy",
+        help="Also count SynOps and MACs per sample at every T (spikingjelly's op counters), spike rates "
+        "per layer, and energy at 0.9 pJ/AC, 4.6 pJ/MAC (Horowitz, ISSCC 2014, 45 nm).",
+    ),
+]
+EnergySamples = Annotated[
+    int, typer.Option(help="Samples the --energy counters run on (the first of the evaluation set).")
+]
+EvalExitRule = Annotated[
+    str | None,
+    typer.Option(
+        "--exit-rule",
+        help="With --dynamic: confidence (exit when the max softmax probability of the running mean >= "
+        "threshold; default) or entropy (exit when its entropy in nats <= threshold).",
+    ),
+]
+Thresholds = Annotated[
+    str | None,
+    typer.Option(help="With --dynamic: comma-separated thresholds to evaluate (default: a built-in grid)."),
+]
+MaxDrop = Annotated[
+    float | None,
+    typer.Option(
+        "--max-drop",
+        help="With --dynamic: choose the threshold with the lowest mean T whose calibration top-1 is within "
+        "this many points of the calibration top-1 at max-T (default 0.5).",
+    ),
+]
+CalibFraction = Annotated[
+    float | None,
+    typer.Option(
+        "--calib-fraction",
+        help="With --dynamic: share of the training split used to choose the threshold (evaluation "
+        "transforms, fixed seed; never the evaluation set; default: the student's --calib-holdout, else 0.1).",
+    ),
+]
+SaveThreshold = Annotated[
+    bool,
+    typer.Option(
+        "--save-threshold",
+        help="With --dynamic: store the chosen rule and threshold in each student checkpoint (rewritten "
+        "atomically) for 'snnkd predict --dynamic'.",
+    ),
+]

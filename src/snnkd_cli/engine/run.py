@@ -1,7 +1,7 @@
 """From a :class:`RunConfig` to trained checkpoints, and from a checkpoint to a sweep.
 
 These are what the commands call: ``train`` (teacher or distillation, chosen by
-``cfg.task``) and ``evaluate_checkpoint``.
+``cfg.task``); evaluation of a saved checkpoint is in :mod:`snnkd_cli.engine.evaluate`.
 """
 
 from __future__ import annotations
@@ -18,9 +18,9 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from snnkd_cli.config import RunConfig
-from snnkd_cli.data import DataInfo, build_datasets, calibration_split, resolved, without_calibration
-from snnkd_cli.engine.builders import build_model, load_teacher, model_from_checkpoint
-from snnkd_cli.engine.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from snnkd_cli.data import DataInfo, build_datasets, resolved, without_calibration
+from snnkd_cli.engine.builders import build_model, load_teacher
+from snnkd_cli.engine.checkpoint import save_checkpoint
 from snnkd_cli.engine.distributed import (
     EpochSampler,
     convert_sync_bn,
@@ -28,13 +28,10 @@ from snnkd_cli.engine.distributed import (
     finish_distributed,
     init_distributed,
 )
-from snnkd_cli.engine.early_exit import DynamicOptions, evaluate_dynamic, relative_energy
-from snnkd_cli.engine.energy import measure_energy
 from snnkd_cli.engine.loop import Checkpointer, FitResult, fit
 from snnkd_cli.engine.precision import default_device, resolve_precision
 from snnkd_cli.engine.report import Reporter
 from snnkd_cli.engine.resume import LoopState, config_differences, read_resume, save_resume
-from snnkd_cli.engine.sweep import SweepResult, sweep
 from snnkd_cli.errors import SnnkdError
 from snnkd_cli.fsutil import atomic_write_bytes
 from snnkd_cli.kd.tasks import DistillTask, TeacherTask
@@ -289,116 +286,10 @@ def train(
     return TrainOutcome(cfg, out, result, out / "best.safetensors", out / "last.safetensors")
 
 
-def evaluate_checkpoint(
-    path: str | Path,
-    max_T: int | None = None,
-    *,
-    dataset: str | None = None,
-    data_dir: str | None = None,
-    batch_size: int | None = None,
-    device: torch.device | None = None,
-    precision: str | None = None,
-    reframe: bool = False,
-    energy: bool = False,
-    energy_samples: int | None = 256,
-    dynamic: DynamicOptions | None = None,
-) -> tuple[Checkpoint, SweepResult]:
-    """Rebuild a checkpoint's model from the file alone and sweep T = 1..max_T in one pass.
+def __getattr__(name: str):
+    """``engine.run.evaluate_checkpoint`` still works (it moved to :mod:`snnkd_cli.engine.evaluate`)."""
+    if name == "evaluate_checkpoint":
+        from snnkd_cli.engine.evaluate import evaluate_checkpoint
 
-    Args:
-        path: a snnkd checkpoint (teacher or student).
-        max_T: steps of the pass (default: the training T); ignored for a teacher.
-        dataset, data_dir: evaluate on this data instead of the checkpoint's own (same classes needed;
-            the image size stays the one the model was trained at).
-        batch_size: evaluation batch (default: the training batch).
-        precision: autocast precision (default: the training precision).
-        reframe: event data only: for each T' frame the recordings into T' frames (a cache per T',
-            made from the recordings the cache was made from) and run T' steps: one pass per T'.
-        energy: also count SynOps, MACs, spike rates per layer and energy at every T
-            (``SweepResult.energy``) on the first ``energy_samples`` samples (None: all).
-        dynamic: also evaluate early exit (students): the curve from the same pass and a threshold chosen
-            on a calibration slice of the training split (``result.dynamic``).
-    """
-    device = device or default_device()
-    ckpt = load_checkpoint(path)
-    cfg = ckpt.config
-    spiking = ckpt.kind == "student"
-    if max_T is not None and max_T < 1:
-        raise SnnkdError(f"--max-T must be >= 1, got {max_T}")
-    if batch_size is not None and batch_size < 1:
-        raise SnnkdError(f"--batch-size must be >= 1, got {batch_size}")
-    changes = {k: v for k, v in (("dataset", dataset), ("data_dir", data_dir)) if v is not None}
-    own_data = (cfg.data.dataset, cfg.data.data_dir)
-    cfg.data = dataclasses.replace(cfg.data, **changes)
-    if (cfg.data.dataset, cfg.data.data_dir) != own_data:
-        cfg.data.calib_holdout = 0.0  # another dataset's training split: the student may have seen none of it
-    _, val, info = build_datasets(cfg.data, train=False)
-    if info.num_classes != cfg.model.num_classes:
-        raise SnnkdError(f"{path} predicts {cfg.model.num_classes} classes but {info.name} has {info.num_classes}")
-    model = model_from_checkpoint(ckpt).to(device)
-    loader = make_loader(
-        val, batch_size or cfg.train.batch_size, train=False, workers=cfg.data.workers, seed=0, device=device
-    )
-    T = (max_T or cfg.train.T) if spiking else None
-    if energy and reframe:
-        raise SnnkdError("--energy counts the cached frames; run it without --reframe")
-    if energy_samples is not None and energy_samples < 1:
-        raise SnnkdError(f"--energy-samples must be >= 1, got {energy_samples}")
-    if reframe:
-        if dynamic is not None:
-            raise SnnkdError("--dynamic reads the running mean of one pass: it cannot be combined with --reframe")
-        if not (spiking and cfg.data.dataset == "cifar10dvs"):
-            raise SnnkdError("--reframe applies to spiking students on cifar10dvs (it re-frames the recordings)")
-        return ckpt, _reframed_sweep(
-            model, cfg, T, batch_size or cfg.train.batch_size, device, precision or cfg.train.precision
-        )
-    if spiking:
-        check_T_fits(T, info, "--max-T")
-    calib = None
-    if dynamic is not None and spiking:  # built first: a missing training split fails before the long pass
-        dynamic = dynamic.resolve(cfg.data.calib_holdout)
-        calib = calibration_split(cfg.data, dynamic.calib_fraction)
-    kw = {"temporal": info.temporal, "device": device, "precision": precision or cfg.train.precision}
-    res = sweep(model, loader, T, spiking=spiking, keep_trace=calib is not None, **kw)
-    if energy:
-        res.energy = measure_energy(model, loader, T, spiking=spiking, max_samples=energy_samples, **kw)
-    if calib is not None:  # early exit: the curve from this pass, the threshold from the calibration slice
-        cal_loader = make_loader(calib, loader.batch_size, train=False, workers=cfg.data.workers, seed=0, device=device)
-        cal = sweep(model, cal_loader, T, keep_trace=True, **kw)
-        res.dynamic = evaluate_dynamic(res.trace, cal.trace, dynamic)
-        if res.energy is not None:  # energy of each early-exit point relative to a fixed max_T run
-            full = res.energy.at(T)["energy_uj"]
-            for point in [*res.dynamic.curve, res.dynamic.chosen]:
-                point["energy_rel"] = relative_energy(point["exit_share"], res.energy.step_energy_uj)
-                point["energy_uj"] = point["energy_rel"] * full
-    return ckpt, res
-
-
-def _reframed_sweep(
-    model: nn.Module, cfg: RunConfig, max_T: int, batch_size: int, device: torch.device, precision: str
-) -> SweepResult:
-    """Row T' from a run of T' steps over the recordings framed into T' frames (one pass per T')."""
-    from snnkd_cli.data.dvs import DVSFrames, open_dvs_cache, preprocess_dvs, read_manifest
-
-    cache = open_dvs_cache(
-        Path(cfg.data.data_dir), frames=cfg.data.frames, size=cfg.data.image_size, split=cfg.data.split
-    )
-    man = read_manifest(cache)
-    p = man["params"]
-    rows, n = [], 0
-    for t in range(1, max_T + 1):
-        rep = preprocess_dvs(
-            Path(man["source"]),
-            cache.parent,
-            frames=t,
-            split_by=p["split_by"],
-            size=p["size"],
-            split=p["split"],
-            workers=max(1, min(4, os.cpu_count() or 1)),
-        )
-        val = DVSFrames(rep.cache_dir, train=False)
-        loader = make_loader(val, batch_size, train=False, workers=cfg.data.workers, seed=0, device=device)
-        res = sweep(model, loader, t, temporal=True, device=device, precision=precision)
-        rows.append(res.at(t))
-        n = res.num_samples
-    return SweepResult(rows, n, method="reframed")
+        return evaluate_checkpoint
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
