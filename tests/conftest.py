@@ -32,6 +32,13 @@ def one_torch_thread() -> Iterator[None]:
         torch.set_num_threads(threads)
 
 
+@pytest.fixture
+def one_thread() -> Iterator[None]:
+    """A test that runs with one intra-op thread (``pytestmark = pytest.mark.usefixtures("one_thread")``)."""
+    with one_torch_thread():
+        yield
+
+
 def invoke(args: list[str]) -> Result:
     """Run ``snnkd ARGS`` in-process; stdout and stderr stay separate (``result.stdout``/``result.stderr``)."""
     with one_torch_thread():

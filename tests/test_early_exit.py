@@ -38,12 +38,7 @@ from snnkd_cli.models.contract import time_major
 TMAX = 5
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors on a busy 2-core machine: faster
 
 
 def firing_student(dtype=torch.float64, in_channels: int = 3, seed: int = 0) -> nn.Module:

@@ -86,13 +86,7 @@ print(*predict_early_exit(x, threshold=0.9, max_T=4))  # threshold: from snnkd e
 """
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One intra-op thread: tiny tensors on a busy 2-core machine are faster that way."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors on a busy 2-core machine: faster
 
 
 def make(arch: str = "resnet18", kind: str = "snn", seed: int = 0, **kw) -> tuple[nn.Module, RunConfig]:
