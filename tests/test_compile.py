@@ -1,5 +1,8 @@
 """``compile=True`` (``--compile``): inductor-compiled training equals eager training."""
 
+import shutil
+
+import pytest
 import torch
 from torch.utils.data import DataLoader
 
@@ -33,6 +36,9 @@ def _run(tmp_path, compile):
     return student, result
 
 
+@pytest.mark.skipif(
+    not any(shutil.which(c) for c in ("g++", "c++", "clang++")), reason="inductor on CPU needs a C++ compiler"
+)
 def test_compiled_training_matches_eager(tmp_path):
     from torch._dynamo.utils import counters
 
