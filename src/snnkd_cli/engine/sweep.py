@@ -17,7 +17,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from snnkd_cli.engine.distributed import all_reduce_sum
-from snnkd_cli.engine.early_exit import DynamicResult, ExitTrace
+from snnkd_cli.engine.early_exit import DynamicResult, ExitTrace, running_mean
 from snnkd_cli.engine.precision import autocast
 from snnkd_cli.errors import SnnkdError
 from snnkd_cli.models.contract import mixes_time, reset_state, teacher_input, time_major
@@ -184,7 +184,6 @@ def _counts(
     batch's :class:`ExitTrace` to ``traces`` when given."""
     correct1 = torch.zeros(T, dtype=torch.long)
     correct5 = torch.zeros(T, dtype=torch.long)
-    steps = torch.arange(1, T + 1, dtype=torch.float32, device=device).view(-1, 1, 1)
     n = 0
     with SpikeCounter(model) as counter:
         for x, y in loader:
@@ -192,7 +191,7 @@ def _counts(
             reset_state(model)
             with autocast(precision, device):
                 s = model(time_major(x, T, temporal)).float()  # [T, B, C]
-            running = s.cumsum(0) / steps  # [T, B, C]: prediction at T' = t+1
+            running = running_mean(s)  # [T, B, C]: prediction at T' = t+1
             correct1 += _topk_correct(running, y, 1).cpu()
             correct5 += _topk_correct(running, y, 5).cpu()
             if traces is not None:
