@@ -21,13 +21,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import torch
-from spikingjelly.activation_based.neuron import BaseNode
 from spikingjelly.activation_based.op_counter import DispatchCounterMode, MACCounter, SynOpCounter
 from spikingjelly.activation_based.op_counter.ac import _spike_convolution, _spike_nnz
 from torch import nn
 from torch.utils.data import DataLoader
 
 from snnkd_cli.engine.precision import autocast
+from snnkd_cli.engine.sweep import SpikeCounter
 from snnkd_cli.errors import SnnkdError
 from snnkd_cli.models.contract import mixes_time, reset_state, teacher_input, time_major
 
@@ -61,39 +61,6 @@ class EnergyResult:
 
     def at(self, T: int | None) -> dict:
         return next(r for r in self.rows if r["T"] == T)
-
-
-class _LayerSpikes:
-    """Spikes and neurons per spikingjelly node (forward hooks; a context manager)."""
-
-    def __init__(self, model: nn.Module) -> None:
-        self.nodes = {name or "neuron": m for name, m in model.named_modules() if isinstance(m, BaseNode)}
-        self.spikes = dict.fromkeys(self.nodes, 0.0)
-        self.count = dict.fromkeys(self.nodes, 0)
-        self.neurons = dict.fromkeys(self.nodes, 0)
-        self._handles: list = []
-
-    def __enter__(self) -> _LayerSpikes:
-        for name, m in self.nodes.items():
-            self._handles.append(m.register_forward_hook(self._hook(name)))
-        return self
-
-    def _hook(self, name: str):
-        def hook(module: nn.Module, inputs: tuple, out: torch.Tensor) -> None:
-            if isinstance(out, torch.Tensor):
-                self.spikes[name] += float(out.detach().float().sum())
-                self.count[name] += out.numel()
-                self.neurons[name] = out[0, 0].numel() if out.dim() > 2 else out.shape[-1]
-
-        return hook
-
-    def __exit__(self, *exc: object) -> None:
-        for h in self._handles:
-            h.remove()
-
-    def rows(self) -> list[dict]:
-        rate = {n: self.spikes[n] / self.count[n] if self.count[n] else 0.0 for n in self.nodes}
-        return [{"name": n, "neurons": self.neurons[n], "spike_rate": rate[n]} for n in self.nodes]
 
 
 def conv_synops(args: tuple, kwargs: dict, out: torch.Tensor) -> int:
@@ -178,7 +145,7 @@ def measure_energy(
     if not per_T:  # before any counting: the hooks must not see the check's forwards
         x, _ = next(iter(loader))
         _check_stepwise(model, time_major(x[:4].to(device), max_T, temporal))
-    with _LayerSpikes(model) as layers:
+    with SpikeCounter(model) as layers:
         for x, _ in loader:
             x = x.to(device)[: None if max_samples is None else max_samples - n]
             xs = time_major(x, max_T, temporal)  # [T, B, ...]
@@ -211,7 +178,7 @@ def measure_energy(
     ]
     cum = [0.0] + [r["energy_uj"] for r in rows]
     step_energy = [cum[t + 1] - cum[t] for t in range(max_T)]
-    return EnergyResult(rows, step_energy, layers.rows(), n, "per-T" if per_T else "step-by-step")
+    return EnergyResult(rows, step_energy, layers.layers(), n, "per-T" if per_T else "step-by-step")
 
 
 def _check_stepwise(model: nn.Module, xs: torch.Tensor) -> None:

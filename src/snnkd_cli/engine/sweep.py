@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import torch
+import torch.nn.functional as F
 from spikingjelly.activation_based.neuron import BaseNode
 from torch import nn
 from torch.utils.data import DataLoader
@@ -48,27 +49,53 @@ class SweepResult:
 
 
 class SpikeCounter:
-    """Counts spikes per step over all spikingjelly neurons of a model (a context manager).
+    """Counts the spikes of every spikingjelly neuron layer of a model (forward hooks; a context manager).
 
-    After one or more forwards at T steps: ``spikes[t]`` (spikes at step t) and ``neurons``
-    (neurons per step, summed over the batch).
+    After one or more forwards: ``spikes[t]`` (spikes at step t over all layers and calls),
+    ``neurons`` (neurons per step, summed over the batch) and :meth:`layers` (the firing rate of
+    each layer over everything it emitted).
     """
 
     def __init__(self, model: nn.Module) -> None:
-        self.nodes = [m for m in model.modules() if isinstance(m, BaseNode)]
+        self.nodes = {name or "neuron": m for name, m in model.named_modules() if isinstance(m, BaseNode)}
         self.spikes: torch.Tensor | None = None  # [T]
         self.neurons = 0
+        self._layer_spikes: dict[str, torch.Tensor | float] = dict.fromkeys(self.nodes, 0.0)  # summed on device
+        self._layer_count = dict.fromkeys(self.nodes, 0)  # elements emitted
+        self._layer_neurons = dict.fromkeys(self.nodes, 0)  # neurons per sample
         self._handles: list = []
 
-    def _hook(self, module: nn.Module, inputs: tuple, out: torch.Tensor) -> None:
-        if not isinstance(out, torch.Tensor) or out.dim() < 2:
-            return
-        per_step = out.detach().float().reshape(out.shape[0], -1).sum(1)  # [T]
-        self.spikes = per_step if self.spikes is None else self.spikes + per_step
-        self.neurons += out[0].numel()
+    def _hook(self, name: str):
+        def hook(module: nn.Module, inputs: tuple, out: torch.Tensor) -> None:
+            if not isinstance(out, torch.Tensor):
+                return
+            flat = out.detach().float()
+            self._layer_spikes[name] = self._layer_spikes[name] + flat.sum()
+            self._layer_count[name] += out.numel()
+            self._layer_neurons[name] = out[0, 0].numel() if out.dim() > 2 else out.shape[-1]
+            if out.dim() < 2:
+                return
+            per_step = flat.reshape(out.shape[0], -1).sum(1)  # [T]
+            if self.spikes is None:
+                self.spikes = per_step
+            else:  # calls of different lengths (runs at several T): step t adds to step t
+                T = max(len(self.spikes), len(per_step))
+                self.spikes = F.pad(self.spikes, (0, T - len(self.spikes))) + F.pad(per_step, (0, T - len(per_step)))
+            self.neurons += out[0].numel()
+
+        return hook
+
+    def layers(self) -> list[dict]:
+        """``[{"name", "neurons" (per sample), "spike_rate"}]`` per layer, in the model's order."""
+        rows = []
+        for n in self.nodes:
+            count = self._layer_count[n]
+            rate = float(self._layer_spikes[n]) / count if count else 0.0
+            rows.append({"name": n, "neurons": self._layer_neurons[n], "spike_rate": rate})
+        return rows
 
     def __enter__(self) -> SpikeCounter:
-        self._handles = [m.register_forward_hook(self._hook) for m in self.nodes]
+        self._handles = [m.register_forward_hook(self._hook(name)) for name, m in self.nodes.items()]
         return self
 
     def __exit__(self, *exc: object) -> None:
