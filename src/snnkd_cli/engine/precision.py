@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 
 import torch
 
@@ -15,8 +16,12 @@ def native_bf16(device: torch.device) -> bool:
     """Whether ``device`` computes bf16 natively: a CUDA GPU with bf16, or a CPU with AVX512-BF16 or AMX."""
     if device.type == "cuda":
         return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
-    if device.type != "cpu":
-        return False
+    return device.type == "cpu" and _cpu_bf16()
+
+
+@functools.cache
+def _cpu_bf16() -> bool:
+    """The CPU flags, read once per process (``autocast("auto", ...)`` runs at every step)."""
     try:
         with open("/proc/cpuinfo") as f:
             flags = f.read()
