@@ -60,6 +60,13 @@ def evaluate_checkpoint(
         raise SnnkdError(f"--max-T must be >= 1, got {max_T}")
     if batch_size is not None and batch_size < 1:
         raise SnnkdError(f"--batch-size must be >= 1, got {batch_size}")
+    # the options alone, before any data or model is loaded
+    if energy and reframe:
+        raise SnnkdError("--energy counts the cached frames; run it without --reframe")
+    if energy_samples is not None and energy_samples < 1:
+        raise SnnkdError(f"--energy-samples must be >= 1, got {energy_samples}")
+    if reframe and dynamic is not None:
+        raise SnnkdError("--dynamic reads the running mean of one pass: it cannot be combined with --reframe")
     changes = {k: v for k, v in (("dataset", dataset), ("data_dir", data_dir)) if v is not None}
     own_data = (cfg.data.dataset, cfg.data.data_dir)
     cfg.data = dataclasses.replace(cfg.data, **changes)
@@ -73,13 +80,7 @@ def evaluate_checkpoint(
         val, batch_size or cfg.train.batch_size, train=False, workers=cfg.data.workers, seed=0, device=device
     )
     T = (max_T or cfg.train.T) if spiking else None
-    if energy and reframe:
-        raise SnnkdError("--energy counts the cached frames; run it without --reframe")
-    if energy_samples is not None and energy_samples < 1:
-        raise SnnkdError(f"--energy-samples must be >= 1, got {energy_samples}")
     if reframe:
-        if dynamic is not None:
-            raise SnnkdError("--dynamic reads the running mean of one pass: it cannot be combined with --reframe")
         if not (spiking and cfg.data.dataset == "cifar10dvs"):
             raise SnnkdError("--reframe applies to spiking students on cifar10dvs (it re-frames the recordings)")
         return ckpt, _reframed_sweep(
