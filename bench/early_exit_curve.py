@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 
 import torch
+from ablation import markers, write_doc  # bench/: the same marked-block writer as the ablation
 
 from snnkd_cli.config import from_preset
 from snnkd_cli.engine.early_exit import DynamicOptions
@@ -127,22 +128,6 @@ def markdown(results: dict, args: argparse.Namespace, png: str | None) -> str:
     return "\n".join(lines) + "\n"
 
 
-BEGIN, END = "<!-- early-exit:begin (written by bench/early_exit_curve.py) -->", "<!-- early-exit:end -->"
-
-
-def write_section(doc: Path, md: str) -> None:
-    """Replace the text between the markers in ``doc`` (the rest is kept), or write a new file with them."""
-    block = f"{BEGIN}\n{md}{END}\n"
-    text = doc.read_text() if doc.exists() else ""
-    if BEGIN in text and END in text:
-        head, rest = text.split(BEGIN, 1)
-        text = head + block + rest.split(END, 1)[1].lstrip("\n")
-    else:
-        text = (text or "## Early exit\n\n") + block
-    doc.parent.mkdir(parents=True, exist_ok=True)
-    doc.write_text(text)
-
-
 def plot(results: dict, path: Path, T: int) -> bool:
     try:
         import matplotlib
@@ -206,7 +191,8 @@ def main() -> None:
     doc = Path(args.doc)
     rel = str(png.relative_to(doc.parent)) if made and png.parent == doc.parent else (str(png) if made else None)
     md = markdown(results, args, rel)
-    write_section(doc, md)
+    start, end = markers("early-exit")
+    write_doc(doc, f"{start}\n{md}{end}", "early-exit")  # the block between the markers; the rest is kept
     print(md)
     if args.json:
         data = {
