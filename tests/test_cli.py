@@ -28,7 +28,9 @@ from snnkd_cli.engine.evaluate import evaluate_checkpoint
 COMMANDS = ("train-teacher", "distill", "eval-sweep", "predict", "preprocess-dvs", "export", "quickstart", "models")
 RUN_FILES = ["best.safetensors", "config.json", "last.safetensors"]
 SWEEP_MAX_T = 3
-SWEEP_ENTRY_KEYS = {"path", "kind", "arch", "dataset", "train_T", "loss", "num_samples", "sweep", "results"}  # README
+SWEEP_ENTRY_KEYS = {
+    *("path", "kind", "arch", "dataset", "train_T", "loss", "num_samples", "sweep", "precision", "results")
+}  # README
 
 
 @pytest.fixture(autouse=True, scope="module")

@@ -140,7 +140,7 @@ def test_zoo_neurons_are_the_papers_lif(name: str, decay: float, soft: bool) -> 
     net = create_model(name, 10, width=4, decay=decay, soft_reset=soft)
     lifs = [m for m in net.modules() if isinstance(m, neuron.BaseNode)]
     want = lif_settings(make_lif(decay, soft))
-    assert lifs and all(type(m) is neuron.LIFNode and lif_settings(m) == want for m in lifs)
+    assert lifs and all(type(m) is type(make_lif()) and lif_settings(m) == want for m in lifs)
     thresholds = {float(m.v_threshold) for m in lifs}
     assert thresholds == ({0.5, 1.0} if name != "sew_resnet18" else {1.0})
 

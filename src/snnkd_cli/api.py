@@ -103,11 +103,11 @@ class _WeightsOnly(Checkpointer):
 
 
 def sweep(
-    model: nn.Module, loader: DataLoader, max_T: int, *, temporal: bool = False, precision: str = "auto"
+    model: nn.Module, loader: DataLoader, max_T: int, *, temporal: bool = False, precision: str = "fp32"
 ) -> list[dict]:
     """Accuracy at every T in 1..max_T from one pass: ``[{"T", "top1", "top5", "spike_rate"}, ...]`` (percent).
 
-    The same numbers ``snnkd eval-sweep`` prints. ``precision`` as in :func:`distill` (``auto``:
-    bf16 where the device computes it natively, else fp32).
+    The same numbers ``snnkd eval-sweep`` prints (fp32 by default, as the validation of :func:`distill`;
+    ``"auto"``: bf16 where the device computes it natively).
     """
     return _sweep(model, loader, max_T, temporal=temporal, precision=precision).rows

@@ -18,6 +18,12 @@ DATASETS = ("synthetic", "cifar10", "cifar100", "imagefolder", "imagenet", "cifa
 EVENT_DATASETS = ("cifar10dvs", "synthetic-dvs")
 LOSSES = ("full-range", "standard-kd", "twce")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+NEURON_PRECISIONS = ("fp32", "autocast")
+# Training augmentation policies (snnkd_cli.data.transforms); "auto" picks one from the dataset and image size.
+IMAGE_AUGMENTS = ("none", "crop", "crop-flip", "cifar", "imagenet")
+EVENT_AUGMENTS = ("none", "dvs")
+AUGMENTS = ("auto", *IMAGE_AUGMENTS, "dvs")
+MAX_WARMUP_SHARE = 0.25  # warm-up never takes more than this share of a run's steps
 
 
 @dataclass
@@ -39,7 +45,7 @@ class DataConfig:
     synthetic_val: int = 500
     frames: int | None = None  # event data: frames per sample (cache selection; synthetic-dvs: generated)
     split: str | None = None  # cifar10dvs cache: "random" (paper, 90/10 seed 42) or "per-class" (900/100)
-    augment: bool = True  # training augmentation (the dataset's recipe)
+    augment: str = "auto"  # training augmentation policy (AUGMENTS); "auto" is resolved from dataset and size
     calib_holdout: float = 0.0  # share of the training split left out of training, for early-exit calibration
 
 
@@ -78,10 +84,11 @@ class TrainConfig:
     lr: float = 0.05
     momentum: float = 0.9
     weight_decay: float = 5e-4
-    warmup_epochs: float = 1.0
+    warmup_epochs: float = 0.0
     T: int = 4
     seed: int = 60
     precision: str = "auto"  # bf16 where the device computes it natively, else fp32 (resolved at the start)
+    neuron_precision: str = "fp32"  # LIF state and dynamics under autocast: fp32, or the autocast dtype
     channels_last: bool = False
     compile: bool = False  # torch.compile the training forward (fixed T); evaluation stays eager
     sync_bn: bool = False  # with torchrun: BatchNorm statistics over the global batch
@@ -125,9 +132,12 @@ class RunConfig:
             names = {f.name for f in dataclasses.fields(tp)}
             return tp(**{k: v for k, v in sub.items() if k in names})
 
+        data = dict(d.get("data", {}))
+        if isinstance(data.get("augment"), bool):  # before 0.2: a switch for the dataset's recipe
+            data["augment"] = "auto" if data["augment"] else "none"
         return cls(
             task=d.get("task", "teacher"),
-            data=build(DataConfig, d.get("data", {})),
+            data=build(DataConfig, data),
             model=build(ModelConfig, d.get("model", {})),
             train=build(TrainConfig, d.get("train", {})),
             kd=build(KDConfig, d.get("kd")),
@@ -155,18 +165,18 @@ class Preset:
 
 
 PRESETS: dict[str, Preset] = {
-    # Paper: SGD lr 0.1, cosine, 300 epochs, batch 128. Warm-up (timm-style, linear) is added
-    # so short runs do not diverge; at 300 epochs it changes little.
-    "cifar10": Preset(300, 128, 0.1, 5e-4, 5, 6, 0.5, 3.0, False, "resnet34", "resnet18"),
-    "cifar100": Preset(300, 128, 0.1, 5e-4, 5, 6, 0.5, 3.0, False, "resnet34", "resnet18"),
-    "imagenet": Preset(100, 512, 0.2, 2e-5, 5, 4, 0.2, 1.0, True, "resnet34", "preact_resnet34", stem="imagenet"),
-    # Small user folders: a gentler lr and a longer warm-up converge in a few epochs.
-    "imagefolder": Preset(30, 64, 0.05, 5e-4, 2, 4, 0.5, 3.0, False, "resnet34", "resnet18"),
+    # The paper's recipes: SGD, cosine to 0, no warm-up (its code has none, for any dataset). Warm-up stays an
+    # option (--warmup-epochs), bounded by MAX_WARMUP_SHARE of the run so that a short run still decays.
+    "cifar10": Preset(300, 128, 0.1, 5e-4, 0, 6, 0.5, 3.0, False, "resnet34", "resnet18"),
+    "cifar100": Preset(300, 128, 0.1, 5e-4, 0, 6, 0.5, 3.0, False, "resnet34", "resnet18"),
+    "imagenet": Preset(100, 512, 0.2, 2e-5, 0, 4, 0.2, 1.0, True, "resnet34", "preact_resnet34", stem="imagenet"),
+    # Any image folder: the paper's small-image recipe (lr 0.1, no warm-up); fewer epochs for small data.
+    "imagefolder": Preset(30, 64, 0.1, 5e-4, 0, 4, 0.5, 3.0, False, "resnet34", "resnet18"),
     # Built-in offline data: narrow networks so the quickstart runs in minutes on a CPU.
-    "synthetic": Preset(4, 64, 0.05, 5e-4, 1, 4, 0.5, 3.0, False, "resnet18", "resnet18", width=16),
+    "synthetic": Preset(4, 64, 0.1, 5e-4, 0, 4, 0.5, 3.0, False, "resnet18", "resnet18", width=16),
     # CIFAR10-DVS: ResNet-19 / ResNet-19, T=10, batch 32 (paper); frames from 'snnkd preprocess-dvs'.
-    "cifar10dvs": Preset(300, 32, 0.1, 5e-4, 5, 10, 0.5, 3.0, False, "resnet19", "resnet19"),
-    "synthetic-dvs": Preset(6, 64, 0.05, 5e-4, 1, 8, 0.5, 3.0, False, "resnet18", "resnet18", width=16),
+    "cifar10dvs": Preset(300, 32, 0.1, 5e-4, 0, 10, 0.5, 3.0, False, "resnet19", "resnet19"),
+    "synthetic-dvs": Preset(6, 64, 0.1, 5e-4, 0, 8, 0.5, 3.0, False, "resnet18", "resnet18", width=16),
 }
 
 
@@ -242,6 +252,22 @@ def from_preset(task: str, dataset: str, **overrides: Any) -> RunConfig:
     return cfg
 
 
+def check_augment(dataset: str, augment: str) -> str:
+    """``augment`` if it is a policy ``dataset`` can use (images or events), else a one-line error."""
+    if dataset.startswith("synthetic"):  # generated with its own variation: no policy applies
+        allowed: tuple[str, ...] = ("auto", "none")
+    else:
+        allowed = ("auto", *(EVENT_AUGMENTS if dataset in EVENT_DATASETS else IMAGE_AUGMENTS))
+    if augment not in allowed:
+        raise SnnkdError(f"--augment {augment!r} does not apply to {dataset}: choose one of {', '.join(allowed)}")
+    return augment
+
+
+def warmup_steps(warmup_epochs: float, steps_per_epoch: int, total_steps: int) -> int:
+    """Warm-up steps: ``warmup_epochs`` of the run, at most :data:`MAX_WARMUP_SHARE` of its ``total_steps``."""
+    return min(round(warmup_epochs * steps_per_epoch), int(MAX_WARMUP_SHARE * total_steps))
+
+
 def validate(cfg: RunConfig) -> None:
     """One-line errors for values no run can use."""
     t = cfg.train
@@ -266,6 +292,8 @@ def validate(cfg: RunConfig) -> None:
         if not ok:
             raise SnnkdError(msg)
     check_choice(t.precision, PRECISIONS, "precision")
+    check_choice(t.neuron_precision, NEURON_PRECISIONS, "neuron precision")
+    check_augment(cfg.data.dataset, cfg.data.augment)
     if cfg.kd is not None:
         check_choice(cfg.kd.loss, LOSSES, "loss")
         if cfg.kd.tau <= 0:

@@ -43,6 +43,7 @@ def sweep_entries(results: list[tuple[Checkpoint, SweepResult]]) -> list[dict]:
             "loss": cfg.kd.loss if cfg.kd else None,
             "num_samples": res.num_samples,
             "sweep": res.method,
+            "precision": res.precision,
             "results": res.rows,
         }
         if res.energy is not None:
@@ -73,6 +74,8 @@ def sweep_table(results: list[tuple[Checkpoint, SweepResult]]) -> Table:
         title = f"accuracy at every T (one pass per T for {per_t}, whose steps depend on later steps)"
     else:
         title = "accuracy at every T (one pass, running mean of per-step logits)"
+    precisions = sorted({r.precision for _, r in results})
+    title += f"; {', '.join(precisions)}"
     table = Table(title=title, title_justify="left")
     table.add_column("T", justify="right", style="bold")
     for i, (ckpt, _) in enumerate(results, 1):

@@ -12,6 +12,7 @@ import typer
 
 from snnkd_cli import __version__
 from snnkd_cli.cli.options import (
+    Augment,
     BatchSize,
     CalibFraction,
     CalibHoldout,
@@ -28,6 +29,7 @@ from snnkd_cli.cli.options import (
     Lr,
     MaxDrop,
     MaxSteps,
+    NeuronPrecision,
     Out,
     Precision,
     Resume,
@@ -115,10 +117,12 @@ def train_teacher(
     lr: Lr = None,
     weight_decay: WeightDecay = None,
     warmup_epochs: Warmup = None,
+    augment: Augment = None,
     seed: Seed = 60,
     workers: Workers = None,
     out: Out = None,
     precision: Precision = "auto",
+    neuron_precision: NeuronPrecision = None,
     channels_last: ChannelsLast = False,
     compile: Compile = False,
     max_steps: MaxSteps = None,
@@ -169,10 +173,12 @@ def distill(
     lr: Lr = None,
     weight_decay: WeightDecay = None,
     warmup_epochs: Warmup = None,
+    augment: Augment = None,
     seed: Seed = 60,
     workers: Workers = None,
     out: Out = None,
     precision: Precision = "auto",
+    neuron_precision: NeuronPrecision = None,
     channels_last: ChannelsLast = False,
     compile: Compile = False,
     max_steps: MaxSteps = None,
@@ -198,7 +204,10 @@ def eval_sweep(
     dataset: Annotated[str | None, typer.Option(help="Evaluate on this dataset instead of the checkpoint's.")] = None,
     data_dir: Annotated[Path | None, typer.Option(help="Data folder instead of the checkpoint's.")] = None,
     batch_size: Annotated[int | None, typer.Option(help="Evaluation batch size.")] = None,
-    precision: Annotated[str | None, typer.Option(help="auto, fp32, bf16 or fp16 (default: as trained).")] = None,
+    precision: Annotated[
+        str | None,
+        typer.Option(help="Evaluation precision: fp32 (default, whatever the training precision), auto, bf16 or fp16."),
+    ] = None,
     reframe: Annotated[
         bool,
         typer.Option(

@@ -21,7 +21,28 @@ Epochs = Annotated[int | None, typer.Option(help="Epochs (default: the dataset's
 BatchSize = Annotated[int | None, typer.Option(help="Batch size (default: the recipe's).")]
 Lr = Annotated[float | None, typer.Option(help="Peak learning rate of SGD (momentum 0.9, cosine to 0).")]
 WeightDecay = Annotated[float | None, typer.Option(help="Weight decay (not on BN parameters and biases).")]
-Warmup = Annotated[float | None, typer.Option(help="Linear warm-up epochs before the cosine schedule.")]
+Warmup = Annotated[
+    float | None,
+    typer.Option(
+        help="Linear warm-up epochs before the cosine schedule (default 0, as the paper; at most 25% of the run)."
+    ),
+]
+Augment = Annotated[
+    str | None,
+    typer.Option(
+        help="Training augmentation: auto (the dataset's: cifar for CIFAR, imagenet for ImageNet and folders "
+        ">= 128 px, crop for smaller folders, dvs for CIFAR10-DVS, none for synthetic), none, crop (random "
+        "crop, padding size/8), crop-flip, cifar (crop, flip, AutoAugment, Cutout), imagenet "
+        "(RandomResizedCrop, flip), dvs (flip + roll/rotate/cutout, event data)."
+    ),
+]
+NeuronPrecision = Annotated[
+    str | None,
+    typer.Option(
+        help="LIF state under bf16/fp16 autocast: fp32 (default; convolutions still run in the autocast "
+        "dtype) or autocast (the state in the autocast dtype, spikingjelly's default)."
+    ),
+]
 Seed = Annotated[int, typer.Option(help="Random seed (paper: 60).")]
 Workers = Annotated[int | None, typer.Option(help="DataLoader worker processes (default: 0 for synthetic, else 4).")]
 Out = Annotated[

@@ -40,14 +40,23 @@ class DataInfo:
     frames: int | None = None  # event data: frames per sample (the largest T it supports)
 
 
+def augment_policy(cfg: DataConfig, size: int | None = None) -> str:
+    """The training augmentation policy that runs: ``cfg.augment``, or the dataset's default for ``auto``."""
+    from snnkd_cli.data.transforms import default_augment
+
+    size = size or cfg.image_size or DEFAULT_IMAGE_SIZE.get(cfg.dataset, 32)
+    return default_augment(cfg.dataset, size) if cfg.augment == "auto" else cfg.augment
+
+
 def resolved(cfg: DataConfig, info: DataInfo) -> DataConfig:
-    """``cfg`` with the dataset's classes, channels and image size filled in."""
+    """``cfg`` with the dataset's classes, channels, image size and augmentation policy filled in."""
     return dataclasses.replace(
         cfg,
         num_classes=info.num_classes,
         in_channels=info.in_channels,
         image_size=info.image_size,
         frames=info.frames if info.temporal else cfg.frames,
+        augment=augment_policy(cfg, info.image_size),
     )
 
 
@@ -55,6 +64,8 @@ def build_datasets(
     cfg: DataConfig, *, train: bool = True, augment: bool = True
 ) -> tuple[Dataset | None, Dataset, DataInfo]:
     """Build ``(train_set, val_set, info)``; ``train_set`` is None when ``train`` is False.
+
+    The training split uses the policy :func:`augment_policy` gives, unless ``augment`` is False.
 
     Raises:
         SnnkdError: unknown dataset, missing files, wrong layout (one line, what to do).
@@ -83,11 +94,11 @@ def build_datasets(
 
         cache = open_dvs_cache(Path(cfg.data_dir), frames=cfg.frames, size=cfg.image_size, split=cfg.split)
         val = DVSFrames(cache, train=False)
-        tr = DVSFrames(cache, train=True, augment=augment and cfg.augment) if train else None
+        tr = DVSFrames(cache, train=True, augment=augment and augment_policy(cfg, val.size) == "dvs") if train else None
         return tr, val, DataInfo("cifar10dvs", len(val.classes), 2, val.size, True, tuple(val.classes), val.frames)
     from snnkd_cli.data.static import build_static
 
-    return build_static(cfg, size, train=train, augment=augment and cfg.augment)
+    return build_static(cfg, size, train=train, augment=augment, policy=augment_policy(cfg, size))
 
 
 CALIB_SEED = 0  # the permutation that defines the calibration slice of a training split

@@ -65,7 +65,9 @@ def image_transform(data: DataConfig) -> Callable:
     (shorter side) and centre-cropping images of another size."""
     size = data.image_size or 32
     if data.dataset in ("imagefolder", "imagenet"):  # ImageFolder's loader made every image RGB
-        return tf.folder_eval_transform(size)
+        from snnkd_cli.data import augment_policy
+
+        return tf.folder_eval_transform(size, augment_policy(data, size))
     fit = [tvt.Resize(size), tvt.CenterCrop(size)]
     if data.dataset in ("cifar10", "cifar100"):
         mean, std = tf.CIFAR_STATS[data.dataset]

@@ -60,7 +60,7 @@ UNPICKLE_ERRORS = (
 
 
 def build_static(
-    cfg: DataConfig, size: int, *, train: bool = True, augment: bool = True
+    cfg: DataConfig, size: int, *, train: bool = True, augment: bool = True, policy: str | None = None
 ) -> tuple[Dataset | None, Dataset, DataInfo]:
     """Build ``(train_set, val_set, info)`` for cifar10, cifar100, imagefolder or imagenet.
 
@@ -69,21 +69,22 @@ def build_static(
         size: image side in pixels; samples are ``[3, size, size]``.
         train: False returns None for the train set without reading its files (evaluation).
         augment: False gives the train set the deterministic eval transform.
+        policy: the augmentation policy (``transforms.policy_train_ops``; default: the dataset's own).
 
     Raises:
         SnnkdError: missing or corrupt files, a wrong folder layout (one line, what to do).
     """
+    policy = policy or tf.default_augment(cfg.dataset, size)
     if cfg.dataset in CIFAR:
         if size != CIFAR_SIZE:
             raise SnnkdError(f"{cfg.dataset} images are {CIFAR_SIZE}x{CIFAR_SIZE}: drop --image-size or set it to 32")
-        train_tf = tf.cifar_train_transform(size, cfg.dataset) if augment else tf.cifar_eval_transform(cfg.dataset)
-        tr, val = _cifar(cfg, train, train_tf, tf.cifar_eval_transform(cfg.dataset))
-    elif cfg.dataset == "imagenet":
-        eval_tf = tf.imagenet_eval_transform(size)
-        tr, val = _image_folders(cfg, train, tf.imagenet_train_transform(size) if augment else eval_tf, eval_tf)
-    elif cfg.dataset == "imagefolder":
-        eval_tf = tf.folder_eval_transform(size)
-        tr, val = _image_folders(cfg, train, tf.folder_train_transform(size) if augment else eval_tf, eval_tf)
+        eval_tf = tf.cifar_eval_transform(cfg.dataset)
+        train_tf = tf.cifar_policy_transform(policy, size, cfg.dataset) if augment and policy != "none" else eval_tf
+        tr, val = _cifar(cfg, train, train_tf, eval_tf)
+    elif cfg.dataset in ("imagenet", "imagefolder"):
+        eval_tf = tf.folder_eval_transform(size, policy)
+        train_tf = tf.folder_train_transform(size, policy) if augment and policy != "none" else eval_tf
+        tr, val = _image_folders(cfg, train, train_tf, eval_tf)
     else:
         raise SnnkdError(f"{cfg.dataset!r} is not a static image dataset (cifar10, cifar100, imagefolder, imagenet)")
     classes = tuple(val.classes)

@@ -103,22 +103,81 @@ def imagenet_eval_transform(size: int = 224) -> tvt.Compose:
     )
 
 
-def folder_train_transform(size: int) -> tvt.Compose:
-    """Any image folder: RGB, RandomResizedCrop ``size`` (scale 0.35-1), h-flip -> ``[3, size, size]``.
+def default_augment(dataset: str, size: int) -> str:
+    """The policy ``--augment auto`` picks: the paper's for CIFAR, ImageNet and CIFAR10-DVS; for an image
+    folder a crop with padding below 128 px (no flip: digits, text and signs are not mirror-symmetric) and
+    the ImageNet policy from 128 px; none for the built-in data (it is generated with its own variation)."""
+    if dataset in ("cifar10", "cifar100"):
+        return "cifar"
+    if dataset == "cifar10dvs":
+        return "dvs"
+    if dataset == "imagenet" or (dataset == "imagefolder" and size >= 128):
+        return "imagenet"
+    if dataset == "imagefolder":
+        return "crop"
+    return "none"
 
-    The milder minimum scale than ImageNet's 0.08 suits small images and small datasets.
+
+def crop_padding(size: int) -> int:
+    """Padding of the ``crop`` policies: 4 px at 32 px (the paper's CIFAR recipe), ``size // 8`` in general."""
+    return max(1, size // 8)
+
+
+def policy_train_ops(policy: str, size: int) -> list:
+    """The random ops of an image policy, on a PIL image already ``size`` x ``size`` (except ``imagenet``).
+
+    ``none``: nothing; ``crop``: random crop ``size`` with :func:`crop_padding`; ``crop-flip``: and a
+    horizontal flip; ``cifar``: the paper's CIFAR recipe before normalisation (crop, flip, AutoAugment with
+    the CIFAR10 policy); ``imagenet``: RandomResizedCrop ``size`` and a flip.
     """
+    crop = tvt.RandomCrop(size, padding=crop_padding(size))
+    ops = {
+        "none": [],
+        "crop": [crop],
+        "crop-flip": [crop, tvt.RandomHorizontalFlip()],
+        "cifar": [crop, tvt.RandomHorizontalFlip(), tvt.AutoAugment(tvt.AutoAugmentPolicy.CIFAR10)],
+        "imagenet": [tvt.RandomResizedCrop(size), tvt.RandomHorizontalFlip()],
+    }
+    if policy not in ops:
+        raise ValueError(f"unknown image augmentation policy {policy!r}")
+    return ops[policy]
+
+
+def fit_ops(policy: str, size: int) -> list:
+    """Resizing to ``size``: the ImageNet policy evaluates a centre crop of 87.5%, the others the whole image
+    (shorter side resized to ``size``, centre-cropped square)."""
+    if policy == "imagenet":
+        return [tvt.Resize(int(size / CROP_RATIO)), tvt.CenterCrop(size)]
+    return [tvt.Resize(size), tvt.CenterCrop(size)]
+
+
+def folder_train_transform(size: int, policy: str = "crop") -> tvt.Compose:
+    """Any image folder: RGB, fitted to ``size`` (not for ``imagenet``, which crops the original), then
+    the policy's random ops -> normalised ``[3, size, size]`` (ImageNet mean/std; ``cifar`` adds Cutout)."""
+    fit = [] if policy == "imagenet" else fit_ops(policy, size)
+    tail = [Cutout(size // 2)] if policy == "cifar" else []
     return tvt.Compose(
         [
             tvt.Lambda(_to_rgb),
-            tvt.RandomResizedCrop(size, scale=(0.35, 1.0)),
-            tvt.RandomHorizontalFlip(),
+            *fit,
+            *policy_train_ops(policy, size),
             tvt.ToTensor(),
             tvt.Normalize(IMAGENET_MEAN, IMAGENET_STD),
+            *tail,
         ]
     )
 
 
-def folder_eval_transform(size: int) -> tvt.Compose:
-    """Any image folder: RGB, resize to ``int(size / 0.875)``, centre-crop ``size`` -> ``[3, size, size]``."""
-    return tvt.Compose([tvt.Lambda(_to_rgb), *imagenet_eval_transform(size).transforms])
+def folder_eval_transform(size: int, policy: str = "crop") -> tvt.Compose:
+    """Any image folder: RGB, :func:`fit_ops` of the training policy -> normalised ``[3, size, size]``."""
+    return tvt.Compose(
+        [tvt.Lambda(_to_rgb), *fit_ops(policy, size), tvt.ToTensor(), tvt.Normalize(IMAGENET_MEAN, IMAGENET_STD)]
+    )
+
+
+def cifar_policy_transform(policy: str, size: int, dataset: str) -> tvt.Compose:
+    """CIFAR arrays with another policy than the paper's: the policy's ops, then ``dataset``'s normalisation."""
+    if policy == "cifar":
+        return cifar_train_transform(size, dataset)
+    mean, std = CIFAR_STATS[dataset]
+    return tvt.Compose([*policy_train_ops(policy, size), tvt.ToTensor(), tvt.Normalize(mean, std)])

@@ -44,7 +44,7 @@ def evaluate_checkpoint(
         dataset, data_dir: evaluate on this data instead of the checkpoint's own (same classes needed;
             the image size stays the one the model was trained at).
         batch_size: evaluation batch (default: the training batch).
-        precision: autocast precision (default: the training precision).
+        precision: autocast precision (default fp32, whatever the training precision).
         reframe: event data only: for each T' frame the recordings into T' frames (a cache per T',
             made from the recordings the cache was made from) and run T' steps: one pass per T'.
         energy: also count SynOps, MACs, spike rates per layer and energy at every T
@@ -53,6 +53,7 @@ def evaluate_checkpoint(
             on a calibration slice of the training split (``result.dynamic``).
     """
     device = device or default_device()
+    precision = precision or "fp32"
     ckpt = load_checkpoint(path)
     cfg = ckpt.config
     spiking = ckpt.kind == "student"
@@ -83,16 +84,14 @@ def evaluate_checkpoint(
     if reframe:
         if not (spiking and cfg.data.dataset == "cifar10dvs"):
             raise SnnkdError("--reframe applies to spiking students on cifar10dvs (it re-frames the recordings)")
-        return ckpt, _reframed_sweep(
-            model, cfg, T, batch_size or cfg.train.batch_size, device, precision or cfg.train.precision
-        )
+        return ckpt, _reframed_sweep(model, cfg, T, batch_size or cfg.train.batch_size, device, precision)
     if spiking:
         check_T_fits(T, info, "--max-T")
     calib = None
     if dynamic is not None and spiking:  # built first: a missing training split fails before the long pass
         dynamic = dynamic.resolve(cfg.data.calib_holdout)
         calib = calibration_split(cfg.data, dynamic.calib_fraction)
-    kw = {"temporal": info.temporal, "device": device, "precision": precision or cfg.train.precision}
+    kw = {"temporal": info.temporal, "device": device, "precision": precision}
     res = sweep(model, loader, T, spiking=spiking, keep_trace=calib is not None, **kw)
     if energy:
         res.energy = measure_energy(model, loader, T, spiking=spiking, max_samples=energy_samples, **kw)
@@ -135,4 +134,4 @@ def _reframed_sweep(
         res = sweep(model, loader, t, temporal=True, device=device, precision=precision)
         rows.append(res.at(t))
         n = res.num_samples
-    return SweepResult(rows, n, method="reframed")
+    return SweepResult(rows, n, method="reframed", precision=res.precision)

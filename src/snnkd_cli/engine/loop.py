@@ -18,7 +18,7 @@ from spikingjelly.activation_based import functional
 from torch import nn
 from torch.utils.data import DataLoader
 
-from snnkd_cli.config import TrainConfig
+from snnkd_cli.config import MAX_WARMUP_SHARE, TrainConfig, warmup_steps
 from snnkd_cli.engine.distributed import EpochSampler
 from snnkd_cli.engine.precision import autocast, grad_scaler
 from snnkd_cli.engine.report import Reporter
@@ -112,7 +112,8 @@ def fit(
         train_loader: yields ``(x [B, ...], y [B])``; if its sampler is an :class:`EpochSampler`,
             the order is fixed by (seed, epoch) and a resumed run skips the batches already done.
         val_loader: the same, for validation.
-        cfg: optimiser, schedule, precision.
+        cfg: optimiser, schedule (warm-up capped at ``MAX_WARMUP_SHARE`` of the run), training precision
+            (validation always runs in fp32).
         eval_T: validation steps for a spiking model (None for an ANN).
         temporal: event frames instead of static images.
         device: where batches go.
@@ -133,7 +134,12 @@ def fit(
     if steps_per_epoch == 0:
         raise SnnkdError(f"the training set gives no batch of {cfg.batch_size}: lower --batch-size")
     total = steps_per_epoch * cfg.epochs
-    warmup = min(total, round(cfg.warmup_epochs * steps_per_epoch))
+    warmup = warmup_steps(cfg.warmup_epochs, steps_per_epoch, total)
+    if warmup < round(cfg.warmup_epochs * steps_per_epoch) and resume is None:
+        reporter.message(
+            f"warm-up: {warmup} steps ({warmup / steps_per_epoch:.2g} epochs), not {cfg.warmup_epochs:g} epochs: "
+            f"at most {MAX_WARMUP_SHARE:.0%} of the run's {total} steps"
+        )
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(total, warmup))
     scaler = grad_scaler(cfg.precision, device)
     memory_format = torch.channels_last if cfg.channels_last else torch.preserve_format
@@ -185,9 +191,8 @@ def fit(
                     ckpt.resume_point(st, opt, sched, scaler)
         reset_state(model)
         train_time = time.perf_counter() - t0
-        val = sweep(
-            model, val_loader, eval_T, temporal=temporal, device=device, precision=cfg.precision, spiking=spiking
-        )
+        # validation in fp32 whatever the training precision: the figure that picks best.safetensors
+        val = sweep(model, val_loader, eval_T, temporal=temporal, device=device, precision="fp32", spiking=spiking)
         top1 = val.at(eval_T)["top1"] if spiking else val.rows[0]["top1"]
         seen = max(st.seen, 1)
         stats = {

@@ -36,6 +36,7 @@ from snnkd_cli.errors import SnnkdError
 from snnkd_cli.fsutil import atomic_write_bytes
 from snnkd_cli.kd.tasks import DistillTask, TeacherTask
 from snnkd_cli.models.contract import check_student, time_major
+from snnkd_cli.models.neurons import set_neuron_precision
 
 
 @dataclass
@@ -227,6 +228,7 @@ def train(
                 f"fields that differ: {', '.join(diff)}"
             )
     model = build_model(cfg.model).to(device)
+    set_neuron_precision(model, cfg.train.neuron_precision)
     out = check_out_dir(cfg.train.out)  # after every input is checked: a bad one leaves no folder
     if cfg.train.channels_last:
         model = model.to(memory_format=torch.channels_last)

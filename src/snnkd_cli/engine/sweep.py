@@ -19,7 +19,7 @@ from torch.utils.data import DataLoader
 
 from snnkd_cli.engine.distributed import all_reduce_sum
 from snnkd_cli.engine.early_exit import DynamicResult, ExitTrace, running_mean
-from snnkd_cli.engine.precision import autocast
+from snnkd_cli.engine.precision import autocast, resolve_precision
 from snnkd_cli.errors import SnnkdError
 from snnkd_cli.models.contract import mixes_time, reset_state, teacher_input, time_major
 
@@ -40,6 +40,7 @@ class SweepResult:
     energy: object | None = None  # an engine.energy.EnergyResult when costs were counted (--energy)
     trace: ExitTrace | None = None  # per-sample running-mean statistics (keep_trace=True, early exit)
     dynamic: DynamicResult | None = None  # the early-exit curve and chosen threshold (eval-sweep --dynamic)
+    precision: str = "fp32"  # the forward's precision ("auto" resolved)
 
     def at(self, T: int | None) -> dict:
         return next(r for r in self.rows if r["T"] == T)
@@ -142,6 +143,7 @@ def sweep(
         A :class:`SweepResult` with one row per T (percentages).
     """
     device = device or next(model.parameters()).device
+    precision = resolve_precision(precision, device)
     was_training = model.training
     model.eval()
     n = 0
@@ -159,7 +161,8 @@ def sweep(
         all_reduce_sum(packed)
         c1, c5, n = (int(v) for v in packed.cpu())
         n = max(n, 1)
-        return SweepResult([{"T": None, "top1": 100.0 * c1 / n, "top5": 100.0 * c5 / n, "spike_rate": None}], n)
+        row = {"T": None, "top1": 100.0 * c1 / n, "top5": 100.0 * c5 / n, "spike_rate": None}
+        return SweepResult([row], n, precision=precision)
 
     traces: list[ExitTrace] | None = [] if keep_trace else None
     if mixes_time(model):  # step t depends on later steps: a run at T' is not a prefix of the run at max_T
@@ -194,7 +197,7 @@ def sweep(
         {"T": t + 1, "top1": 100.0 * int(correct1[t]) / n, "top5": 100.0 * int(correct5[t]) / n, "spike_rate": rates[t]}
         for t in range(max_T)
     ]
-    return SweepResult(rows, n, method, trace=ExitTrace.cat(traces) if traces else None)
+    return SweepResult(rows, n, method, trace=ExitTrace.cat(traces) if traces else None, precision=precision)
 
 
 def _counts(

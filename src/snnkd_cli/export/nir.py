@@ -109,6 +109,8 @@ class _Converter:
                 return bad("soft reset (v -= v_th; NIR's LIF resets to v_reset)")
             node = copy.deepcopy(mod)
             node.step_mode = "m"
+            if isinstance(node, neuron.LIFNode):  # snnkd's LIF (fp32 state under autocast): the plain class NIR maps
+                node.__class__ = neuron.LIFNode
             return [node]
         if isinstance(mod, nn.Conv2d):
             if mod.groups != 1 or mod.padding_mode != "zeros" or isinstance(mod.padding, str):

@@ -1,0 +1,54 @@
+"""bench/parity.py: its reference loss is a second implementation of snnkd's, and a tiny grid runs end to end."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from snnkd_cli.kd import losses
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+_spec = importlib.util.spec_from_file_location("parity", Path(__file__).parents[1] / "bench" / "parity.py")
+parity = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(parity)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_reference_loss_equals_snnkds(seed):
+    """The paper's objective written as its code does (loops over t, the ensemble with an epsilon) equals
+    snnkd's vectorised losses, including samples with no correct step (uniform target)."""
+    g = torch.Generator().manual_seed(seed)
+    s, z = torch.randn(5, 16, 7, generator=g), torch.randn(16, 7, generator=g)
+    y = torch.randint(0, 7, (16,), generator=g)
+    y[0] = (s[:, 0].argmax(-1) + 1)[0] % 7  # make sure some sample has no correct step
+    s[:, 0, y[0]] = -10.0
+    full = parity.ref_loss(s, z, y, "full-range", 0.2, 0.5, 3.0)
+    ours = losses.combine_full_range_terms(losses.full_range_kd_terms(s, z, y, temperature=3.0), alpha=0.2, beta=0.5)
+    torch.testing.assert_close(full, ours, rtol=1e-5, atol=1e-6)
+    std = parity.ref_loss(s, z, y, "standard-kd", 0.2, 0.5, 3.0)
+    torch.testing.assert_close(std, losses.standard_kd_loss(s, z, y, alpha=0.2, temperature=3.0), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(parity.ref_loss(s, z, y, "twce", 0.2, 0.5, 3.0), losses.twce_loss(s, y))
+
+
+def test_tiny_grid_writes_results_and_table(tmp_path):
+    argv = ["--dataset", "synthetic", "--synthetic-train", "192", "--synthetic-val", "64", "--epochs", "1",
+            "--batch-size", "32", "--T", "2", "--max-T", "3", "--width", "4", "--seeds", "0",
+            "--losses", "full-range", "--out", str(tmp_path / "p"), "--doc", str(tmp_path / "r.md"),
+            "--marker", "parity-test", "--snnkd-set", "precision=fp32"]  # fmt: skip
+    res = parity.main(argv)
+    runs = {r["side"]: r for r in res["runs"]}
+    assert set(runs) == {"ref", "snnkd"} and all(len(r["top1"]) == 3 for r in runs.values())
+    assert json.loads((tmp_path / "p" / "results.json").read_text())["runs"] == res["runs"]
+    text = (tmp_path / "r.md").read_text()
+    assert "<!-- parity-test:start -->" in text and "| full-range | **snnkd - ref** |" in text
+    gap = text.split("**snnkd - ref** | | ")[1].split(" | ")[0]
+    expected = runs["snnkd"]["top1"][0] - runs["ref"]["top1"][0]
+    assert float(gap) == pytest.approx(expected, abs=0.051)
+    # a second call continues: nothing is run again
+    again = parity.main(argv)
+    assert again["runs"] == res["runs"]
