@@ -207,10 +207,11 @@ def snnkd_student(args: argparse.Namespace, seed: int, loss: str, teacher: str, 
 def run_grid(args: argparse.Namespace, results: dict, save) -> None:
     """Every (side, seed) teacher and (side, seed, loss) student not yet in ``results``; saved after each."""
     done = {(r["side"], r["seed"], r.get("loss")) for r in results["runs"]}
+    done |= {(t["side"], t["seed"], None) for t in results.setdefault("teachers", [])}
     out = Path(args.out)
     for seed in args.seeds:
         for side in args.sides:
-            if all((side, seed, loss) in done for loss in args.losses):
+            if all((side, seed, loss) in done for loss in args.losses or [None]):
                 continue
             t0 = time.perf_counter()
             if side == "ref":
@@ -219,7 +220,11 @@ def run_grid(args: argparse.Namespace, results: dict, save) -> None:
             else:
                 teacher = snnkd_teacher(args, seed, out / f"snnkd-teacher-seed{seed}")
                 t_model, t_top1 = teacher["path"], teacher["best_top1"]
-            print(f"{side} teacher seed {seed}: {t_top1:.2f}% ({time.perf_counter() - t0:.0f} s)", flush=True)
+            seconds = time.perf_counter() - t0
+            if (side, seed, None) not in done:
+                results["teachers"].append({"side": side, "seed": seed, "top1": t_top1, "seconds": seconds})
+                save(results)
+            print(f"{side} teacher seed {seed}: {t_top1:.2f}% ({seconds:.0f} s)", flush=True)
             for loss in args.losses:
                 if (side, seed, loss) in done:
                     continue
@@ -246,7 +251,7 @@ def markdown(results: dict, marker: str) -> str:
     a = results["args"]
     runs = results["runs"]
     lines = [start, ""]
-    seeds = sorted({r["seed"] for r in runs})
+    seeds = sorted({r["seed"] for r in [*runs, *results.get("teachers", [])]})
     extra = f"; snnkd with {', '.join(a['snnkd_set'])}" if a.get("snnkd_set") else ""
     lines.append(
         f"`{a['command']}` ({results['date']}, {results['machine']}, torch {results['torch']}, "
@@ -255,6 +260,15 @@ def markdown(results: dict, marker: str) -> str:
         f"T={a['T']}, batch {a['batch_size']}, seeds {', '.join(map(str, seeds))}; ref augmentation "
         f"{a['ref_augment']}{extra}."
     )
+    lines.append("")
+    teachers = results.get("teachers", [])
+    for side in ("ref", "snnkd"):
+        mine = sorted((t for t in teachers if t["side"] == side), key=lambda t: t["seed"])
+        if mine:
+            each = ", ".join(f"{t['top1']:.1f}" for t in mine)
+            lines.append(f"- {side} teacher top-1: {_stats([t['top1'] for t in mine])} (seeds: {each})")
+    if not runs:
+        return "\n".join([*lines, "", end])
     lines.append("")
     max_T = max(len(r["top1"]) for r in runs)
     lines.append("| loss | side | teacher | " + " | ".join(f"T={t}" for t in range(1, max_T + 1)) + " | train acc |")
