@@ -125,9 +125,13 @@ def ref_train(args: argparse.Namespace, seed: int, loss: str | None, teacher: nn
     lr = args.ref_lr if spiking else args.ref_teacher_lr
     epochs = args.epochs if spiking else args.teacher_epochs
     opt = torch.optim.SGD(groups, lr=lr, momentum=0.9)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs, eta_min=0)
     g = torch.Generator().manual_seed(seed)
     loader = torch.utils.data.DataLoader(tr, batch_size=args.batch_size, shuffle=True, generator=g, num_workers=0)
+    if args.ref_schedule == "step":  # a diagnosis: cosine to 0 over every step, as snnkd's schedule
+        total = epochs * len(loader)
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda i: 0.5 * (1 + math.cos(math.pi * min(i, total) / total)))
+    else:  # the paper's: CosineAnnealingLR stepped once per epoch
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs, eta_min=0)
     val_loader = make_loader(val, args.batch_size, train=False, workers=0, seed=0, device=CPU)
     best, best_state, train_acc = -1.0, None, 0.0
     for _epoch in range(epochs):
@@ -147,9 +151,12 @@ def ref_train(args: argparse.Namespace, seed: int, loss: str | None, teacher: nn
                 out = F.cross_entropy(pred, y)
             out.backward()
             opt.step()
+            if args.ref_schedule == "step":
+                sched.step()
             correct += int((pred.argmax(1) == y).sum())
             seen += len(y)
-        sched.step()
+        if args.ref_schedule == "epoch":
+            sched.step()
         train_acc = 100.0 * correct / max(seen, 1)
         res = sweep(model, val_loader, args.T if spiking else None, temporal=info.temporal, spiking=spiking)
         top1 = res.at(args.T)["top1"] if spiking else res.rows[0]["top1"]
@@ -313,6 +320,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2], help="seeds (each side, each loss)")
     ap.add_argument("--sides", nargs="+", default=["ref", "snnkd"], choices=["ref", "snnkd"], help="what to run")
     ap.add_argument("--ref-augment", default=None, help="the reference's augmentation policy (default: snnkd's auto)")
+    ap.add_argument("--ref-schedule", default="epoch", choices=["epoch", "step"],
+                    help="reference cosine stepped per epoch (paper) or per step (snnkd's)")  # fmt: skip
     ap.add_argument("--ref-lr", type=float, default=0.1, help="reference student lr (paper: 0.1)")
     ap.add_argument("--ref-teacher-lr", type=float, default=0.1, help="reference teacher lr (paper: 0.1)")
     ap.add_argument("--weight-decay", type=float, default=5e-4, help="reference weight decay (paper: 5e-4)")

@@ -11,6 +11,8 @@ Variants (all: ResNet-18 student, ANN ResNet-34 teacher, CIFAR-size 32x32 input,
   stem included, the same full-range loss, fp32, eager.
 * ``snnkd-fp32-compile``, ``snnkd-bf16-compile`` (only when named): the same with the model
   through ``engine.loop.compile_for_training`` (``--compile``); the warm-up rounds compile.
+* ``snnkd-bf16-lifbf16`` (only when named): ``--neuron-precision autocast``, the LIF state in bf16 and
+  spikingjelly's bf16 path (the default ``snnkd-bf16`` keeps the neurons in fp32).
 * ``ann-fp32``, ``ann-bf16``: the ANN floor: an ANN ResNet-18 of the student's shape trained
   on the T*B images in one forward/backward (cross-entropy), plus the teacher's forward.
 
@@ -48,11 +50,14 @@ from snnkd_cli.engine.precision import autocast
 from snnkd_cli.kd.losses import full_range_kd_loss
 from snnkd_cli.kd.tasks import DistillTask
 from snnkd_cli.models.contract import reset_state
+from snnkd_cli.models.neurons import set_neuron_precision
 from snnkd_cli.models.registry import create_model
 
 VARIANTS = ["snnkd-fp32", "snnkd-bf16", "snnkd-fp32-cl", "snnkd-bf16-cl", "ref-fp32", "ann-fp32", "ann-bf16"]
 # --compile (engine.loop.compile_for_training): not in the default set, the first step compiles for minutes on a CPU
 COMPILED = ["snnkd-fp32-compile", "snnkd-bf16-compile"]
+# --neuron-precision autocast (LIF state in bf16; the default keeps it in fp32): named to compare
+NEURON_BF16 = ["snnkd-bf16-lifbf16"]
 NUM_CLASSES, SIZE = 10, 32
 
 
@@ -130,6 +135,8 @@ class Bench:
         self.kind = kind
         if kind == "snnkd":
             self.model = create_model("resnet18", NUM_CLASSES).to(device)
+            if "-lifbf16" in variant:  # --neuron-precision autocast: the LIF state in bf16 (spikingjelly's default)
+                set_neuron_precision(self.model, "autocast")
             if variant.endswith("-cl"):
                 self.model = self.model.to(memory_format=torch.channels_last)
                 self.x = self.x.contiguous(memory_format=torch.channels_last)
@@ -277,7 +284,7 @@ def main() -> None:
     ap.add_argument("--batch", type=int, nargs="+", default=[16])
     ap.add_argument("--steps", type=int, default=3, help="timed rounds per configuration (median)")
     ap.add_argument("--warmup", type=int, default=1, help="untimed rounds first")
-    ap.add_argument("--variants", nargs="+", default=VARIANTS, choices=VARIANTS + COMPILED)
+    ap.add_argument("--variants", nargs="+", default=VARIANTS, choices=VARIANTS + COMPILED + NEURON_BF16)
     ap.add_argument("--no-memory", action="store_true", help="skip the per-variant subprocess memory runs")
     ap.add_argument("--no-check", action="store_true", help="skip the equal-loss check")
     ap.add_argument("--memory-only", action="store_true", help="only the per-variant subprocess memory runs")

@@ -162,3 +162,21 @@ def test_a_two_epoch_run_trains_on_every_preset_kind(tmp_path):
         chance = 100 / out.config.model.num_classes
         assert out.fit.best_top1 > 2 * chance, (dataset, out.fit.history[-1])
         assert out.config.data.augment == {"imagefolder": "crop"}.get(dataset, "none")
+
+
+def test_cosine_epoch_schedule_equals_torchs_cosine_annealing_stepped_per_epoch():
+    """cosine-epoch (the default) gives every step of epoch e the lr CosineAnnealingLR(T_max=E) has after
+    e epoch steps, as the paper's code does; cosine-step moves every step and ends at 0."""
+    epochs, spe = 4, 5
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
+    ref = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs, eta_min=0)
+    expected = []
+    for _ in range(epochs):
+        expected += [opt.param_groups[0]["lr"]] * spe
+        opt.step()
+        ref.step()
+    f = lr_lambda(epochs * spe, 0, spe)
+    assert [0.1 * f(i) for i in range(epochs * spe)] == pytest.approx(expected)
+    g = lr_lambda(epochs * spe, 0)
+    assert g(0) == 1.0 and g(epochs * spe) == pytest.approx(0.0) and g(7) < f(7)
+    assert from_preset("distill", "imagefolder").train.schedule == "cosine-epoch"

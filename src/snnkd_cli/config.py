@@ -19,6 +19,7 @@ EVENT_DATASETS = ("cifar10dvs", "synthetic-dvs")
 LOSSES = ("full-range", "standard-kd", "twce")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 NEURON_PRECISIONS = ("fp32", "autocast")
+SCHEDULES = ("cosine-epoch", "cosine-step")
 # Training augmentation policies (snnkd_cli.data.transforms); "auto" picks one from the dataset and image size.
 IMAGE_AUGMENTS = ("none", "crop", "crop-flip", "cifar", "imagenet")
 EVENT_AUGMENTS = ("none", "dvs")
@@ -85,6 +86,7 @@ class TrainConfig:
     momentum: float = 0.9
     weight_decay: float = 5e-4
     warmup_epochs: float = 0.0
+    schedule: str = "cosine-epoch"  # cosine to 0 stepped once per epoch (the paper's) or every step
     T: int = 4
     seed: int = 60
     precision: str = "auto"  # bf16 where the device computes it natively, else fp32 (resolved at the start)
@@ -293,6 +295,7 @@ def validate(cfg: RunConfig) -> None:
             raise SnnkdError(msg)
     check_choice(t.precision, PRECISIONS, "precision")
     check_choice(t.neuron_precision, NEURON_PRECISIONS, "neuron precision")
+    check_choice(t.schedule, SCHEDULES, "schedule")
     check_augment(cfg.data.dataset, cfg.data.augment)
     if cfg.kd is not None:
         check_choice(cfg.kd.loss, LOSSES, "loss")

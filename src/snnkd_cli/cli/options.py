@@ -27,6 +27,13 @@ Warmup = Annotated[
         help="Linear warm-up epochs before the cosine schedule (default 0, as the paper; at most 25% of the run)."
     ),
 ]
+Schedule = Annotated[
+    str | None,
+    typer.Option(
+        help="Learning-rate schedule after warm-up: cosine-epoch (cosine to 0 stepped once per epoch, the "
+        "paper's CosineAnnealingLR; default) or cosine-step (cosine advanced every step)."
+    ),
+]
 Augment = Annotated[
     str | None,
     typer.Option(

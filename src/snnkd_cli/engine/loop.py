@@ -48,12 +48,20 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
-def lr_lambda(total_steps: int, warmup_steps: int) -> Callable[[int], float]:
-    """Linear warm-up from ``1/warmup_steps`` of the lr to all of it, then cosine to 0, per step."""
+def lr_lambda(total_steps: int, warmup_steps: int, steps_per_epoch: int | None = None) -> Callable[[int], float]:
+    """Linear warm-up from ``1/warmup_steps`` of the lr to all of it, then cosine to 0.
+
+    ``steps_per_epoch`` None: the cosine advances every step (``cosine-step``). Given: it advances once per
+    epoch, as the paper's ``CosineAnnealingLR(T_max=epochs)`` stepped after each epoch (``cosine-epoch``):
+    epoch e of E runs at ``0.5 * (1 + cos(pi * e / E))`` of the peak (the last epoch above 0).
+    """
 
     def f(step: int) -> float:
         if step < warmup_steps:
             return (step + 1) / warmup_steps
+        if steps_per_epoch is not None:
+            epochs = max(1, round(total_steps / steps_per_epoch))
+            return 0.5 * (1.0 + math.cos(math.pi * min(1.0, (step // steps_per_epoch) / epochs)))
         progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
         return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
 
@@ -140,7 +148,8 @@ def fit(
             f"warm-up: {warmup} steps ({warmup / steps_per_epoch:.2g} epochs), not {cfg.warmup_epochs:g} epochs: "
             f"at most {MAX_WARMUP_SHARE:.0%} of the run's {total} steps"
         )
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(total, warmup))
+    per_epoch = steps_per_epoch if cfg.schedule == "cosine-epoch" else None
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(total, warmup, per_epoch))
     scaler = grad_scaler(cfg.precision, device)
     memory_format = torch.channels_last if cfg.channels_last else torch.preserve_format
     st = restore(resume, model, opt, sched, scaler) if resume is not None else LoopState()
