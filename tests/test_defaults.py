@@ -28,6 +28,11 @@ def test_presets_have_no_warmup_and_the_paper_lr():
         [n for n in PRESETS if n != "imagenet"], 0.1
     )
     assert PRESETS["imagenet"].lr == 0.2
+    # the ANN teacher takes half the student's peak lr (an ANN collapsed at 0.1 on 4 epochs of real digits)
+    for name, p in PRESETS.items():
+        assert from_preset("teacher", name).train.lr == p.lr / 2 == p.teacher_lr
+        assert from_preset("distill", name).train.lr == p.lr
+    assert from_preset("teacher", "cifar10", lr=0.1).train.lr == 0.1
 
 
 @pytest.mark.parametrize(
