@@ -316,7 +316,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--teacher-arch", default="resnet18", help="ANN teacher (snnkd registry name)")
     ap.add_argument("--student-arch", default="resnet18", help="spiking student (snnkd registry name)")
     ap.add_argument("--width", type=int, default=64, help="base channel width (the paper's ResNets: 64)")
-    ap.add_argument("--losses", nargs="*", default=["full-range", "standard-kd"], help="student losses (none: teachers only)")
+    ap.add_argument(
+        "--losses", nargs="*", default=["full-range", "standard-kd"], help="student losses (none: teachers only)"
+    )
     ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2], help="seeds (each side, each loss)")
     ap.add_argument("--sides", nargs="+", default=["ref", "snnkd"], choices=["ref", "snnkd"], help="what to run")
     ap.add_argument("--ref-augment", default=None, help="the reference's augmentation policy (default: snnkd's auto)")
