@@ -153,12 +153,19 @@ def test_a_two_epoch_run_trains_on_every_preset_kind(tmp_path):
     above chance: the teachers of an image folder and of the built-in image and event data."""
     from snnkd_cli.engine.run import train
 
-    small = {"width": 8, "epochs": 2, "batch_size": 16, "precision": "fp32"}
+    small = {"width": 8, "epochs": 2, "precision": "fp32"}
     folder = _folder(tmp_path / "folder")
     runs = {
-        "imagefolder": {"data_dir": str(folder), "image_size": 16, "arch": "resnet18"},
-        "synthetic": {"synthetic_train": 320, "synthetic_val": 100},
-        "synthetic-dvs": {"synthetic_train": 320, "synthetic_val": 100, "image_size": 16, "frames": 4},
+        # batch 8: 36 steps in all, so that BatchNorm's running statistics (momentum 0.1) have settled
+        "imagefolder": {"data_dir": str(folder), "image_size": 16, "arch": "resnet18", "batch_size": 8},
+        "synthetic": {"synthetic_train": 320, "synthetic_val": 100, "batch_size": 16},
+        "synthetic-dvs": {
+            "synthetic_train": 320,
+            "synthetic_val": 100,
+            "image_size": 16,
+            "frames": 4,
+            "batch_size": 16,
+        },
     }
     for dataset, kw in runs.items():
         cfg = from_preset("teacher", dataset, out=str(tmp_path / dataset), **small, **kw)
