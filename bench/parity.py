@@ -32,6 +32,7 @@ import json
 import math
 import platform
 import statistics
+import sys
 import time
 from pathlib import Path
 
@@ -349,8 +350,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    import sys
-
     args = parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -380,8 +379,6 @@ def main(argv: list[str] | None = None) -> dict:
     if not args.no_doc:
         ablation.write_doc(Path(args.doc), table, args.marker)
         print(f"wrote {args.doc}")
-    if not math.isfinite(results["seconds"]):
-        raise SystemExit(1)
     return results
 
 

@@ -23,7 +23,6 @@ SCHEDULES = ("cosine-epoch", "cosine-step")
 # Training augmentation policies (snnkd_cli.data.transforms); "auto" picks one from the dataset and image size.
 IMAGE_AUGMENTS = ("none", "crop", "crop-flip", "cifar", "imagenet")
 EVENT_AUGMENTS = ("none", "dvs")
-AUGMENTS = ("auto", *IMAGE_AUGMENTS, "dvs")
 MAX_WARMUP_SHARE = 0.25  # warm-up never takes more than this share of a run's steps
 
 
@@ -46,7 +45,7 @@ class DataConfig:
     synthetic_val: int = 500
     frames: int | None = None  # event data: frames per sample (cache selection; synthetic-dvs: generated)
     split: str | None = None  # cifar10dvs cache: "random" (paper, 90/10 seed 42) or "per-class" (900/100)
-    augment: str = "auto"  # training augmentation policy (AUGMENTS); "auto" is resolved from dataset and size
+    augment: str = "auto"  # IMAGE_AUGMENTS or EVENT_AUGMENTS; "auto": resolved from dataset and size
     calib_holdout: float = 0.0  # share of the training split left out of training, for early-exit calibration
 
 

@@ -55,22 +55,14 @@ def _to_rgb(img: Image.Image) -> Image.Image:
 
 
 def cifar_train_transform(size: int = 32, dataset: str = "cifar10") -> tvt.Compose:
-    """Paper CIFAR recipe: crop ``size`` (pad 4), h-flip, AutoAugment (CIFAR10 policy), Cutout 16.
+    """Paper CIFAR recipe (the ``cifar`` policy): crop ``size`` (pad 4 at 32 px), h-flip, AutoAugment (CIFAR10
+    policy), normalise, Cutout 16 (``size // 2``).
 
     Returns:
         PIL image -> float tensor ``[3, size, size]``, normalised with ``dataset``'s mean/std.
     """
     mean, std = CIFAR_STATS[dataset]
-    return tvt.Compose(
-        [
-            tvt.RandomCrop(size, padding=4),
-            tvt.RandomHorizontalFlip(),
-            tvt.AutoAugment(tvt.AutoAugmentPolicy.CIFAR10),
-            tvt.ToTensor(),
-            tvt.Normalize(mean, std),
-            Cutout(16),
-        ]
-    )
+    return tvt.Compose([*policy_train_ops("cifar", size), tvt.ToTensor(), tvt.Normalize(mean, std), Cutout(size // 2)])
 
 
 def cifar_eval_transform(dataset: str = "cifar10") -> tvt.Compose:
@@ -80,27 +72,14 @@ def cifar_eval_transform(dataset: str = "cifar10") -> tvt.Compose:
 
 
 def imagenet_train_transform(size: int = 224) -> tvt.Compose:
-    """Paper ImageNet recipe: RandomResizedCrop ``size``, h-flip -> float tensor ``[3, size, size]``."""
-    return tvt.Compose(
-        [
-            tvt.RandomResizedCrop(size),
-            tvt.RandomHorizontalFlip(),
-            tvt.ToTensor(),
-            tvt.Normalize(IMAGENET_MEAN, IMAGENET_STD),
-        ]
-    )
+    """Paper ImageNet recipe (the ``imagenet`` policy): RandomResizedCrop ``size``, h-flip -> ``[3, size, size]``."""
+    ops = policy_train_ops("imagenet", size)
+    return tvt.Compose([*ops, tvt.ToTensor(), tvt.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
 
 
 def imagenet_eval_transform(size: int = 224) -> tvt.Compose:
     """Resize to ``int(size / 0.875)``, centre-crop ``size`` -> float tensor ``[3, size, size]``."""
-    return tvt.Compose(
-        [
-            tvt.Resize(int(size / CROP_RATIO)),
-            tvt.CenterCrop(size),
-            tvt.ToTensor(),
-            tvt.Normalize(IMAGENET_MEAN, IMAGENET_STD),
-        ]
-    )
+    return tvt.Compose([*fit_ops("imagenet", size), tvt.ToTensor(), tvt.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
 
 
 def default_augment(dataset: str, size: int) -> str:
