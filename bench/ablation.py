@@ -46,7 +46,7 @@ def run_grid(args: argparse.Namespace) -> dict:
             base = Path(args.out) / dataset / precision
             t0 = time.perf_counter()
             t_cfg = from_preset("teacher", dataset, epochs=t_epochs, precision=precision, out=str(base / "teacher"))
-            teacher = train(t_cfg)
+            teacher = train(t_cfg, overwrite=True)  # the grid owns its folders
             _, t_sweep = evaluate_checkpoint(teacher.best_path)
             t_top1 = t_sweep.rows[0]["top1"]
             results["teachers"].append(
@@ -67,7 +67,7 @@ def run_grid(args: argparse.Namespace) -> dict:
                         teacher=str(teacher.best_path),
                         out=str(base / f"{loss}-seed{seed}"),
                     )
-                    student = train(s_cfg)
+                    student = train(s_cfg, overwrite=True)
                     _, sw = evaluate_checkpoint(student.best_path, max_T)
                     top1 = [r["top1"] for r in sw.rows]
                     results["runs"].append(

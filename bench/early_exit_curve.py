@@ -42,7 +42,7 @@ def train_students(args: argparse.Namespace) -> dict[str, Path]:
     teacher = out / "teacher" / "best.safetensors"
     if not teacher.exists():
         print(f"training the teacher ({args.teacher_epochs} epochs) ...", file=sys.stderr)
-        teacher = train(t_cfg).best_path
+        teacher = train(t_cfg, overwrite=True).best_path  # a run cut short earlier is redone
     paths = {}
     for loss in LOSSES:
         path = out / loss / "best.safetensors"
@@ -61,7 +61,7 @@ def train_students(args: argparse.Namespace) -> dict[str, Path]:
             )
             print(f"distilling the {loss} student (T={args.T}, {args.student_epochs} epochs) ...", file=sys.stderr)
             t0 = time.perf_counter()
-            train(cfg)
+            train(cfg, overwrite=True)
             print(f"  {time.perf_counter() - t0:.0f} s", file=sys.stderr)
         paths[loss] = path
     return paths

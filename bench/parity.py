@@ -194,7 +194,7 @@ def snnkd_teacher(args: argparse.Namespace, seed: int, out: Path) -> dict:
     kw = snnkd_overrides(args)
     cfg = from_preset("teacher", args.dataset, epochs=args.teacher_epochs, arch=args.teacher_arch, seed=seed,
                       out=str(out), **kw)  # fmt: skip
-    outcome = train(cfg)
+    outcome = train(cfg, overwrite=True)  # a run cut short earlier is redone
     _, res = evaluate_checkpoint(outcome.best_path)
     return {"best_top1": res.rows[0]["top1"], "path": str(outcome.best_path)}
 
@@ -203,7 +203,7 @@ def snnkd_student(args: argparse.Namespace, seed: int, loss: str, teacher: str, 
     kw = snnkd_overrides(args)
     cfg = from_preset("distill", args.dataset, epochs=args.epochs, arch=args.student_arch, T=args.T, loss=loss,
                       seed=seed, teacher=teacher, out=str(out), **kw)  # fmt: skip
-    outcome = train(cfg)
+    outcome = train(cfg, overwrite=True)  # a run cut short earlier is redone
     _, res = evaluate_checkpoint(outcome.best_path, args.max_T)
     last = outcome.fit.history[-1]
     return {"top1": [r["top1"] for r in res.rows], "train_acc_last": last["train_acc"], "path": str(outcome.best_path)}

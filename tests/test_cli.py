@@ -181,6 +181,10 @@ def test_quickstart_trains_both_and_sweeps(cli, tmp_path: Path) -> None:
     assert [r["T"] for r in s["results"]] == [1, 2] and [r["T"] for r in t["results"]] == [None]
     assert s["results"] == evaluate_checkpoint(s["path"], 2)[1].rows
     assert t["results"] == evaluate_checkpoint(t["path"])[1].rows
+    before = {p: p.read_bytes() for p in files_under(out)}  # a second quickstart keeps the first
+    again = cli(["quickstart", "--out", out, "--teacher-epochs", "1", "--student-epochs", "1", "--T", "1"])
+    assert_one_line_error(again, "already holds a quickstart run: pass --overwrite")
+    assert {p: p.read_bytes() for p in files_under(out)} == before
 
 
 # --- eval-sweep ---------------------------------------------------------------------------------
@@ -249,6 +253,18 @@ def test_eval_sweep_csv_has_the_same_numbers(sweep_run) -> None:
             expected.append([e["path"], e["kind"], e["arch"], T, f"{r['top1']:.4f}", f"{r['top5']:.4f}", spikes])
     assert [list(r.values()) for r in rows] == expected
     assert len(rows) == SWEEP_MAX_T + 1
+
+
+@pytest.mark.parametrize("fmt", ["json", "csv"])
+def test_dash_writes_to_standard_output_and_the_tables_to_stderr(
+    cli, sweep_run, student_ckpt: Path, teacher_ckpt: Path, fmt: str
+) -> None:
+    res = cli(["eval-sweep", student_ckpt, teacher_ckpt, "--max-T", SWEEP_MAX_T, f"--{fmt}", "-"])
+    assert res.exit_code == 0, res.output
+    assert not Path("-").exists()
+    folder = sweep_run[3]
+    assert res.stdout == (folder / f"sweep.{fmt}").read_text()  # the same bytes as the file
+    assert "accuracy at every T" in res.stderr and "#1 top-1" in res.stderr  # the table went to stderr
 
 
 def test_eval_sweep_table_shows_every_row(sweep_run) -> None:
@@ -345,7 +361,13 @@ BAD_INPUT = [
     # output that cannot be written (a path under a regular file)
     _case("teacher-out", ["train-teacher", "--out", "{a_file}/sub"], "cannot write to output folder"),
     _case("distill-out", ["distill", "--loss", "twce", "--out", "{a_file}/sub"], "cannot write to output folder"),
-    _case("sweep-json", ["eval-sweep", "{teacher}", "--json", "{a_file}/s.json"], "cannot write", table_first=True),
+    # ... checked before any evaluation: no table is printed first
+    _case("sweep-json", ["eval-sweep", "{teacher}", "--json", "{a_file}/s.json"], "cannot write --json"),
+    _case("sweep-csv", ["eval-sweep", "{teacher}", "--csv", "{a_file}/s.csv"], "cannot write --csv"),
+    _case("sweep-json-folder", ["eval-sweep", "{teacher}", "--json", "{empty_dir}"], "is a folder: give a file name"),
+    _case("sweep-two-stdout", ["eval-sweep", "{teacher}", "--json", "-", "--csv", "-"], "cannot both go to standard"),
+    _case("predict-json", ["predict", "{teacher}", "{junk}", "--json", "{a_file}/p.json"], "cannot write --json"),
+    _case("export-out", ["export", "{student}", "-f", "safetensors", "--out", "{a_file}/m.safetensors"], "cannot write"),
     # placeholders
     _case("preprocess-dvs", ["preprocess-dvs", "{empty_dir}", "{out}"], "no recognised recordings"),
     _case("export", ["export", "{student}", "--format", "tflite"], "unknown export format 'tflite'"),

@@ -15,6 +15,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from snnkd_cli.config import LOSSES, TrainConfig, check_choice
+from snnkd_cli.engine.checkpoint import check_fresh_out
 from snnkd_cli.engine.loop import Checkpointer, FitResult, fit
 from snnkd_cli.engine.precision import default_device
 from snnkd_cli.engine.report import Reporter, RichReporter
@@ -39,6 +40,7 @@ def distill(
     temporal: bool = False,
     device: str | torch.device | None = None,
     verbose: bool = True,
+    overwrite: bool = False,
     **config: Any,
 ) -> FitResult:
     """Distil ``student`` from ``teacher`` with the engine's loop (the one ``snnkd distill`` runs).
@@ -52,6 +54,7 @@ def distill(
         temporal: True for event frames (frame t at step t), False for static images.
         device: where to train (default: CUDA if available).
         verbose: Rich progress bar and per-epoch lines.
+        overwrite: replace the checkpoints of an earlier run in ``out`` (otherwise such a folder is refused).
         **config: :class:`snnkd_cli.config.TrainConfig` fields: ``T``, ``epochs``, ``lr``,
             ``weight_decay``, ``warmup_epochs``, ``precision``, ``out`` (when given, the student's
             ``state_dict`` is written there as ``last.safetensors`` / ``best.safetensors``)...
@@ -64,6 +67,8 @@ def distill(
     if unknown:
         raise TypeError(f"unknown option(s) {sorted(unknown)}; choose from {sorted(_TRAIN_FIELDS)}")
     out = config.pop("out", None)
+    if out is not None:
+        check_fresh_out(out, overwrite)
     cfg = TrainConfig(**config)
     dev = torch.device(device) if device is not None else default_device()
     student.to(dev)

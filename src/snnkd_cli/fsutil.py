@@ -9,6 +9,23 @@ from pathlib import Path
 from snnkd_cli.errors import SnnkdError
 
 
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def temp_beside(path: Path) -> tuple[int, str]:
+    """A new temp file next to ``path`` (``.NAME.xxx.tmp``), open: ``(fd, name)``.
+
+    Its mode follows the umask as ``open()`` would (``mkstemp`` alone makes it 0600, which would leave
+    checkpoints and shared caches unreadable to colleagues after the rename).
+    """
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.fchmod(fd, 0o666 & ~_umask())
+    return fd, tmp
+
+
 def atomic_write_bytes(path: Path, data: bytes, *, fsync: bool = True) -> None:
     """Write ``data`` to ``path`` through a temp file in the same folder and a rename.
 
@@ -26,7 +43,7 @@ def atomic_write_bytes(path: Path, data: bytes, *, fsync: bool = True) -> None:
     tmp = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        fd, tmp = temp_beside(path)
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             if fsync:
@@ -41,6 +58,29 @@ def atomic_write_bytes(path: Path, data: bytes, *, fsync: bool = True) -> None:
     finally:
         if tmp is not None and os.path.exists(tmp):
             os.unlink(tmp)
+
+
+STDOUT = "-"
+
+
+def check_output_file(path: Path | str | None, option: str) -> None:
+    """Before any long work: ``path`` can be written (``-``, standard output, always can).
+
+    Nothing is created; the nearest existing folder above ``path`` must be a writable folder.
+
+    Raises:
+        SnnkdError: ``path`` is a folder, or its folder cannot be created or written.
+    """
+    if path is None or str(path) == STDOUT:
+        return
+    path = Path(path)
+    if path.is_dir():
+        raise SnnkdError(f"{option} {path} is a folder: give a file name")
+    parent = path.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+        raise SnnkdError(f"cannot write {option} {path}: {parent} is not a writable folder; choose another path")
 
 
 def read_safetensors(path: Path, what: str = "checkpoint", *, hint: str = "", tensors: bool = True):

@@ -14,7 +14,7 @@ from rich.table import Table
 from snnkd_cli.engine.checkpoint import Checkpoint
 from snnkd_cli.engine.energy import SOURCE as ENERGY_SOURCE
 from snnkd_cli.engine.sweep import SweepResult
-from snnkd_cli.fsutil import atomic_write_bytes
+from snnkd_cli.fsutil import STDOUT, atomic_write_bytes
 
 out_console = Console()  # tables: stdout
 err_console = Console(stderr=True)  # progress, configuration, messages
@@ -235,11 +235,27 @@ def predict_table(report) -> Table:
     return table
 
 
-def write_json(path: Path, data: dict) -> None:
-    atomic_write_bytes(Path(path), (json.dumps(data, indent=2) + "\n").encode())
+def _write(path: Path | str, text: str) -> None:
+    """``text`` to the file ``path`` (atomically), or to standard output for ``-``."""
+    if str(path) == STDOUT:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+    else:
+        atomic_write_bytes(Path(path), text.encode())
+        err_console.print(f"wrote {path}")
 
 
-def write_sweep_csv(path: Path, entries: list[dict]) -> None:
+def tables_console(*paths: Path | str | None) -> Console:
+    """Where the tables go: standard output, or standard error when a file option is ``-`` (stdout)."""
+    return err_console if any(str(p) == STDOUT for p in paths if p is not None) else out_console
+
+
+def write_json(path: Path | str, data: dict) -> None:
+    """Indented JSON to ``path`` (``-``: standard output); says where it went on stderr."""
+    _write(path, json.dumps(data, indent=2) + "\n")
+
+
+def write_sweep_csv(path: Path | str, entries: list[dict]) -> None:
     """One row per (checkpoint, T): path, kind, arch, T, top1, top5, spike_rate (+ synops, macs,
     energy_uj with --energy)."""
     buf = io.StringIO()
@@ -261,7 +277,7 @@ def write_sweep_csv(path: Path, entries: list[dict]) -> None:
                     *extra,
                 ]
             )
-    atomic_write_bytes(Path(path), buf.getvalue().encode())
+    _write(path, buf.getvalue())
 
 
 def preprocess_summary(rep) -> Table:

@@ -31,6 +31,7 @@ from snnkd_cli.cli.options import (
     MaxSteps,
     NeuronPrecision,
     Out,
+    Overwrite,
     Precision,
     Resume,
     SaveEvery,
@@ -97,7 +98,7 @@ def _train(task: str, opts: dict) -> None:
     from snnkd_cli.cli.commands import run_training
     from snnkd_cli.config import from_preset
 
-    run_opts = {k: opts.pop(k) for k in ("resume", "save_every", "tensorboard")}
+    run_opts = {k: opts.pop(k) for k in ("resume", "overwrite", "save_every", "tensorboard")}
     dataset = opts.pop("dataset")
     opts["data_dir"] = str(opts["data_dir"])
     opts["out"] = str(opts["out"]) if opts["out"] is not None else None
@@ -130,6 +131,7 @@ def train_teacher(
     max_steps: MaxSteps = None,
     sync_bn: SyncBN = False,
     resume: Resume = None,
+    overwrite: Overwrite = False,
     save_every: SaveEvery = None,
     tensorboard: TensorBoard = False,
 ) -> None:
@@ -187,6 +189,7 @@ def distill(
     max_steps: MaxSteps = None,
     sync_bn: SyncBN = False,
     resume: Resume = None,
+    overwrite: Overwrite = False,
     save_every: SaveEvery = None,
     tensorboard: TensorBoard = False,
 ) -> None:
@@ -221,8 +224,14 @@ def eval_sweep(
     ] = False,
     energy: Energy = False,
     energy_samples: EnergySamples = 256,
-    json_path: Annotated[Path | None, typer.Option("--json", help="Also write the results as JSON here.")] = None,
-    csv_path: Annotated[Path | None, typer.Option("--csv", help="Also write the results as CSV here.")] = None,
+    json_path: Annotated[
+        Path | None,
+        typer.Option("--json", help="Also write the results as JSON here ('-': standard output, tables to stderr)."),
+    ] = None,
+    csv_path: Annotated[
+        Path | None,
+        typer.Option("--csv", help="Also write the results as CSV here ('-': standard output, tables to stderr)."),
+    ] = None,
     dynamic: Annotated[
         bool,
         typer.Option(
@@ -280,7 +289,11 @@ def predict(
     ] = None,
     batch_size: Annotated[int, typer.Option(help="Inputs classified together.")] = 64,
     json_path: Annotated[
-        Path | None, typer.Option("--json", help="Also write the predictions (and errors) as JSON here.")
+        Path | None,
+        typer.Option(
+            "--json",
+            help="Also write the predictions (and errors) as JSON here ('-': standard output, table to stderr).",
+        ),
     ] = None,
 ) -> None:
     """Classify image files (or event frames) with a checkpoint: class, probability and steps used per input."""
@@ -300,11 +313,14 @@ def quickstart(
     T: Annotated[int, typer.Option("--T", "-T", help="Training timesteps of the student.")] = 4,
     max_T: Annotated[int, typer.Option("--max-T", help="Sweep T = 1..max-T at the end.")] = 8,
     precision: Precision = "auto",
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Replace the runs of an earlier quickstart in --out.")
+    ] = False,
 ) -> None:
     """Teacher, full-range student and sweep on the built-in synthetic data (a few minutes on a CPU)."""
     from snnkd_cli.cli.commands import run_quickstart
 
-    run_quickstart(out, teacher_epochs, student_epochs, T, max_T, precision)
+    run_quickstart(out, teacher_epochs, student_epochs, T, max_T, precision, overwrite)
 
 
 @app.command("preprocess-dvs")

@@ -16,26 +16,39 @@ from snnkd_cli.cli._output import (
     preprocess_summary,
     sweep_entries,
     sweep_table,
+    tables_console,
     write_json,
     write_sweep_csv,
 )
 from snnkd_cli.config import RunConfig, from_preset
-from snnkd_cli.engine.checkpoint import load_checkpoint
+from snnkd_cli.engine.checkpoint import RUN_FILES, load_checkpoint
 from snnkd_cli.engine.distributed import dist_env
 from snnkd_cli.engine.early_exit import DynamicOptions, store_exit_rule
 from snnkd_cli.engine.evaluate import evaluate_checkpoint
 from snnkd_cli.engine.report import RichReporter
 from snnkd_cli.engine.run import TrainOutcome, train
 from snnkd_cli.errors import SnnkdError
+from snnkd_cli.fsutil import STDOUT, check_output_file
 
 
 def run_training(
-    cfg: RunConfig, resume: str | None = None, save_every: int | None = None, tensorboard: bool = False
+    cfg: RunConfig,
+    resume: str | None = None,
+    save_every: int | None = None,
+    tensorboard: bool = False,
+    overwrite: bool = False,
 ) -> TrainOutcome:
     """Train (teacher or student), then print the sweep of the best epoch and where the files are."""
     if resume == "auto":
         resume = str(Path(cfg.train.out) / "resume.safetensors")
-    outcome = train(cfg, RichReporter(err_console), resume=resume, save_every=save_every, tensorboard=tensorboard)
+    outcome = train(
+        cfg,
+        RichReporter(err_console),
+        resume=resume,
+        save_every=save_every,
+        tensorboard=tensorboard,
+        overwrite=overwrite,
+    )
     if not dist_env().is_primary:  # under torchrun only rank 0 prints
         return outcome
     best = load_checkpoint(outcome.best_path)
@@ -64,18 +77,23 @@ def run_sweep(
 
     ``energy``: count costs on this many samples (None: no energy columns).
     """
+    check_output_file(json_path, "--json")
+    check_output_file(csv_path, "--csv")
+    if str(json_path) == str(csv_path) == STDOUT:
+        raise SnnkdError("--json - and --csv - cannot both go to standard output: give one of them a file name")
+    tables = tables_console(json_path, csv_path)
     kw = {"dataset": dataset, "data_dir": data_dir, "batch_size": batch_size, "precision": precision}
     kw |= {"reframe": reframe, "energy": energy is not None, "energy_samples": energy, "dynamic": dynamic}
     results = [evaluate_checkpoint(p, max_T, **kw) for p in checkpoints]
-    out_console.print(sweep_table(results))
+    tables.print(sweep_table(results))
     if any(res.energy is not None for _, res in results):
-        out_console.print(cost_table(results))
+        tables.print(cost_table(results))
     for ckpt, res in results:
         if res.energy is not None and res.energy.layers:
-            out_console.print(layer_table(ckpt, res.energy))
+            tables.print(layer_table(ckpt, res.energy))
     for i, (ckpt, res) in enumerate(results, 1):
         if res.dynamic is not None:
-            out_console.print(dynamic_table(i, ckpt, res))
+            tables.print(dynamic_table(i, ckpt, res))
     if save_threshold:
         for ckpt, res in results:
             if res.dynamic is not None:
@@ -87,10 +105,8 @@ def run_sweep(
     entries = sweep_entries(results)
     if json_path:
         write_json(json_path, {"checkpoints": entries})
-        err_console.print(f"wrote {json_path}")
     if csv_path:
         write_sweep_csv(csv_path, entries)
-        err_console.print(f"wrote {csv_path}")
 
 
 def dynamic_options(
@@ -145,34 +161,38 @@ def run_predict(
     from snnkd_cli.cli._output import print_error
     from snnkd_cli.engine.predict import predict_files
 
+    check_output_file(json_path, "--json")
     report = predict_files(
         checkpoint, inputs, T=T, dynamic=dynamic, threshold=threshold, rule=exit_rule, batch_size=batch_size
     )
     if report.predictions:
-        out_console.print(predict_table(report))
+        tables_console(json_path).print(predict_table(report))
     for e in report.errors:
         print_error(e["error"])
     if json_path:
         write_json(json_path, report.to_json())
-        err_console.print(f"wrote {json_path}")
     return 2 if report.errors else 0
 
 
-def run_quickstart(out: Path, teacher_epochs: int, student_epochs: int, T: int, max_T: int, precision: str) -> None:
+def run_quickstart(
+    out: Path, teacher_epochs: int, student_epochs: int, T: int, max_T: int, precision: str, overwrite: bool = False
+) -> None:
     """Teacher, full-range student and a T-sweep on the built-in synthetic data."""
     t0 = time.perf_counter()
     if max_T < 1:
         raise SnnkdError(f"--max-T must be >= 1, got {max_T}")
+    if not overwrite and any((out / sub / name).exists() for sub in ("teacher", "student") for name in RUN_FILES):
+        raise SnnkdError(f"{out} already holds a quickstart run: pass --overwrite to replace it, or another --out")
     # both configurations are checked before anything is trained
     t_cfg = from_preset("teacher", "synthetic", epochs=teacher_epochs, out=str(out / "teacher"), precision=precision)
     s_cfg = from_preset(
         "distill", "synthetic", epochs=student_epochs, T=T, out=str(out / "student"), precision=precision
     )
     err_console.rule("1/3  ANN teacher (resnet18, synthetic)")
-    teacher = train(t_cfg, RichReporter(err_console))
+    teacher = train(t_cfg, RichReporter(err_console), overwrite=overwrite)
     err_console.rule("2/3  spiking student, full-range distillation")
     s_cfg.kd.teacher = str(teacher.best_path)
-    student = train(s_cfg, RichReporter(err_console))
+    student = train(s_cfg, RichReporter(err_console), overwrite=overwrite)
     err_console.rule(f"3/3  sweep T = 1..{max_T}")
     run_sweep([student.best_path, teacher.best_path], max_T, None, None, None, None, out / "sweep.json", None)
     err_console.print(
@@ -223,6 +243,7 @@ def run_export(checkpoint: Path, fmt: str, out: Path | None, verify_T: int | Non
     check_choice(fmt, FORMATS, "export format")
     ckpt = load_checkpoint(checkpoint)
     out = out or default_out(checkpoint, fmt)
+    check_output_file(out, "--out")
     if out.resolve() == Path(checkpoint).resolve():
         raise SnnkdError(f"--out {out} is the checkpoint itself: choose another file")
     err_console.print(f"exporting {checkpoint} ({ckpt.kind}, {ckpt.config.model.arch}) to {fmt} ...")

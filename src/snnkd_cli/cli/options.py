@@ -9,7 +9,10 @@ import typer
 
 Dataset = Annotated[
     str,
-    typer.Option(help="Dataset: synthetic (built in, offline), cifar10, cifar100, imagefolder, imagenet."),
+    typer.Option(
+        help="Dataset: synthetic (built in, offline), synthetic-dvs (built in, event frames), cifar10, cifar100, "
+        "imagefolder, imagenet, cifar10dvs (a preprocess-dvs cache or the raw release)."
+    ),
 ]
 DataDir = Annotated[Path, typer.Option(help="Folder holding the dataset (for imagefolder: train/ and val/).")]
 Download = Annotated[bool, typer.Option("--download", help="Download CIFAR with torchvision if it is missing.")]
@@ -77,6 +80,14 @@ Resume = Annotated[
         "--resume",
         metavar="[PATH]",
         help="Continue an interrupted run: --resume (OUT/resume.safetensors) or --resume PATH.",
+    ),
+]
+Overwrite = Annotated[
+    bool,
+    typer.Option(
+        "--overwrite",
+        help="Start afresh in an --out folder that already holds a run, replacing its checkpoints and log "
+        "(without it such a folder is refused; --resume continues it instead).",
     ),
 ]
 SaveEvery = Annotated[int | None, typer.Option(help="Also write the resume file every N steps (default: each epoch).")]

@@ -109,3 +109,21 @@ def _open(path: Path, tensors: bool) -> tuple[dict[str, torch.Tensor], dict[str,
             "pass a file written by 'snnkd train-teacher' or 'snnkd distill'"
         )
     return state, meta
+
+
+RUN_FILES = ("best.safetensors", "last.safetensors", "resume.safetensors", "log.jsonl")
+
+
+def check_fresh_out(out: str | Path, overwrite: bool) -> None:
+    """Refuse to start a new run in a folder that holds one, unless ``overwrite`` (the user's consent)."""
+    out = Path(out)
+    found = [name for name in RUN_FILES if (out / name).exists()]
+    if not found or overwrite:
+        return
+    n = 2
+    while (free := out.with_name(f"{out.name}-{n}")).exists():
+        n += 1
+    raise SnnkdError(
+        f"{out} already holds a run ({found[0]}): pass --overwrite to replace it, --resume to continue it, "
+        f"or another --out (free: {free})"
+    )

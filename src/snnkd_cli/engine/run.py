@@ -20,7 +20,7 @@ from torch.utils.data import DataLoader, Dataset
 from snnkd_cli.config import RunConfig
 from snnkd_cli.data import DataInfo, build_datasets, resolved, without_calibration
 from snnkd_cli.engine.builders import build_model, load_teacher
-from snnkd_cli.engine.checkpoint import save_checkpoint
+from snnkd_cli.engine.checkpoint import RUN_FILES, check_fresh_out, save_checkpoint
 from snnkd_cli.engine.distributed import (
     EpochSampler,
     convert_sync_bn,
@@ -185,6 +185,7 @@ def train(
     resume: str | Path | None = None,
     save_every: int | None = None,
     tensorboard: bool = False,
+    overwrite: bool = False,
 ) -> TrainOutcome:
     """Train a teacher (``cfg.task == "teacher"``) or distil a student (``"distill"``).
 
@@ -198,6 +199,8 @@ def train(
         resume: a ``resume.safetensors`` to continue from (its config must match ``cfg``).
         save_every: also write the resume file every this many steps.
         tensorboard: also write TensorBoard event files to ``out/tensorboard``.
+        overwrite: start afresh in an ``out`` that holds a run (its checkpoints and log are replaced);
+            without it such a folder is refused unless ``resume`` is given.
     """
     env = dist_env()
     if env.distributed:
@@ -215,6 +218,8 @@ def train(
     )
     if save_every is not None and save_every < 1:
         raise SnnkdError(f"--save-every must be >= 1, got {save_every}")
+    if resume is None:
+        check_fresh_out(cfg.train.out, overwrite)
     seed_everything(cfg.train.seed)
     tr, val, info = _resolve_data(cfg)
     spiking = cfg.task == "distill"
@@ -256,8 +261,9 @@ def train(
     val_loader = make_loader(val, per_rank, train=False, **shard)
     if env.is_primary:
         atomic_write_bytes(out / "config.json", json.dumps(dataclasses.asdict(cfg), indent=2).encode())
-        if res is None and (out / "log.jsonl").exists():
-            (out / "log.jsonl").unlink()  # a fresh run starts a fresh log
+        if res is None:  # a fresh run (--overwrite): no file of the replaced run survives
+            for name in RUN_FILES:
+                (out / name).unlink(missing_ok=True)
     ckpt = (
         RunCheckpointer(out, model, "student" if spiking else "teacher", cfg, tensorboard, info.classes)
         if env.is_primary

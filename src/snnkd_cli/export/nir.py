@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import copy
 import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -32,6 +31,7 @@ from snnkd_cli.errors import SnnkdError
 from snnkd_cli.export.fold import fold_bn
 from snnkd_cli.export.onnx_step import require
 from snnkd_cli.export.verify import check_close, max_diff, reference
+from snnkd_cli.fsutil import temp_beside
 from snnkd_cli.models.resnet import BasicBlock, PreActBlock, ResNet
 
 
@@ -264,7 +264,7 @@ def export_nir(
     converted = nir_module(fold_bn(model)[0], shape)
     tmp = None
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
+        fd, tmp = temp_beside(out)
         os.close(fd)
         export_to_nir(converted, frames[:1, :1].contiguous(), save_path=tmp)
         graph = nir.read(tmp)

@@ -1,0 +1,86 @@
+"""Runs and files: a finished run is never replaced without consent; written files follow the umask."""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import TINY
+from test_cli import assert_clean_run_dir, assert_one_line_error, files_under
+
+from snnkd_cli.api import distill
+from snnkd_cli.engine.checkpoint import check_fresh_out
+from snnkd_cli.errors import SnnkdError
+from snnkd_cli.fsutil import atomic_write_bytes
+
+
+def _snapshot(folder: Path) -> dict[Path, bytes]:
+    return {p: p.read_bytes() for p in files_under(folder)}
+
+
+def test_second_run_into_a_finished_run_is_refused_and_changes_nothing(cli, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    assert cli(["train-teacher", *TINY, "--out", out]).exit_code == 0
+    before = _snapshot(out)
+    res = cli(["train-teacher", *TINY, "--seed", "1", "--out", out])
+    line = assert_one_line_error(res, f"{out} already holds a run (best.safetensors)")
+    assert "--overwrite" in line and "--resume" in line and f"{out}-2" in line
+    assert _snapshot(out) == before  # nothing replaced, the log kept
+
+
+def test_overwrite_replaces_the_run_and_leaves_no_file_of_the_old_one(cli, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    assert cli(["train-teacher", *TINY, "--out", out]).exit_code == 0
+    (out / "resume.safetensors").write_bytes(b"stale")  # must not survive a fresh run
+    res = cli(["train-teacher", *TINY, "--epochs", "2", "--max-steps", "1", "--out", out, "--overwrite"])
+    assert res.exit_code == 0, res.output
+    assert_clean_run_dir(out)
+    assert (out / "resume.safetensors").read_bytes() != b"stale"
+    log = (out / "log.jsonl").read_text().splitlines()
+    assert len(log) == 2  # the new run's two epochs only
+
+
+def test_the_suggested_free_name_skips_taken_ones(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "log.jsonl").write_text("{}\n")
+    (tmp_path / "run-2").mkdir()
+    with pytest.raises(SnnkdError, match="free: .*run-3"):
+        check_fresh_out(out, overwrite=False)
+    check_fresh_out(out, overwrite=True)  # consent given
+    check_fresh_out(tmp_path / "elsewhere", overwrite=False)  # nothing there
+
+
+def test_api_distill_refuses_an_earlier_run_unless_overwrite(tmp_path: Path) -> None:
+    (tmp_path / "best.safetensors").write_bytes(b"kept")
+    student, x = torch.nn.Linear(4, 2), torch.zeros(2, 4)
+    loader = [(x, torch.zeros(2, dtype=torch.long))]
+    with pytest.raises(SnnkdError, match="already holds a run"):
+        distill(student, None, loader, loader, loss="twce", out=tmp_path, verbose=False)
+    assert (tmp_path / "best.safetensors").read_bytes() == b"kept"
+
+
+@pytest.fixture
+def umask():
+    """``umask(mask)`` sets the process umask for the test; the old one is restored."""
+    old = os.umask(0o022)
+    yield os.umask
+    os.umask(old)
+
+
+@pytest.mark.parametrize(("mask", "mode"), [(0o022, 0o644), (0o077, 0o600), (0o002, 0o664)])
+def test_atomic_writes_follow_the_umask(tmp_path: Path, umask, mask: int, mode: int) -> None:
+    umask(mask)
+    atomic_write_bytes(tmp_path / "f.json", b"{}")
+    assert stat.S_IMODE((tmp_path / "f.json").stat().st_mode) == mode
+
+
+def test_a_training_run_writes_files_the_group_can_read(cli, tmp_path: Path, umask) -> None:
+    umask(0o022)
+    out = tmp_path / "run"
+    assert cli(["train-teacher", *TINY, "--out", out]).exit_code == 0
+    modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in files_under(out)}
+    assert modes and set(modes.values()) == {0o644}, modes
