@@ -367,7 +367,9 @@ BAD_INPUT = [
     _case("sweep-json-folder", ["eval-sweep", "{teacher}", "--json", "{empty_dir}"], "is a folder: give a file name"),
     _case("sweep-two-stdout", ["eval-sweep", "{teacher}", "--json", "-", "--csv", "-"], "cannot both go to standard"),
     _case("predict-json", ["predict", "{teacher}", "{junk}", "--json", "{a_file}/p.json"], "cannot write --json"),
-    _case("export-out", ["export", "{student}", "-f", "safetensors", "--out", "{a_file}/m.safetensors"], "cannot write"),
+    _case(
+        "export-out", ["export", "{student}", "-f", "safetensors", "--out", "{a_file}/m.safetensors"], "cannot write"
+    ),
     # placeholders
     _case("preprocess-dvs", ["preprocess-dvs", "{empty_dir}", "{out}"], "no recognised recordings"),
     _case("export", ["export", "{student}", "--format", "tflite"], "unknown export format 'tflite'"),

@@ -2,19 +2,20 @@
 
 from __future__ import annotations
 
+import json
 import os
 import stat
 from pathlib import Path
 
 import pytest
 import torch
-from conftest import TINY
-from test_cli import assert_clean_run_dir, assert_one_line_error, files_under
 
+from conftest import TINY
 from snnkd_cli.api import distill
-from snnkd_cli.engine.checkpoint import check_fresh_out
+from snnkd_cli.engine.checkpoint import check_fresh_out, load_checkpoint
 from snnkd_cli.errors import SnnkdError
 from snnkd_cli.fsutil import atomic_write_bytes
+from test_cli import assert_clean_run_dir, assert_one_line_error, files_under
 
 
 def _snapshot(folder: Path) -> dict[Path, bytes]:
@@ -84,3 +85,32 @@ def test_a_training_run_writes_files_the_group_can_read(cli, tmp_path: Path, uma
     assert cli(["train-teacher", *TINY, "--out", out]).exit_code == 0
     modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in files_under(out)}
     assert modes and set(modes.values()) == {0o644}, modes
+
+
+def test_resume_extends_epochs_exactly_as_an_uninterrupted_run(cli, tmp_path: Path) -> None:
+    """Epoch 1 runs at the peak lr under any length of the per-epoch cosine, so 1 epoch resumed to 3
+    must give the weights of a 3-epoch run, bit for bit."""
+    short, full = tmp_path / "short", tmp_path / "full"
+    assert cli(["train-teacher", *TINY, "--out", short]).exit_code == 0
+    res = cli(["train-teacher", *TINY, "--epochs", "3", "--out", short, "--resume", short / "resume.safetensors"])
+    assert res.exit_code == 0, res.output
+    assert "--epochs 1 -> 3: the learning-rate schedule is recomputed" in " ".join(res.stderr.split())
+    assert cli(["train-teacher", *TINY, "--epochs", "3", "--out", full]).exit_code == 0
+    a = load_checkpoint(short / "last.safetensors").state
+    b = load_checkpoint(full / "last.safetensors").state
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    log = [json.loads(line) for line in (short / "log.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in log] == [1, 2, 3]
+    full_log = [json.loads(line) for line in (full / "log.jsonl").read_text().splitlines()]
+    assert [r["lr"] for r in log[1:]] == [r["lr"] for r in full_log[1:]]  # epoch 1 logged its own end-of-run lr
+
+
+def test_resume_cannot_shorten_below_the_epochs_done(cli, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    assert cli(["train-teacher", *TINY, "--epochs", "2", "--out", out]).exit_code == 0
+    before = _snapshot(out)
+    res = cli(
+        ["train-teacher", *TINY, "--epochs", "2", "--epochs", "1", "--out", out, "--resume", out / "resume.safetensors"]
+    )
+    assert_one_line_error(res, "has already done 2 epochs; give more than 2")
+    assert _snapshot(out) == before

@@ -135,6 +135,9 @@ def restore(res: ResumeFile, model: torch.nn.Module, opt: torch.optim.Optimizer,
     sched_state = json.loads(res.meta["scheduler"])
     sched_state["lr_lambdas"] = [None] * len(sched.lr_lambdas)
     sched.load_state_dict(sched_state)
+    # the lr of the saved position under this run's schedule (the same unless --epochs changed)
+    for group, base, fn in zip(opt.param_groups, sched.base_lrs, sched.lr_lambdas, strict=True):
+        group["lr"] = base * fn(sched.last_epoch)
     scaler.load_state_dict(json.loads(res.meta["scaler"]))
     torch.set_rng_state(t["rng/torch"])
     cuda = [t[k] for k in sorted(t) if k.startswith("rng/cuda/")]

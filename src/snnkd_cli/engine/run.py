@@ -31,7 +31,7 @@ from snnkd_cli.engine.distributed import (
 from snnkd_cli.engine.loop import Checkpointer, FitResult, fit
 from snnkd_cli.engine.precision import default_device, resolve_precision
 from snnkd_cli.engine.report import Reporter
-from snnkd_cli.engine.resume import LoopState, config_differences, read_resume, save_resume
+from snnkd_cli.engine.resume import LoopState, ResumeFile, config_differences, read_resume, save_resume
 from snnkd_cli.errors import SnnkdError
 from snnkd_cli.fsutil import atomic_write_bytes
 from snnkd_cli.kd.tasks import DistillTask, TeacherTask
@@ -106,6 +106,30 @@ def _resolve_data(cfg: RunConfig, train: bool = True) -> tuple[Dataset | None, D
     if cfg.task == "distill":
         check_T_fits(cfg.train.T, info, "--T")
     return tr, val, info
+
+
+def check_resumable(res: ResumeFile, cfg: RunConfig, reporter: Reporter) -> None:
+    """``cfg`` may continue ``res``: the same configuration, except ``--epochs``, which may change while
+    an epoch is left to run (the learning-rate schedule is then recomputed for the new length)."""
+    old = res.config
+    same_length = dataclasses.replace(old, train=dataclasses.replace(old.train, epochs=cfg.train.epochs))
+    diff = config_differences(same_length, cfg)
+    if diff:
+        raise SnnkdError(
+            f"--resume {res.path} was written by a run with another configuration; "
+            f"fields that differ: {', '.join(diff)}"
+        )
+    if cfg.train.epochs != old.train.epochs:
+        done = res.loop().epoch - 1
+        if cfg.train.epochs <= done:
+            raise SnnkdError(
+                f"--epochs {cfg.train.epochs}: the run in {res.path} has already done {done} epochs; "
+                f"give more than {done} to extend it"
+            )
+        reporter.message(
+            f"--epochs {old.train.epochs} -> {cfg.train.epochs}: the learning-rate schedule is recomputed "
+            f"for {cfg.train.epochs} epochs"
+        )
 
 
 def check_T_fits(T: int, info: DataInfo, option: str) -> None:
@@ -226,12 +250,7 @@ def train(
     teacher = load_teacher(cfg, info, device) if spiking else None
     res = read_resume(resume) if resume is not None else None
     if res is not None:
-        diff = config_differences(res.config, cfg)
-        if diff:
-            raise SnnkdError(
-                f"--resume {res.path} was written by a run with another configuration; "
-                f"fields that differ: {', '.join(diff)}"
-            )
+        check_resumable(res, cfg, reporter)
     model = build_model(cfg.model).to(device)
     set_neuron_precision(model, cfg.train.neuron_precision)
     out = check_out_dir(cfg.train.out)  # after every input is checked: a bad one leaves no folder
