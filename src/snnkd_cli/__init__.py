@@ -9,8 +9,6 @@ try:
 except PackageNotFoundError:  # running from a source tree without an install
     __version__ = "0.1.0"
 
-from snnkd_cli.kd.losses import full_range_kd_loss, standard_kd_loss, twce_loss  # noqa: E402
-
 __all__ = [
     "EarlyExitClassifier",
     "__version__",
@@ -24,8 +22,12 @@ __all__ = [
 
 
 def __getattr__(name: str):
-    """``distill``, ``sweep``, ``EarlyExitClassifier`` and ``early_exit`` load the engine on first use
-    (keeps ``import snnkd_cli`` light)."""
+    """Everything in ``__all__`` loads torch and the engine on first use: ``import snnkd_cli`` (and so
+    ``snnkd --help``) stays light."""
+    if name in ("full_range_kd_loss", "standard_kd_loss", "twce_loss"):
+        from snnkd_cli.kd import losses
+
+        return getattr(losses, name)
     if name in ("distill", "sweep"):
         from snnkd_cli import api
 
