@@ -16,7 +16,9 @@ from pathlib import Path
 
 import pytest
 import torch
+import torchvision
 import typer
+from PIL import Image
 from safetensors.torch import save_file
 
 from conftest import STUDENT_T, TINY, one_torch_thread
@@ -380,6 +382,22 @@ BAD_INPUT = [
     _case("max-steps-neg", ["train-teacher", "--max-steps", "-3"], "--max-steps"),
     _case("config-not-object", ["eval-sweep", "{list_config}"], "stored configuration"),
     _case("quickstart-T-0", [*_QUICK, "--T", "0"], "--T must be >= 1"),
+    # contradictions, and messages that name only options the command has
+    _case("quickstart-teacher-epochs", [*_QUICK, "--teacher-epochs", "0"], "--teacher-epochs must be >= 1, got 0"),
+    _case("quickstart-student-epochs", [*_QUICK, "--student-epochs", "0"], "--student-epochs must be >= 1, got 0"),
+    _case("soft-and-hard-reset", ["distill", "--loss", "twce", "--soft-reset", "--hard-reset"], "contradict each"),
+    _case(
+        "teacher-arch-contradicts", ["distill", "--teacher", "{teacher}", "--teacher-arch", "resnet34"], "contradicts"
+    ),
+    _case("dynamic-teacher", ["eval-sweep", "{teacher}", "--dynamic"], "applies to spiking students"),
+    _case("sweep-channels", ["eval-sweep", "{student}", "--dataset", "synthetic-dvs"], "3-channel input but synthetic"),
+    _case("sweep-cifar-size", ["eval-sweep", "{student}", "--dataset", "cifar10"], "trained on 16-px images but cifar"),
+    # image folders that cannot be trained on
+    _case("one-class-folder", ["train-teacher", "--dataset", "imagefolder", "--data-dir", "{one_class}"], "one class"),
+    # teachers trained elsewhere that cannot be used
+    _case("pth-whole-model", ["distill", "--teacher", "{whole_model_pth}", "--teacher-arch", "resnet18"], "pickled"),
+    _case("pth-garbage", ["distill", "--teacher", "{junk_pth}", "--teacher-arch", "resnet18"], "not a PyTorch state"),
+    _case("pth-torchvision", ["distill", "--teacher", "{tv_pth}", "--teacher-arch", "resnet18"], "conv1/layer1..4/fc"),
     _case("quickstart-max-T-0", [*_QUICK, "--T", "1", "--max-T", "0"], "--max-T must be >= 1"),
 ]
 
@@ -400,6 +418,18 @@ class _Inputs(dict):
         save_file(tensors, str(self.tmp / name), metadata=meta)
         return str(self.tmp / name)
 
+    def _folder(self, key: str) -> str:
+        """An image folder: one class only, or two classes with one file that is not an image."""
+        root = self.tmp / key
+        for split in ("train", "val"):
+            for c in ("a",) if key == "one_class" else ("a", "b"):
+                (root / split / c).mkdir(parents=True)
+                for i in range(3):
+                    Image.new("RGB", (16, 16), (40 * i, 90, 0)).save(root / split / c / f"{i}.png")
+        if key == "corrupt_images":
+            (root / "train" / "b" / "9.png").write_bytes(b"\x89PNG but then nothing")
+        return str(root)
+
     def __missing__(self, key: str) -> str:
         fixture = {"teacher": "teacher_ckpt", "student": "student_ckpt", "folder_teacher": "folder_teacher_ckpt"}
         if key in fixture:
@@ -418,6 +448,15 @@ class _Inputs(dict):
             value = self._safetensors("plain.safetensors", {"w": torch.ones(3, 3)}, {"note": "not from snnkd"})
         elif key == "wrong_weights":  # real snnkd metadata, but the weights of another network
             value = self._safetensors("ww.safetensors", {"w": torch.ones(2)}, read_metadata(Path(self["teacher"])))
+        elif key in ("one_class", "corrupt_images"):
+            value = self._folder(key)
+        elif key.endswith("_pth"):
+            value = str(self.tmp / f"{key}.pth")
+            if key == "junk_pth":
+                Path(value).write_bytes(b"not a pickle at all\n" * 20)
+            else:
+                net = torchvision.models.resnet18(num_classes=10)
+                torch.save(net if key == "whole_model_pth" else net.state_dict(), value)
         elif key in ("bad_config", "list_config"):
             meta = {"format": "snnkd-checkpoint", "format_version": "1", "kind": "teacher"}
             meta["config"] = "{not json" if key == "bad_config" else "[]"
@@ -442,3 +481,28 @@ def test_bad_input_is_one_line_and_writes_nothing(
     assert_one_line_error(res, message, stdout_empty=not table_first)
     assert files_under(Path(inputs["out"])) == []
     assert {p: p.read_bytes() for p in files_under(tmp_path)} == before  # nothing written, nothing changed
+
+
+@pytest.mark.parametrize("workers", [0, 1])
+def test_an_unreadable_image_stops_the_run_in_one_line_and_writes_nothing(
+    cli, request: pytest.FixtureRequest, tmp_path: Path, workers: int
+) -> None:
+    """Found when the loader reads it (after the configuration is printed), from the main process or a worker."""
+    inputs = _Inputs(request, tmp_path)
+    args = ["train-teacher", *TINY, "--out", inputs["out"], "--dataset", "imagefolder"]
+    res = cli([*args, "--data-dir", inputs["corrupt_images"], "--workers", str(workers)])
+    assert res.exit_code == 2 and "Traceback" not in res.output, res.output
+    errors = [line for line in res.stderr.splitlines() if line.startswith("error:")]
+    assert errors == [res.stderr.splitlines()[-1]], res.stderr
+    assert "cannot read image" in errors[0] and "9.png" in errors[0] and "remove or replace" in errors[0]
+    assert files_under(Path(inputs["out"])) == []
+
+
+@pytest.mark.parametrize(("rank", "printed"), [("0", True), ("1", False)])
+def test_under_torchrun_only_rank_0_prints_the_error(
+    cli, monkeypatch: pytest.MonkeyPatch, rank: str, printed: bool
+) -> None:
+    monkeypatch.setenv("RANK", rank)
+    res = cli(["train-teacher", "--epochs", "0"])
+    assert res.exit_code == 2 and "Traceback" not in res.output
+    assert res.stderr == ("error: --epochs must be >= 1, got 0\n" if printed else "")

@@ -200,6 +200,7 @@ def test_new_parameters_new_cache_and_open_dvs_cache(cache, tree, tmp_path: Path
     with pytest.raises(SnnkdError, match="several DVS caches") as err:
         open_dvs_cache(out)
     assert KEY in str(err.value)
+    assert f"pass --data-dir {out / cache[0].cache_dir.name}" in str(err.value)  # an option every command has
     with pytest.raises(SnnkdError) as err:
         open_dvs_cache(cache[0].cache_dir, frames=8)
     msg = str(err.value)

@@ -276,6 +276,14 @@ def warmup_steps(warmup_epochs: float, steps_per_epoch: int, total_steps: int) -
     return min(round(warmup_epochs * steps_per_epoch), int(MAX_WARMUP_SHARE * total_steps))
 
 
+def notes(cfg: RunConfig) -> list[str]:
+    """Warnings for options that are valid but have no effect in this run (printed when it starts)."""
+    out = []
+    if cfg.kd is not None and cfg.kd.loss == "twce" and cfg.kd.teacher:
+        out.append("--loss twce uses no teacher: --teacher is ignored (full-range and standard-kd use it)")
+    return out
+
+
 def validate(cfg: RunConfig) -> None:
     """One-line errors for values no run can use."""
     t = cfg.train

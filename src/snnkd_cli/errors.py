@@ -12,6 +12,8 @@ class SnnkdError(Exception):
     """
 
     def __init__(self, message: str, exit_code: int = 2) -> None:
+        if message.startswith("Caught SnnkdError"):  # re-raised by a DataLoader from its worker, with a traceback
+            message = message.rstrip().splitlines()[-1].split("SnnkdError: ", 1)[-1]
         super().__init__(message)
         self.message = message
         self.exit_code = exit_code

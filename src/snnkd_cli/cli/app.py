@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -59,7 +60,8 @@ app = typer.Typer(
 
 
 def handle_errors(fn: Callable) -> Callable:
-    """Turn :class:`SnnkdError` into one line on stderr and its exit code (2), never a traceback."""
+    """Turn :class:`SnnkdError` into one line on stderr (rank 0 only under torchrun) and its exit code (2),
+    never a traceback."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
@@ -68,7 +70,8 @@ def handle_errors(fn: Callable) -> Callable:
         try:
             return fn(*args, **kwargs)
         except SnnkdError as e:
-            print_error(e.message)
+            if os.environ.get("RANK", "0") == "0":  # under torchrun every rank fails alike: say it once
+                print_error(e.message)
             raise typer.Exit(e.exit_code) from None
         except KeyboardInterrupt:
             print_error("interrupted")
@@ -164,8 +167,11 @@ def distill(
     tau: Annotated[float | None, typer.Option(help="KD temperature (paper: 3 CIFAR/DVS, 1 ImageNet).")] = None,
     decay: Annotated[float | None, typer.Option(help="LIF leak: v = decay*v + x (paper: 0.5; 0.2 ImageNet).")] = None,
     soft_reset: Annotated[
-        bool | None, typer.Option("--soft-reset/--hard-reset", help="Reset by subtraction (ImageNet) or to 0.")
-    ] = None,
+        bool, typer.Option("--soft-reset", help="Reset the membrane by subtracting the threshold (ImageNet recipe).")
+    ] = False,
+    hard_reset: Annotated[
+        bool, typer.Option("--hard-reset", help="Reset the membrane to 0 (the CIFAR and DVS recipes).")
+    ] = False,
     calib_holdout: CalibHoldout = None,
     dataset: Dataset = "synthetic",
     data_dir: DataDir = Path("./data"),
@@ -195,6 +201,9 @@ def distill(
 ) -> None:
     """Distil a spiking student from an ANN teacher so that it works at every T from 1 to Tmax."""
     opts = dict(locals())
+    if soft_reset and hard_reset:
+        raise SnnkdError("--soft-reset and --hard-reset contradict each other: give one (or neither: the recipe's)")
+    opts["soft_reset"] = True if soft_reset else False if opts.pop("hard_reset") else None
     opts["arch"] = opts.pop("student_arch")
     opts["teacher"] = str(teacher) if teacher else None
     _train("distill", opts)

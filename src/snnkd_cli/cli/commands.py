@@ -82,6 +82,8 @@ def run_sweep(
     if str(json_path) == str(csv_path) == STDOUT:
         raise SnnkdError("--json - and --csv - cannot both go to standard output: give one of them a file name")
     tables = tables_console(json_path, csv_path)
+    if dynamic is not None and all(load_checkpoint(p).kind == "teacher" for p in checkpoints):
+        raise SnnkdError("--dynamic (early exit) applies to spiking students: every checkpoint given is an ANN teacher")
     kw = {"dataset": dataset, "data_dir": data_dir, "batch_size": batch_size, "precision": precision}
     kw |= {"reframe": reframe, "energy": energy is not None, "energy_samples": energy, "dynamic": dynamic}
     results = [evaluate_checkpoint(p, max_T, **kw) for p in checkpoints]
@@ -181,6 +183,9 @@ def run_quickstart(
     t0 = time.perf_counter()
     if max_T < 1:
         raise SnnkdError(f"--max-T must be >= 1, got {max_T}")
+    for option, value in (("--teacher-epochs", teacher_epochs), ("--student-epochs", student_epochs)):
+        if value < 1:
+            raise SnnkdError(f"{option} must be >= 1, got {value}")
     if not overwrite and any((out / sub / name).exists() for sub in ("teacher", "student") for name in RUN_FILES):
         raise SnnkdError(f"{out} already holds a quickstart run: pass --overwrite to replace it, or another --out")
     # both configurations are checked before anything is trained

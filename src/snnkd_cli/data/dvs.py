@@ -293,7 +293,7 @@ def open_dvs_cache(
         return match[0]
     if len(match) > 1:
         raise SnnkdError(f"several DVS caches in {data_dir} match ({', '.join(d.name for d in match)}): "
-                         "pass --frames/--split-by/--size/--split or point at one of them")  # fmt: skip
+                         f"pass --data-dir {data_dir / match[0].name} (or another of them)")  # fmt: skip
     man = next(iter(mans.values()), None)
     if not subs:
         raise SnnkdError(f"no DVS cache in {data_dir} (no {MANIFEST} there or in a subfolder); "

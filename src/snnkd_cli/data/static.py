@@ -13,8 +13,10 @@ from pathlib import Path
 from typing import ClassVar
 
 import numpy as np
+from PIL import Image
 from torch.utils.data import Dataset
 from torchvision.datasets import CIFAR10, CIFAR100, ImageFolder
+from torchvision.datasets.folder import default_loader
 from torchvision.datasets.utils import download_and_extract_archive
 
 from snnkd_cli.config import DataConfig
@@ -177,8 +179,20 @@ def _cifar_problem(cls: type[CIFAR10], folder: Path, train: bool) -> str | None:
 # --- Image folders (imagefolder, imagenet) -----------------------------------------------------
 
 
+def read_image(path: str) -> Image.Image:
+    """torchvision's image loader (RGB), with one line naming the file that cannot be decoded."""
+    try:
+        return default_loader(path)
+    except (OSError, ValueError, Image.DecompressionBombError) as err:  # UnidentifiedImageError is an OSError
+        raise SnnkdError(f"cannot read image {path} ({_one_line(err)}): remove or replace the file") from None
+
+
 class _ImageFolder(ImageFolder):
-    """torchvision's ImageFolder, except that hidden folders (``.ipynb_checkpoints``) are not classes."""
+    """torchvision's ImageFolder, except that hidden folders (``.ipynb_checkpoints``) are not classes and an
+    unreadable image stops the run with one line naming it."""
+
+    def __init__(self, root: str, transform: Callable) -> None:
+        super().__init__(root, transform=transform, loader=read_image)
 
     def find_classes(self, directory: str) -> tuple[list[str], dict[str, int]]:
         classes = _class_dirs(Path(directory))
@@ -204,6 +218,10 @@ def _image_folders(
         classes[split] = _class_dirs(root / split)
         if not classes[split]:
             raise SnnkdError(f"no class folders in {root / split}: {layout}")
+        if len(classes[split]) < 2:
+            raise SnnkdError(
+                f"{root / split} has one class folder ({classes[split][0]}): a classifier needs at least 2 classes"
+            )
     if train and classes["train"] != classes["val"]:
         only_train = sorted(set(classes["train"]) - set(classes["val"])) or ["-"]
         only_val = sorted(set(classes["val"]) - set(classes["train"])) or ["-"]

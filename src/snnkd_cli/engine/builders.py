@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pickle
+import re
 from pathlib import Path
 
 import torch
@@ -48,6 +50,11 @@ def load_teacher(cfg: RunConfig, info: DataInfo, device: torch.device) -> nn.Mod
         return load_foreign_teacher(cfg, info, device)
     ckpt = load_checkpoint(kd.teacher, expect="teacher")
     tm = ckpt.config.model
+    if kd.teacher_arch and kd.teacher_arch != tm.arch:
+        raise SnnkdError(
+            f"--teacher-arch {kd.teacher_arch} contradicts {kd.teacher}, a {tm.arch} checkpoint: "
+            "drop --teacher-arch (it is for .pth/.pt state dicts)"
+        )
     if tm.num_classes != info.num_classes:
         raise SnnkdError(
             f"teacher {kd.teacher} has {tm.num_classes} classes but {info.name} has "
@@ -64,6 +71,11 @@ def load_teacher(cfg: RunConfig, info: DataInfo, device: torch.device) -> nn.Mod
     return teacher
 
 
+def _first_line(err: BaseException) -> str:
+    """The first line of an error's message, without terminal colour codes (torch's load errors have them)."""
+    return re.sub(r"\x1b\[[0-9;]*m", "", str(err).splitlines()[0]) if str(err) else ""
+
+
 def load_foreign_teacher(cfg: RunConfig, info: DataInfo, device: torch.device) -> nn.Module:
     """A teacher trained elsewhere: a torchvision/timm-style state dict (``.pth``/``.pt``), read with
     ``weights_only=True``, into the ANN named by ``--teacher-arch``."""
@@ -74,9 +86,15 @@ def load_foreign_teacher(cfg: RunConfig, info: DataInfo, device: torch.device) -
         raise SnnkdError(f"teacher state dict not found: {path}")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001  (pickle errors of all kinds: refuse the file in one line)
-        first = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise SnnkdError(f"cannot read {path} as a weights-only state dict: {first}") from None
+    except pickle.UnpicklingError as e:
+        if "Unsupported global" not in str(e):  # not a pickle torch can read at all
+            raise SnnkdError(f"{path} is not a PyTorch state dict file (it cannot be unpickled)") from None
+        raise SnnkdError(  # torch's weights-only unpickler met an object other than tensors
+            f"{path} holds pickled Python objects (a whole model?), not only tensors: snnkd reads .pth files "
+            "weights-only and never runs their code; save model.state_dict() and pass that file"
+        ) from None
+    except Exception as e:  # noqa: BLE001  (a file torch cannot parse at all: refuse it in one line)
+        raise SnnkdError(f"{path} is not a PyTorch state dict file ({type(e).__name__}: {_first_line(e)})") from None
     for key in ("state_dict", "model", "model_state_dict"):  # common wrappers
         if isinstance(state, dict) and isinstance(state.get(key), dict):
             state = state[key]
@@ -92,6 +110,12 @@ def load_foreign_teacher(cfg: RunConfig, info: DataInfo, device: torch.device) -
     missing = sorted(set(want) - set(state))
     extra = sorted(set(state) - set(want))
     shapes = [k for k in want if k in state and state[k].shape != want[k].shape]
+    if {"conv1.weight", "fc.weight", "layer1.0.conv1.weight"} <= set(state):
+        raise SnnkdError(
+            f"{path} has a conv1/layer1..4/fc ResNet layout (torchvision, timm, the paper's code), not mapped onto "
+            f"snnkd's {kd.teacher_arch} (stem, blocks, and a 3x3 stem for small images): train the teacher with "
+            "'snnkd train-teacher'"
+        )
     if missing or extra or shapes:
         parts = []
         if missing:

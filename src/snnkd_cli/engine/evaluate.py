@@ -12,6 +12,7 @@ from torch import nn
 
 from snnkd_cli.config import RunConfig
 from snnkd_cli.data import build_datasets, calibration_split
+from snnkd_cli.data.static import CIFAR, CIFAR_SIZE
 from snnkd_cli.engine.builders import model_from_checkpoint
 from snnkd_cli.engine.checkpoint import Checkpoint, load_checkpoint
 from snnkd_cli.engine.early_exit import DynamicOptions, evaluate_dynamic, relative_energy
@@ -73,9 +74,19 @@ def evaluate_checkpoint(
     cfg.data = dataclasses.replace(cfg.data, **changes)
     if (cfg.data.dataset, cfg.data.data_dir) != own_data:
         cfg.data.calib_holdout = 0.0  # another dataset's training split: the student may have seen none of it
+    if cfg.data.dataset in CIFAR and cfg.data.image_size not in (None, CIFAR_SIZE):
+        raise SnnkdError(
+            f"{path} was trained on {cfg.data.image_size}-px images but {cfg.data.dataset} images are "
+            f"{CIFAR_SIZE}x{CIFAR_SIZE}: evaluate it on data of its own size"
+        )
     _, val, info = build_datasets(cfg.data, train=False)
     if info.num_classes != cfg.model.num_classes:
         raise SnnkdError(f"{path} predicts {cfg.model.num_classes} classes but {info.name} has {info.num_classes}")
+    if info.in_channels != cfg.model.in_channels:
+        raise SnnkdError(
+            f"{path} takes {cfg.model.in_channels}-channel input but {info.name} has {info.in_channels} channels: "
+            f"evaluate it on data like its own ({own_data[0]})"
+        )
     model = model_from_checkpoint(ckpt).to(device)
     loader = make_loader(
         val, batch_size or cfg.train.batch_size, train=False, workers=cfg.data.workers, seed=0, device=device

@@ -42,6 +42,15 @@ def resolve_precision(precision: str, device: torch.device) -> str:
     return "bf16" if native_bf16(device) else "fp32"
 
 
+def precision_note(precision: str, device: torch.device) -> str | None:
+    """A warning for a precision that runs but is a poor choice on ``device`` (None when it is fine)."""
+    if precision == "fp16" and device.type == "cpu":
+        return "--precision fp16 on a CPU is emulated (about 25x slower than bf16 here): use bf16 or auto"
+    if precision == "bf16" and not native_bf16(device):
+        return f"--precision bf16: this {device.type} has no native bf16 and may run slower than fp32"
+    return None
+
+
 def autocast(precision: str, device: torch.device) -> contextlib.AbstractContextManager:
     """``torch.autocast`` for bf16/fp16, ``nullcontext`` for fp32 (an off switch costs nothing)."""
     precision = resolve_precision(precision, device)

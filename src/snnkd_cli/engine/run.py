@@ -17,7 +17,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from snnkd_cli.config import RunConfig
+from snnkd_cli.config import RunConfig, notes
 from snnkd_cli.data import DataInfo, build_datasets, resolved, without_calibration
 from snnkd_cli.engine.builders import build_model, load_teacher
 from snnkd_cli.engine.checkpoint import RUN_FILES, check_fresh_out, save_checkpoint
@@ -29,7 +29,7 @@ from snnkd_cli.engine.distributed import (
     init_distributed,
 )
 from snnkd_cli.engine.loop import Checkpointer, FitResult, fit
-from snnkd_cli.engine.precision import default_device, resolve_precision
+from snnkd_cli.engine.precision import default_device, precision_note, resolve_precision
 from snnkd_cli.engine.report import Reporter
 from snnkd_cli.engine.resume import LoopState, ResumeFile, config_differences, read_resume, save_resume
 from snnkd_cli.errors import SnnkdError
@@ -167,6 +167,7 @@ class RunCheckpointer(Checkpointer):
     ) -> None:
         self.out, self.model, self.kind, self.cfg = out, model, kind, cfg
         self.classes = list(classes)
+        self.config_written = False
         self.writer = None
         if tensorboard:
             try:
@@ -176,6 +177,9 @@ class RunCheckpointer(Checkpointer):
             self.writer = SummaryWriter(str(out / "tensorboard"))
 
     def epoch_end(self, epoch: int, improved: bool, extra: dict) -> None:
+        if not self.config_written:  # with the first checkpoint: a run that fails sooner leaves no file
+            atomic_write_bytes(self.out / "config.json", json.dumps(dataclasses.asdict(self.cfg), indent=2).encode())
+            self.config_written = True
         extra = {**extra, "classes": self.classes} if self.classes else extra
         save_checkpoint(self.out / "last.safetensors", self.model.state_dict(), self.kind, self.cfg, extra)
         if improved:
@@ -253,15 +257,18 @@ def train(
         check_resumable(res, cfg, reporter)
     model = build_model(cfg.model).to(device)
     set_neuron_precision(model, cfg.train.neuron_precision)
-    out = check_out_dir(cfg.train.out)  # after every input is checked: a bad one leaves no folder
-    if cfg.train.channels_last:
-        model = model.to(memory_format=torch.channels_last)
     if spiking:
         x, _ = tr[0]
         check_student(model, time_major(x[None].to(device), min(cfg.train.T, 2), info.temporal), info.num_classes)
+    out = check_out_dir(cfg.train.out)  # after every input is checked: a bad one leaves no folder
+    if cfg.train.channels_last:
+        model = model.to(memory_format=torch.channels_last)
     if cfg.train.sync_bn:
         model = convert_sync_bn(model, device)
     reporter.config(dataclasses.asdict(cfg))
+    for note in [*notes(cfg), precision_note(cfg.train.precision, device)]:
+        if note:
+            reporter.message(f"note: {note}")
     if spiking:
         kd = cfg.kd
         task = DistillTask(teacher, cfg.train.T, kd.loss, kd.alpha, kd.beta, kd.tau, info.temporal)
@@ -279,9 +286,8 @@ def train(
     train_loader = make_loader(tr, per_rank, train=True, **shard)
     val_loader = make_loader(val, per_rank, train=False, **shard)
     if env.is_primary:
-        atomic_write_bytes(out / "config.json", json.dumps(dataclasses.asdict(cfg), indent=2).encode())
         if res is None:  # a fresh run (--overwrite): no file of the replaced run survives
-            for name in RUN_FILES:
+            for name in (*RUN_FILES, "config.json"):
                 (out / name).unlink(missing_ok=True)
     ckpt = (
         RunCheckpointer(out, model, "student" if spiking else "teacher", cfg, tensorboard, info.classes)

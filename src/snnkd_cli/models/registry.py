@@ -7,6 +7,7 @@ and ``kind="ann"`` (teachers, ``[B,...] -> [B,C]``).
 from __future__ import annotations
 
 import importlib
+import inspect
 from collections.abc import Callable
 from importlib.metadata import entry_points
 
@@ -99,4 +100,22 @@ def create_model(name: str, num_classes: int, *, kind: str = "snn", **kw) -> nn.
             f"unknown {what} architecture '{name}': choose one of {', '.join(list_models(kind))}, "
             "or give package.module:factory"
         )
-    return user(num_classes=num_classes, in_channels=kw.get("in_channels", 3))
+    call = {"num_classes": num_classes, "in_channels": kw.get("in_channels", 3)}
+    try:
+        inspect.signature(user).bind(**call)
+    except TypeError as e:
+        raise SnnkdError(
+            f"model factory '{name}' cannot be called as factory(num_classes=..., in_channels=...) ({e}): "
+            "give it those keyword arguments (or **kwargs)"
+        ) from None
+    except ValueError:  # no signature (a builtin): just call it
+        pass
+    try:
+        model = user(**call)
+    except Exception as e:  # noqa: BLE001  (user code: one line naming it, as for an import failure)
+        raise SnnkdError(
+            f"model factory '{name}' failed: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+        ) from None
+    if not isinstance(model, nn.Module):
+        raise SnnkdError(f"model factory '{name}' returned {type(model).__name__}, not a torch.nn.Module")
+    return model
