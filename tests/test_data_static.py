@@ -199,9 +199,10 @@ def test_imagefolder_classes_lengths_shapes(tmp_path: Path) -> None:
 
 def test_imagefolder_eval_values_of_constant_images(tmp_path: Path) -> None:
     """Resize and crop keep a constant image constant; RGB conversion turns grey into three equal channels."""
-    (tmp_path / "val" / "a").mkdir(parents=True)
+    for c in ("a", "b"):  # two classes: a classifier needs them
+        (tmp_path / "val" / c).mkdir(parents=True)
     Image.new("RGB", (50, 37), (200, 100, 50)).save(tmp_path / "val" / "a" / "0.png")
-    Image.new("L", (20, 31), 128).save(tmp_path / "val" / "a" / "1.png")
+    Image.new("L", (20, 31), 128).save(tmp_path / "val" / "b" / "1.png")
     _, val, _ = build_static(folder_cfg(tmp_path), 24, train=False)
     colour = [(200 / 255 - 0.485) / 0.229, (100 / 255 - 0.456) / 0.224, (50 / 255 - 0.406) / 0.225]
     grey = [(128 / 255 - m) / s for m, s in zip(IMAGENET_MEAN, IMAGENET_STD, strict=True)]
@@ -243,10 +244,11 @@ def make_tree(root: Path, paths: list[str]) -> None:
         (["val/a/0.png"], "no train/ folder"),
         (["train/a/0.png"], "no val/ folder"),
         (["train/a/0.png", "val/"], "no class folders"),
-        (["train/a/0.png", "val/a/notes.txt"], "no images"),
+        (["train/a/0.png", "train/b/0.png", "val/a/notes.txt", "val/b/0.png"], "no images"),
+        (["train/a/0.png", "val/a/0.png"], "val has one class folder (a): a classifier needs at least 2"),
         (["train/a/0.png", "train/b/0.png", "val/a/0.png", "val/fish/0.png"], "only in train: b; only in val: fish"),
     ],
-    ids=["no-data-dir", "no-train", "no-val", "no-classes", "no-images", "classes-differ"],
+    ids=["no-data-dir", "no-train", "no-val", "no-classes", "no-images", "one-class", "classes-differ"],
 )
 def test_imagefolder_layout_errors(tmp_path: Path, paths: list[str], expect: str) -> None:
     root = tmp_path / "data"

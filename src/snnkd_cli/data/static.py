@@ -218,10 +218,6 @@ def _image_folders(
         classes[split] = _class_dirs(root / split)
         if not classes[split]:
             raise SnnkdError(f"no class folders in {root / split}: {layout}")
-        if len(classes[split]) < 2:
-            raise SnnkdError(
-                f"{root / split} has one class folder ({classes[split][0]}): a classifier needs at least 2 classes"
-            )
     if train and classes["train"] != classes["val"]:
         only_train = sorted(set(classes["train"]) - set(classes["val"])) or ["-"]
         only_val = sorted(set(classes["val"]) - set(classes["train"])) or ["-"]
@@ -229,6 +225,9 @@ def _image_folders(
             f"train and val class folders differ in {root}: only in train: {', '.join(only_train)}; "
             f"only in val: {', '.join(only_val)}"
         )
+
+    if len(classes["val"]) < 2:
+        raise SnnkdError(f"{root / 'val'} has one class folder ({classes['val'][0]}): a classifier needs at least 2")
 
     def load(split: str, transform: Callable) -> ImageFolder:
         try:
