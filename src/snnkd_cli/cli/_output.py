@@ -8,8 +8,10 @@ import json
 import sys
 from pathlib import Path
 
-from rich.console import Console
+from rich.console import Console, Group
+from rich.measure import Measurement
 from rich.table import Table
+from rich.text import Text
 
 from snnkd_cli.engine.checkpoint import Checkpoint
 from snnkd_cli.engine.energy import SOURCE as ENERGY_SOURCE
@@ -23,6 +25,26 @@ err_console = Console(stderr=True)  # progress, configuration, messages
 def print_error(message: str) -> None:
     """One line on stderr, no traceback."""
     print(f"error: {message}", file=sys.stderr)
+
+
+def legend(lines: list[str]) -> Text:
+    """Lines printed whole under a table: paths are never folded (the terminal wraps them, copy-paste works)."""
+    return Text("\n".join(lines), no_wrap=True, overflow="ignore")
+
+
+def fits(console: Console, table: Table) -> bool:
+    """Whether ``table`` fits ``console``'s width without cutting a cell that may not wrap (numbers)."""
+    unbounded = console.options.update_width(1_000_000)  # measured free of the width it is checked against
+    return Measurement.get(console, unbounded, table).minimum <= console.width
+
+
+def split_to_fit(console: Console, build, results: list) -> list[Group]:
+    """``build(results, first) -> (table, legend lines)`` for every checkpoint in one table, or one table
+    per checkpoint (numbered as in the whole) when the whole would not fit ``console``'s width."""
+    table, lines = build(results, 1)
+    if len(results) == 1 or fits(console, table):
+        return [Group(table, legend(lines))]
+    return [Group(t, legend(lines)) for i, r in enumerate(results, 1) for t, lines in [build([r], i)]]
 
 
 def _pct(v: float | None, digits: int = 2) -> str:
@@ -63,9 +85,9 @@ def sweep_entries(results: list[tuple[Checkpoint, SweepResult]]) -> list[dict]:
     return entries
 
 
-def sweep_table(results: list[tuple[Checkpoint, SweepResult]]) -> Table:
-    """T down the side; per checkpoint #i: top-1, top-5 and, for an SNN, the drop versus its best T
-    and the mean spike rate (%). The caption says which file #i is."""
+def sweep_table(results: list[tuple[Checkpoint, SweepResult]], first: int = 1) -> tuple[Table, list[str]]:
+    """T down the side; per checkpoint #i (from ``first``): top-1, top-5 and, for an SNN, the drop versus its
+    best T and the mean spike rate (%). The legend lines say which file #i is."""
     caption = []
     if any(r.method == "reframed" for _, r in results):
         title = "accuracy at every T (recordings re-framed into T frames, one pass per T)"
@@ -77,22 +99,18 @@ def sweep_table(results: list[tuple[Checkpoint, SweepResult]]) -> Table:
     precisions = sorted({r.precision for _, r in results})
     title += f"; {', '.join(precisions)}"
     table = Table(title=title, title_justify="left")
-    table.add_column("T", justify="right", style="bold")
-    for i, (ckpt, _) in enumerate(results, 1):
+    table.add_column("T", justify="right", style="bold", no_wrap=True)
+    for i, (ckpt, _) in enumerate(results, first):
         cfg = ckpt.config
         if ckpt.kind == "student":
             desc = f"{cfg.model.arch} SNN, trained at T={cfg.train.T}, loss {cfg.kd.loss if cfg.kd else '?'}"
-            table.add_column(f"#{i} top-1", justify="right")
-            table.add_column("top-5", justify="right")
-            table.add_column("drop", justify="right")
-            table.add_column("spikes %", justify="right")
+            cols = (f"#{i} top-1", "top-5", "drop", "spikes %")
         else:
             desc = f"{cfg.model.arch} ANN teacher"
-            table.add_column(f"#{i} top-1", justify="right")
-            table.add_column("top-5", justify="right")
+            cols = (f"#{i} top-1", "top-5")
+        for col in cols:
+            table.add_column(col, justify="right", no_wrap=True)
         caption.append(f"#{i} {ckpt.path}: {desc} ({cfg.data.dataset})")
-    table.caption = "\n".join(caption)
-    table.caption_justify = "left"
     max_T = max((len(r.rows) for c, r in results if c.kind == "student"), default=0)
     keys: list[int | None] = list(range(1, max_T + 1))
     if any(c.kind == "teacher" for c, _ in results):
@@ -112,22 +130,20 @@ def sweep_table(results: list[tuple[Checkpoint, SweepResult]]) -> Table:
                 rate = None if row["spike_rate"] is None else 100.0 * row["spike_rate"]
                 cells += [f"{best - row['top1']:.2f}", _pct(rate, 1)]
         table.add_row(*cells)
-    return table
+    return table, caption
 
 
-def cost_table(results: list[tuple[Checkpoint, SweepResult]]) -> Table:
-    """Accuracy versus cost at every T: per checkpoint #i with ``--energy``, top-1, SynOps and MACs
-    per sample (millions) and the energy estimate per sample (µJ)."""
-    results = [(c, r) for c, r in results if r.energy is not None]
+def cost_table(results: list[tuple[Checkpoint, SweepResult]], first: int = 1) -> tuple[Table, list[str]]:
+    """Accuracy versus cost at every T: per checkpoint #i (from ``first``) with ``--energy``, top-1, SynOps
+    and MACs per sample (millions) and the energy estimate per sample (µJ); and the legend lines."""
     table = Table(title="accuracy and cost per sample at every T (--energy)", title_justify="left")
-    table.add_column("T", justify="right", style="bold")
+    table.add_column("T", justify="right", style="bold", no_wrap=True)
     caption = []
-    for i, (ckpt, res) in enumerate(results, 1):
+    for i, (ckpt, res) in enumerate(results, first):
         for col in (f"#{i} top-1", "SynOps M", "MACs M", "energy µJ"):
-            table.add_column(col, justify="right")
+            table.add_column(col, justify="right", no_wrap=True)
         caption.append(f"#{i} {ckpt.path} ({ckpt.kind}; costs over {res.energy.num_samples} samples)")
     caption.append(f"energy = SynOps x AC + MACs x MAC ({ENERGY_SOURCE}); BatchNorm folded, memory not counted")
-    table.caption, table.caption_justify = "\n".join(caption), "left"
     keys = list(dict.fromkeys(r["T"] for _, res in results for r in res.energy.rows))
     keys.sort(key=lambda k: (k is None, k or 0))
     for key in keys:
@@ -140,40 +156,48 @@ def cost_table(results: list[tuple[Checkpoint, SweepResult]]) -> Table:
             cells += [f"{res.at(key)['top1']:.2f}", f"{cost['synops'] / 1e6:.4g}", f"{cost['macs'] / 1e6:.4g}"]
             cells.append(f"{cost['energy_uj']:.4g}")
         table.add_row(*cells)
-    return table
+    return table, caption
 
 
-def layer_table(ckpt: Checkpoint, energy) -> Table:
+def layer_table(ckpt: Checkpoint, energy) -> Group:
     """Spike rate per spiking layer (an :class:`snnkd_cli.engine.energy.EnergyResult`), in network order."""
     T = energy.rows[-1]["T"]
-    table = Table(
-        title=f"spike rate per layer: {ckpt.path} (T={T}, {energy.num_samples} samples)", title_justify="left"
-    )
+    table = Table(title=f"spike rate per layer (T={T}, {energy.num_samples} samples)", title_justify="left")
     for col in ("layer", "neurons", "spikes %"):
-        table.add_column(col, justify="left" if col == "layer" else "right")
+        table.add_column(col, justify="left" if col == "layer" else "right", no_wrap=True)
     for layer in energy.layers:
         table.add_row(layer["name"], f"{layer['neurons']:,}", f"{100.0 * layer['spike_rate']:.2f}")
-    return table
+    return Group(table, legend([f"checkpoint: {ckpt.path}"]))
 
 
 def _threshold(v: float | None) -> str:
     return "none" if v is None else f"{v:g}"
 
 
-def dynamic_table(index: int, ckpt: Checkpoint, res: SweepResult) -> Table:
+def dynamic_table(index: int, ckpt: Checkpoint, res: SweepResult, console: Console | None = None) -> Group:
     """Early exit of checkpoint ``#index``: per threshold, top-1, mean T and the share exiting at each
-    step (%), then the fixed runs T=1..Tmax from the same pass; the caption gives the chosen threshold."""
+    step (%), then the fixed runs T=1..Tmax from the same pass; the caption gives the chosen threshold.
+    The per-step shares are left out (and the legend says so) where they would not fit ``console``."""
+    table = _dynamic_table(index, res, shares=True)
+    lines = [f"#{index} {ckpt.path}"]
+    if console is not None and not fits(console, table):
+        table = _dynamic_table(index, res, shares=False)
+        lines.append("the share exiting at each step (@t) is left out at this width: see --json or widen the terminal")
+    return Group(table, legend(lines))
+
+
+def _dynamic_table(index: int, res: SweepResult, shares: bool) -> Table:
     dyn = res.dynamic
     T = dyn.max_T
     sign = ">=" if dyn.rule == "confidence" else "<="
     table = Table(
-        title=f"early exit #{index}: {ckpt.path} (exit when {dyn.rule} {sign} threshold; all exit at T={T})",
-        title_justify="left",
+        title=f"early exit #{index} (exit when {dyn.rule} {sign} threshold; all exit at T={T})", title_justify="left"
     )
     table.add_column("threshold", justify="right", style="bold", no_wrap=True)
     table.add_column("top-1", justify="right", no_wrap=True)
     table.add_column("mean T", justify="right", no_wrap=True)
-    for t in range(1, T + 1):
+    steps = range(1, T + 1) if shares else range(0)
+    for t in steps:
         table.add_column(f"@{t}", justify="right", no_wrap=True)
     energy = res.energy is not None and "energy_rel" in dyn.chosen
     if energy:
@@ -182,13 +206,13 @@ def dynamic_table(index: int, ckpt: Checkpoint, res: SweepResult) -> Table:
     for p in dyn.curve:
         mark = "[green]" if p["threshold"] == chosen["threshold"] else ""
         cells = [f"{mark}{_threshold(p['threshold'])}", f"{mark}{p['top1']:.2f}", f"{p['mean_T']:.2f}"]
-        cells += [f"{100 * s:.0f}" for s in p["exit_share"]]
+        cells += [f"{100 * s:.0f}" for s in p["exit_share"]] if shares else []
         table.add_row(*cells, *([f"{p['energy_rel']:.2f}"] if energy else []))
     table.add_section()
     for row in res.rows:  # the fixed runs, from the same pass
-        shares = ["100" if t == row["T"] else "" for t in range(1, T + 1)]
+        exits = ["100" if t == row["T"] else "" for t in steps]
         rel = [f"{res.energy.at(row['T'])['energy_uj'] / res.energy.at(T)['energy_uj']:.2f}"] if energy else []
-        table.add_row(f"T={row['T']}", f"{row['top1']:.2f}", f"{row['T']:.2f}", *shares, *rel)
+        table.add_row(f"T={row['T']}", f"{row['top1']:.2f}", f"{row['T']:.2f}", *exits, *rel)
     best = res.best()
     if chosen["threshold"] is None:
         pick = f"no threshold kept the calibration top-1 within {dyn.max_drop:g} points of T={T}: run T={T}"
@@ -209,7 +233,7 @@ def dynamic_table(index: int, ckpt: Checkpoint, res: SweepResult) -> Table:
     return table
 
 
-def predict_table(report) -> Table:
+def predict_table(report) -> Group:
     """``snnkd predict``: per input the class, its probability and the steps used
     (a :class:`snnkd_cli.engine.predict.PredictReport`)."""
     if report.mode == "ann":
@@ -222,7 +246,7 @@ def predict_table(report) -> Table:
         how = f"early exit: {report.rule} {sign} {thr} ({report.threshold_source}), up to T={report.T}"
         if report.threshold is None:
             how = f"early exit stored as 'none' (no threshold met the calibration bound): T={report.T}"
-    table = Table(title=f"predict: {report.checkpoint} ({how})", title_justify="left")
+    table = Table(title=f"predict ({how})", title_justify="left")
     for col, just in (("input", "left"), ("class", "left"), ("probability", "right"), ("steps", "right")):
         table.add_column(col, justify=just)
     for p in report.predictions:
@@ -232,7 +256,7 @@ def predict_table(report) -> Table:
         mean = sum(p["steps"] for p in report.predictions) / len(report.predictions)
         table.caption = f"mean steps {mean:.2f} of {report.T}"
         table.caption_justify = "left"
-    return table
+    return Group(table, legend([f"checkpoint: {report.checkpoint}"]))
 
 
 def _write(path: Path | str, text: str) -> None:
@@ -242,7 +266,7 @@ def _write(path: Path | str, text: str) -> None:
         sys.stdout.flush()
     else:
         atomic_write_bytes(Path(path), text.encode())
-        err_console.print(f"wrote {path}")
+        err_console.print(f"wrote {path}", soft_wrap=True)
 
 
 def tables_console(*paths: Path | str | None) -> Console:
@@ -280,9 +304,9 @@ def write_sweep_csv(path: Path | str, entries: list[dict]) -> None:
     _write(path, buf.getvalue())
 
 
-def preprocess_summary(rep) -> Table:
-    """The summary of ``snnkd preprocess-dvs`` (a :class:`snnkd_cli.data.dvs.PreprocessReport`)."""
-    table = Table(title=f"preprocess-dvs -> {rep.cache_dir}", title_justify="left", show_header=False)
+def preprocess_summary(rep) -> Group:
+    """The summary of ``snnkd preprocess-dvs`` (a :class:`snnkd_cli.data.dvs.PreprocessReport`); paths whole."""
+    table = Table(title="preprocess-dvs", title_justify="left", show_header=False)
     table.add_column(style="bold")
     table.add_column(justify="right")
     rows = [
@@ -295,20 +319,25 @@ def preprocess_summary(rep) -> Table:
     ]
     for k, v in rows:
         table.add_row(k, v)
+    lines = [f"cache: {rep.cache_dir}"]
     if rep.skipped:
-        table.caption = "skipped (unreadable):\n" + "\n".join(f"  {path}: {why}" for path, why in rep.skipped)
-        table.caption_justify = "left"
-    return table
+        lines += ["skipped (unreadable):", *(f"  {path}: {why}" for path, why in rep.skipped)]
+    return Group(table, legend(lines))
 
 
-def export_table(summary) -> Table:
-    """What ``snnkd export`` wrote and how it was checked (a :class:`snnkd_cli.export.ExportSummary`)."""
+def export_table(summary) -> Group:
+    """What ``snnkd export`` wrote and how it was checked (a :class:`snnkd_cli.export.ExportSummary`); the
+    file's path whole under the table."""
     table = Table(title=f"export: {summary.format}", title_justify="left", show_header=False)
-    table.add_column(style="bold")
+    table.add_column(style="bold", no_wrap=True)
     table.add_column()
+    paths = []
     for label, value in summary.rows():
-        table.add_row(label, value)
-    return table
+        if label == "file":
+            paths.append(f"file: {value}")
+        else:
+            table.add_row(label, value)
+    return Group(table, legend(paths))
 
 
 def models_table() -> Table:
@@ -316,9 +345,9 @@ def models_table() -> Table:
     from snnkd_cli.models import create_model, list_models, model_info
 
     table = Table(title="registered models (--arch / --student-arch; or package.module:factory)", title_justify="left")
-    for col in ("kind", "name", "parameters", "fits", "neuron", "note"):
-        fixed = col in ("kind", "name", "parameters")  # never cut a name; the text columns wrap (fold long words)
-        table.add_column(col, justify="right" if col == "parameters" else "left", no_wrap=fixed, overflow="fold")
+    for col in ("kind", "name", "parameters"):  # never cut a name or a number
+        table.add_column(col, justify="right" if col == "parameters" else "left", no_wrap=True)
+    table.add_column("input; neuron; note", ratio=1)  # wraps between words
     for entry in list_models():
         kind, name = entry.split("/")
         net = create_model(name, 10, kind=kind)
@@ -330,7 +359,6 @@ def models_table() -> Table:
             if kind == "ann"
             else ("LIF soft reset, decay 0.2" if name == "preact_resnet34" else "LIF hard reset, decay 0.5 (--decay)")
         )
-        table.add_row(
-            kind, name, f"{n / 1e6:.2f} M", info.get("fits", fits), info.get("neuron", neuron), info.get("note", "")
-        )
+        about = [info.get("fits", fits), info.get("neuron", neuron), info.get("note", "")]
+        table.add_row(kind, name, f"{n / 1e6:.2f} M", "; ".join(a for a in about if a))
     return table

@@ -14,6 +14,7 @@ from snnkd_cli.cli._output import (
     out_console,
     predict_table,
     preprocess_summary,
+    split_to_fit,
     sweep_entries,
     sweep_table,
     tables_console,
@@ -52,8 +53,11 @@ def run_training(
     if not dist_env().is_primary:  # under torchrun only rank 0 prints
         return outcome
     best = load_checkpoint(outcome.best_path)
-    out_console.print(sweep_table([(best, outcome.fit.best)]))
-    err_console.print(f"best epoch {outcome.fit.best_epoch}: [bold]{outcome.best_path}[/]  (last: {outcome.last_path})")
+    out_console.print(*split_to_fit(out_console, sweep_table, [(best, outcome.fit.best)]), crop=False)
+    err_console.print(
+        f"best epoch {outcome.fit.best_epoch}: [bold]{outcome.best_path}[/]  (last: {outcome.last_path})",
+        soft_wrap=True,
+    )
     return outcome
 
 
@@ -87,22 +91,24 @@ def run_sweep(
     kw = {"dataset": dataset, "data_dir": data_dir, "batch_size": batch_size, "precision": precision}
     kw |= {"reframe": reframe, "energy": energy is not None, "energy_samples": energy, "dynamic": dynamic}
     results = [evaluate_checkpoint(p, max_T, **kw) for p in checkpoints]
-    tables.print(sweep_table(results))
-    if any(res.energy is not None for _, res in results):
-        tables.print(cost_table(results))
-    for ckpt, res in results:
-        if res.energy is not None and res.energy.layers:
-            tables.print(layer_table(ckpt, res.energy))
+    tables.print(*split_to_fit(tables, sweep_table, results), crop=False)
+    costs = [(c, r) for c, r in results if r.energy is not None]
+    if costs:
+        tables.print(*split_to_fit(tables, cost_table, costs), crop=False)
+    for ckpt, res in costs:
+        if res.energy.layers:
+            tables.print(layer_table(ckpt, res.energy), crop=False)
     for i, (ckpt, res) in enumerate(results, 1):
         if res.dynamic is not None:
-            tables.print(dynamic_table(i, ckpt, res))
+            tables.print(dynamic_table(i, ckpt, res, tables), crop=False)
     if save_threshold:
         for ckpt, res in results:
             if res.dynamic is not None:
                 stored = store_exit_rule(ckpt.path, res.dynamic)
                 err_console.print(
                     f"stored early exit in {ckpt.path}: {stored['rule']} threshold {stored['threshold']}, "
-                    f"T <= {stored['max_T']}"
+                    f"T <= {stored['max_T']}",
+                    soft_wrap=True,
                 )
     entries = sweep_entries(results)
     if json_path:
@@ -168,7 +174,7 @@ def run_predict(
         checkpoint, inputs, T=T, dynamic=dynamic, threshold=threshold, rule=exit_rule, batch_size=batch_size
     )
     if report.predictions:
-        tables_console(json_path).print(predict_table(report))
+        tables_console(json_path).print(predict_table(report), crop=False)
     for e in report.errors:
         print_error(e["error"])
     if json_path:
@@ -202,7 +208,8 @@ def run_quickstart(
     run_sweep([student.best_path, teacher.best_path], max_T, None, None, None, None, out / "sweep.json", None)
     err_console.print(
         f"done in {time.perf_counter() - t0:.0f}s. teacher: {teacher.best_path}  student: {student.best_path}\n"
-        f"next: snnkd eval-sweep {student.best_path} --max-T 16"
+        f"next: snnkd eval-sweep {student.best_path} --max-T 16",
+        soft_wrap=True,
     )
 
 
@@ -236,7 +243,7 @@ def run_preprocess_dvs(src: Path, out: Path, frames: int, split_by: str, size: i
     finally:
         if task is not None:
             bar.stop()
-    out_console.print(preprocess_summary(rep))
+    out_console.print(preprocess_summary(rep), crop=False)
 
 
 def run_export(checkpoint: Path, fmt: str, out: Path | None, verify_T: int | None) -> None:
@@ -251,8 +258,8 @@ def run_export(checkpoint: Path, fmt: str, out: Path | None, verify_T: int | Non
     check_output_file(out, "--out")
     if out.resolve() == Path(checkpoint).resolve():
         raise SnnkdError(f"--out {out} is the checkpoint itself: choose another file")
-    err_console.print(f"exporting {checkpoint} ({ckpt.kind}, {ckpt.config.model.arch}) to {fmt} ...")
+    err_console.print(f"exporting {checkpoint} ({ckpt.kind}, {ckpt.config.model.arch}) to {fmt} ...", soft_wrap=True)
     summary = export_checkpoint(
         model_from_checkpoint(ckpt), ckpt.config, ckpt.kind, fmt, out, verify_T=verify_T, meta=ckpt.meta
     )
-    out_console.print(export_table(summary))
+    out_console.print(export_table(summary), crop=False)

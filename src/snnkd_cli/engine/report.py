@@ -69,7 +69,7 @@ class RichReporter(Reporter):
         self.console.print(f"epoch {epoch:>3}/{epochs}  {text}", soft_wrap=True)
 
     def message(self, text: str) -> None:
-        self.console.print(text)
+        self.console.print(text, soft_wrap=True)  # messages name paths: never fold them
 
 
 def _fmt(key: str, value: float) -> str:
