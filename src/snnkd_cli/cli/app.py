@@ -65,10 +65,13 @@ def handle_errors(fn: Callable) -> Callable:
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
-        from snnkd_cli.cli._output import print_error
+        from snnkd_cli.cli._output import err_console, print_error
+        from snnkd_cli.cli._progress import ConsoleProgress
+        from snnkd_cli.progress import reporting
 
         try:
-            return fn(*args, **kwargs)
+            with reporting(ConsoleProgress(err_console)):
+                return fn(*args, **kwargs)
         except SnnkdError as e:
             if os.environ.get("RANK", "0") == "0":  # under torchrun every rank fails alike: say it once
                 print_error(e.message)

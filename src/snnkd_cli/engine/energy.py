@@ -18,6 +18,7 @@ multiply-accumulate (MAC). Memory traffic is not modelled.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import torch
@@ -30,6 +31,7 @@ from snnkd_cli.engine.precision import autocast
 from snnkd_cli.engine.sweep import SpikeCounter
 from snnkd_cli.errors import SnnkdError
 from snnkd_cli.models.contract import mixes_time, reset_state, teacher_input, time_major
+from snnkd_cli.progress import track
 
 E_AC_PJ = 0.9  # Horowitz (ISSCC 2014), 45 nm, 32-bit float add
 E_MAC_PJ = 4.6  # Horowitz (ISSCC 2014), 45 nm, 32-bit float multiply (3.7) + add (0.9)
@@ -128,7 +130,7 @@ def measure_energy(
     n = 0
     if not spiking:
         synops = macs = 0
-        for x, _ in loader:
+        for x, _ in track(loader, "count energy (ANN)", _batches(loader, max_samples)):
             x = x.to(device)[: None if max_samples is None else max_samples - n]
             _, s, m = _count(model, teacher_input(x, temporal), precision, device)
             synops, macs, n = synops + s, macs + m, n + len(x)
@@ -146,7 +148,7 @@ def measure_energy(
         x, _ = next(iter(loader))
         _check_stepwise(model, time_major(x[:4].to(device), max_T, temporal))
     with SpikeCounter(model) as layers:
-        for x, _ in loader:
+        for x, _ in track(loader, f"count energy (T={max_T})", _batches(loader, max_samples)):
             x = x.to(device)[: None if max_samples is None else max_samples - n]
             xs = time_major(x, max_T, temporal)  # [T, B, ...]
             for t in range(max_T):
@@ -193,3 +195,12 @@ def _check_stepwise(model: nn.Module, xs: torch.Tensor) -> None:
             "--energy runs the model one step at a time, and this model gives other logits that way: "
             "its state is not carried across calls (set mixes_time = True on it to count per T instead)"
         )
+
+
+def _batches(loader, max_samples: int | None) -> int | None:
+    """Batches a count over ``max_samples`` reads (for the progress total)."""
+    if not hasattr(loader, "__len__"):
+        return None
+    if max_samples is None or not getattr(loader, "batch_size", None):
+        return len(loader)
+    return min(len(loader), math.ceil(max_samples / loader.batch_size))

@@ -23,6 +23,7 @@ from snnkd_cli.engine.exit_runtime import EarlyExitClassifier
 from snnkd_cli.engine.precision import default_device
 from snnkd_cli.errors import SnnkdError
 from snnkd_cli.models.contract import reset_state, teacher_input, time_major
+from snnkd_cli.progress import track
 
 CIFAR10_NAMES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 
@@ -181,7 +182,7 @@ def predict_files(
             )
 
     pending: list[tuple[Path, torch.Tensor]] = []
-    for path, err in expand_inputs(inputs, temporal):
+    for path, err in track(list(expand_inputs(inputs, temporal)), "predict (inputs)"):
         try:
             if err is not None:
                 raise err

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from rich.console import Console
@@ -28,11 +29,18 @@ class Reporter:
         """A free-form line (where checkpoints went, warnings)."""
 
 
-class RichReporter(Reporter):
-    """Rich progress bar with loss and running accuracy; one line per epoch."""
+PLAIN_EVERY_S = 30.0
 
-    def __init__(self, console: Console | None = None) -> None:
+
+class RichReporter(Reporter):
+    """Rich progress bar with loss and running accuracy (a plain line every ``every`` seconds when the
+    console is not a terminal); one line per epoch."""
+
+    def __init__(
+        self, console: Console | None = None, every: float = PLAIN_EVERY_S, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self.console = console or Console(stderr=True)
+        self.every, self.clock = every, clock  # plain progress lines (not a terminal): at most one per `every` s
 
     def config(self, cfg_json: dict[str, Any]) -> None:
         parts = []
@@ -45,6 +53,9 @@ class RichReporter(Reporter):
 
     @contextlib.contextmanager
     def epoch_progress(self, epoch: int, epochs: int, total: int) -> Iterator[Any]:
+        if not self.console.is_terminal:  # a log file or a pipe: a plain line now and then, no bar
+            yield self._plain_progress(epoch, epochs, total)
+            return
         progress = Progress(
             TextColumn(f"epoch {epoch}/{epochs}"),
             BarColumn(),
@@ -63,6 +74,22 @@ class RichReporter(Reporter):
                 progress.update(task, advance=1, stats=text)
 
             yield update
+
+    def _plain_progress(self, epoch: int, epochs: int, total: int) -> Callable[[dict[str, float]], None]:
+        start = last = self.clock()
+        done = 0
+
+        def update(stats: dict[str, float]) -> None:
+            nonlocal last, done
+            done += 1
+            now = self.clock()
+            if now - last >= self.every and done < total:
+                text = "  ".join(_fmt(k, v) for k, v in stats.items())
+                line = f"epoch {epoch:>3}/{epochs}  step {done}/{total}  {text}  ({now - start:.0f} s)"
+                self.console.print(line, soft_wrap=True, highlight=False)
+                last = now
+
+        return update
 
     def epoch_end(self, epoch: int, epochs: int, stats: dict[str, float]) -> None:
         text = "  ".join(_fmt(k, v) for k, v in stats.items())

@@ -22,6 +22,7 @@ from snnkd_cli.engine.early_exit import DynamicResult, ExitTrace, running_mean
 from snnkd_cli.engine.precision import autocast, resolve_precision
 from snnkd_cli.errors import SnnkdError
 from snnkd_cli.models.contract import mixes_time, reset_state, teacher_input, time_major
+from snnkd_cli.progress import track
 
 
 @dataclass
@@ -149,7 +150,7 @@ def sweep(
     n = 0
     if not spiking:
         c1 = c5 = 0
-        for x, y in loader:
+        for x, y in track(loader, "evaluate (ANN)"):
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
             with autocast(precision, device):
                 z = model(teacher_input(x, temporal)).float()  # [B, C]
@@ -216,7 +217,7 @@ def _counts(
     correct5 = torch.zeros(T, dtype=torch.long)
     n = 0
     with SpikeCounter(model) as counter:
-        for x, y in loader:
+        for x, y in track(loader, f"evaluate (T={T})"):
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
             reset_state(model)
             with autocast(precision, device):
