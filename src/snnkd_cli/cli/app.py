@@ -41,6 +41,7 @@ from snnkd_cli.cli.options import (
     Seed,
     SyncBN,
     TensorBoard,
+    Threads,
     Thresholds,  # shared by train-teacher and distill
     Warmup,
     WeightDecay,
@@ -104,7 +105,7 @@ def _train(task: str, opts: dict) -> None:
     from snnkd_cli.cli.commands import run_training
     from snnkd_cli.config import from_preset
 
-    run_opts = {k: opts.pop(k) for k in ("resume", "overwrite", "save_every", "tensorboard")}
+    run_opts = {k: opts.pop(k) for k in ("resume", "overwrite", "save_every", "tensorboard", "threads")}
     dataset = opts.pop("dataset")
     opts["data_dir"] = str(opts["data_dir"])
     opts["out"] = str(opts["out"]) if opts["out"] is not None else None
@@ -129,6 +130,7 @@ def train_teacher(
     augment: Augment = None,
     seed: Seed = 60,
     workers: Workers = None,
+    threads: Threads = None,
     out: Out = None,
     precision: Precision = "auto",
     neuron_precision: NeuronPrecision = None,
@@ -190,6 +192,7 @@ def distill(
     augment: Augment = None,
     seed: Seed = 60,
     workers: Workers = None,
+    threads: Threads = None,
     out: Out = None,
     precision: Precision = "auto",
     neuron_precision: NeuronPrecision = None,
@@ -257,6 +260,7 @@ def eval_sweep(
     max_drop: MaxDrop = None,
     calib_fraction: CalibFraction = None,
     save_threshold: SaveThreshold = False,
+    threads: Threads = None,
 ) -> None:
     """Accuracy of each checkpoint at every T from 1 to max-T, from one forward pass at max-T."""
     from snnkd_cli.cli.commands import dynamic_options, run_sweep
@@ -265,7 +269,7 @@ def eval_sweep(
     dyn = dynamic_options(dynamic, exit_rule, thresholds, max_drop, calib_fraction, save_threshold)
     energy_n = energy_samples if energy else None
     args = (checkpoints, max_T, dataset, data, batch_size, precision, json_path, csv_path, reframe, energy_n)
-    run_sweep(*args, dyn, save_threshold)
+    run_sweep(*args, dyn, save_threshold, threads)
 
 
 @app.command()
@@ -307,11 +311,12 @@ def predict(
             help="Also write the predictions (and errors) as JSON here ('-': standard output, table to stderr).",
         ),
     ] = None,
+    threads: Threads = None,
 ) -> None:
     """Classify image files (or event frames) with a checkpoint: class, probability and steps used per input."""
     from snnkd_cli.cli.commands import run_predict
 
-    code = run_predict(checkpoint, inputs, T, dynamic, threshold, exit_rule, batch_size, json_path)
+    code = run_predict(checkpoint, inputs, T, dynamic, threshold, exit_rule, batch_size, json_path, threads)
     if code:
         raise typer.Exit(code)
 
@@ -328,10 +333,13 @@ def quickstart(
     overwrite: Annotated[
         bool, typer.Option("--overwrite", help="Replace the runs of an earlier quickstart in --out.")
     ] = False,
+    threads: Threads = None,
 ) -> None:
     """Teacher, full-range student and sweep on the built-in synthetic data (a few minutes on a CPU)."""
     from snnkd_cli.cli.commands import run_quickstart
+    from snnkd_cli.engine.threads import set_threads
 
+    set_threads(threads, workers=0)  # synthetic data is generated in the process
     run_quickstart(out, teacher_epochs, student_epochs, T, max_T, precision, overwrite)
 
 
@@ -408,7 +416,9 @@ def _bare_resume(argv: list[str]) -> list[str]:
 
 
 def main() -> None:
-    """Console-script entry point."""
+    """Console-script entry point. OpenMP waits passively for work unless the user set a policy: on shared
+    cores its spinning threads slowed training by up to 100x (bench/threads.py); set before torch loads."""
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     app(args=_bare_resume(sys.argv[1:]), prog_name="snnkd")
 
 

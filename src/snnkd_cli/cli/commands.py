@@ -28,6 +28,7 @@ from snnkd_cli.engine.early_exit import DynamicOptions, store_exit_rule
 from snnkd_cli.engine.evaluate import evaluate_checkpoint
 from snnkd_cli.engine.report import RichReporter
 from snnkd_cli.engine.run import TrainOutcome, train
+from snnkd_cli.engine.threads import set_threads
 from snnkd_cli.errors import SnnkdError
 from snnkd_cli.fsutil import STDOUT, check_output_file
 
@@ -38,8 +39,10 @@ def run_training(
     save_every: int | None = None,
     tensorboard: bool = False,
     overwrite: bool = False,
+    threads: int | None = None,
 ) -> TrainOutcome:
     """Train (teacher or student), then print the sweep of the best epoch and where the files are."""
+    set_threads(threads, cfg.data.workers)
     if resume == "auto":
         resume = str(Path(cfg.train.out) / "resume.safetensors")
     outcome = train(
@@ -74,6 +77,7 @@ def run_sweep(
     energy: int | None = None,
     dynamic: DynamicOptions | None = None,
     save_threshold: bool = False,
+    threads: int | None = None,
 ) -> None:
     """Evaluate every checkpoint, then print one table (with ``energy``, an accuracy-versus-cost table
     and the spike rate per layer; with ``dynamic``, one early-exit table per student), write the
@@ -86,7 +90,9 @@ def run_sweep(
     if str(json_path) == str(csv_path) == STDOUT:
         raise SnnkdError("--json - and --csv - cannot both go to standard output: give one of them a file name")
     tables = tables_console(json_path, csv_path)
-    if dynamic is not None and all(load_checkpoint(p).kind == "teacher" for p in checkpoints):
+    ckpts = [load_checkpoint(p) for p in checkpoints]  # every file is a readable checkpoint before any work
+    set_threads(threads, max(c.config.data.workers for c in ckpts))
+    if dynamic is not None and all(c.kind == "teacher" for c in ckpts):
         raise SnnkdError("--dynamic (early exit) applies to spiking students: every checkpoint given is an ANN teacher")
     kw = {"dataset": dataset, "data_dir": data_dir, "batch_size": batch_size, "precision": precision}
     kw |= {"reframe": reframe, "energy": energy is not None, "energy_samples": energy, "dynamic": dynamic}
@@ -164,12 +170,14 @@ def run_predict(
     exit_rule: str | None,
     batch_size: int,
     json_path: Path | None,
+    threads: int | None = None,
 ) -> int:
     """Classify the inputs, print the table and one ``error:`` line per bad input; the exit code (2 if any)."""
     from snnkd_cli.cli._output import print_error
     from snnkd_cli.engine.predict import predict_files
 
     check_output_file(json_path, "--json")
+    set_threads(threads, workers=0)  # inputs are read in this process
     report = predict_files(
         checkpoint, inputs, T=T, dynamic=dynamic, threshold=threshold, rule=exit_rule, batch_size=batch_size
     )

@@ -53,6 +53,13 @@ NeuronPrecision = Annotated[
         "dtype) or autocast (the state in the autocast dtype, spikingjelly's default)."
     ),
 ]
+Threads = Annotated[
+    int | None,
+    typer.Option(
+        help="CPU threads for torch (default: the cores this process may use, shared among torchrun's processes on "
+        "the node, minus the DataLoader workers; at least 1). OpenMP waits passively unless OMP_WAIT_POLICY is set.",
+    ),
+]
 Seed = Annotated[int, typer.Option(help="Random seed (paper: 60).")]
 Workers = Annotated[int | None, typer.Option(help="DataLoader worker processes (default: 0 for synthetic, else 4).")]
 Out = Annotated[

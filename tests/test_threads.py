@@ -1,0 +1,76 @@
+"""CPU threads: a default that leaves a core per loader worker, --threads on every long command, and a
+passive OpenMP wait set by the console script before torch loads."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from conftest import TINY
+from snnkd_cli.engine import threads
+from test_cli import assert_one_line_error
+
+
+@pytest.mark.parametrize(
+    ("cores", "workers", "local", "want"),
+    [(2, 0, None, 2), (2, 2, None, 1), (2, 4, None, 1), (16, 4, None, 12), (16, 2, "4", 2), (8, 0, "8", 1)],
+)
+def test_default_threads(monkeypatch: pytest.MonkeyPatch, cores: int, workers: int, local, want: int) -> None:
+    monkeypatch.setattr(threads, "usable_cores", lambda: cores)
+    if local is None:
+        monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
+    else:
+        monkeypatch.setenv("LOCAL_WORLD_SIZE", local)
+    assert threads.default_threads(workers) == want
+
+
+def test_usable_cores_is_the_affinity() -> None:
+    assert threads.usable_cores() == len(os.sched_getaffinity(0))
+
+
+def test_commands_set_the_threads(cli, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, student_ckpt: Path) -> None:
+    calls: list[int] = []
+    monkeypatch.setattr(threads, "torch", SimpleNamespace(set_num_threads=calls.append))  # only snnkd's calls
+    monkeypatch.setattr(threads, "usable_cores", lambda: 3)
+    assert cli(["train-teacher", *TINY, "--threads", "1", "--out", tmp_path / "a"]).exit_code == 0
+    assert cli(["train-teacher", *TINY, "--out", tmp_path / "b"]).exit_code == 0  # synthetic: 0 workers
+    assert cli(["eval-sweep", student_ckpt, "--threads", "2"]).exit_code == 0
+    assert calls == [1, 3, 2]
+
+
+@pytest.mark.parametrize("command", ["train-teacher", "eval-sweep", "predict", "quickstart"])
+def test_threads_below_1_is_one_line(cli, student_ckpt: Path, command: str) -> None:
+    args = {"eval-sweep": [student_ckpt], "predict": [student_ckpt, student_ckpt]}.get(command, [])
+    assert_one_line_error(cli([command, *args, "--threads", "0"]), "--threads must be >= 1, got 0")
+
+
+PROBE = """
+import atexit, os, sys
+atexit.register(lambda: print("POLICY=" + os.environ.get("OMP_WAIT_POLICY", ""), file=sys.stderr))
+sys.argv = ["snnkd", "--version"]
+from snnkd_cli.cli.app import main
+main()
+"""
+
+
+@pytest.mark.parametrize(("given", "want"), [(None, "PASSIVE"), ("ACTIVE", "ACTIVE")])
+def test_console_script_sets_a_passive_openmp_wait_unless_given(given: str | None, want: str) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    if given:
+        env["OMP_WAIT_POLICY"] = given
+    res = subprocess.run([sys.executable, "-c", PROBE], capture_output=True, text=True, env=env, timeout=120)
+    assert f"POLICY={want}" in res.stderr.splitlines(), res.stderr
+
+
+def test_set_threads_returns_what_it_set() -> None:
+    before = torch.get_num_threads()
+    try:
+        assert threads.set_threads(1, 0) == 1 == torch.get_num_threads()
+    finally:
+        torch.set_num_threads(before)
