@@ -38,7 +38,7 @@ def worker(args: argparse.Namespace) -> None:
 
     from snnkd_cli.config import DataConfig
     from snnkd_cli.data import build_datasets
-    from snnkd_cli.engine.run import make_loader
+    from snnkd_cli.data.loaders import make_loader
     from snnkd_cli.engine.threads import set_threads
     from snnkd_cli.models.registry import create_model
 
@@ -55,8 +55,7 @@ def worker(args: argparse.Namespace) -> None:
 
     def steps():
         while True:
-            for x, y in loader:
-                yield x, y
+            yield from loader
 
     it = steps()
 
@@ -120,8 +119,8 @@ def main() -> None:
                 rows.append({"workers": workers, "setting": setting, "competing": competing, **r})
                 print(json.dumps(rows[-1]), flush=True)
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    print(f"\n`python bench/threads.py {' '.join(sys.argv[1:])}` ({time.strftime('%Y-%m-%d')}, "
-          f"{platform.processor() or platform.machine()}, {cores} cores): ANN ResNet-18 width 32, batch 32, 32x32\n")  # fmt: skip
+    where = f"{time.strftime('%Y-%m-%d')}, {platform.processor() or platform.machine()}, {cores} cores"
+    print(f"\n`python bench/threads.py {' '.join(sys.argv[1:])}` ({where}): ANN ResNet-18 width 32, batch 32, 32x32\n")
     print("| loader workers | setting | threads | steps/s alone | steps/s beside a second job | slowdown |")
     print("|---|---|---|---|---|---|")
     for workers in args.workers:

@@ -73,9 +73,10 @@ def test_nan_loss_stops_naming_the_step_and_keeps_the_last_good_checkpoint(tmp_p
     from torch.utils.data import DataLoader
 
     from snnkd_cli.config import from_preset
+    from snnkd_cli.data.loaders import make_loader
     from snnkd_cli.data.synthetic import SyntheticImages
     from snnkd_cli.engine.loop import fit
-    from snnkd_cli.engine.run import RunCheckpointer, make_loader
+    from snnkd_cli.engine.run import RunCheckpointer
     from snnkd_cli.errors import SnnkdError
     from snnkd_cli.kd.tasks import TeacherTask
     from snnkd_cli.models import create_model

@@ -1,4 +1,4 @@
-"""torchrun environment read in one place, and a sampler whose order depends only on (seed, epoch).
+"""torchrun environment read in one place, process groups, and BatchNorm synchronised over ranks.
 
 One process: rank 0 of world 1, no process group, no DDP wrapper (an off switch costs nothing).
 """
@@ -6,11 +6,9 @@ One process: rank 0 of world 1, no process group, no DDP wrapper (an off switch 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
-from torch.utils.data import Sampler
 
 
 @dataclass(frozen=True)
@@ -36,72 +34,6 @@ def dist_env() -> DistEnv:
     return DistEnv(
         int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)), int(os.environ.get("LOCAL_RANK", 0))
     )
-
-
-class EpochSampler(Sampler[int]):
-    """Shuffled (or ordered) indices fixed by ``(seed, epoch)``, sharded over ranks, resumable mid-epoch.
-
-    Like ``DistributedSampler``: with ``drop_last`` the tail that does not fill a global batch
-    is dropped, so every rank sees the same number of full batches. ``start_batch`` skips the
-    first batches of the epoch (resume after a crash mid-epoch).
-
-    Args:
-        n: dataset length.
-        batch_size: per-process batch size.
-        shuffle: permute with ``torch.randperm`` seeded by ``seed + epoch``.
-        seed: base seed.
-        rank, world_size: this process's shard.
-        drop_last: drop the incomplete last global batch.
-    """
-
-    def __init__(
-        self,
-        n: int,
-        batch_size: int,
-        *,
-        shuffle: bool = True,
-        seed: int = 0,
-        rank: int = 0,
-        world_size: int = 1,
-        drop_last: bool = True,
-    ) -> None:
-        self.n, self.batch_size, self.shuffle, self.seed = n, batch_size, shuffle, seed
-        self.rank, self.world_size, self.drop_last = rank, world_size, drop_last
-        self.epoch = 0
-        self.start_batch = 0
-
-    def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
-        self.epoch, self.start_batch = epoch, start_batch
-
-    def _indices(self) -> list[int]:
-        if self.shuffle:
-            g = torch.Generator().manual_seed(self.seed + self.epoch)
-            order = torch.randperm(self.n, generator=g).tolist()
-        else:
-            order = list(range(self.n))
-        global_batch = self.batch_size * self.world_size
-        if self.drop_last:
-            order = order[: (self.n // global_batch) * global_batch]
-        # rank r takes a contiguous slice of every global batch, so the union of the ranks' batch i
-        # is the single-process batch i of the same global size
-        out = []
-        for b in range(0, len(order), global_batch):
-            chunk = order[b : b + global_batch]
-            out += chunk[self.rank * self.batch_size : (self.rank + 1) * self.batch_size]
-        return out[self.start_batch * self.batch_size :]
-
-    def batches_per_epoch(self) -> int:
-        """Batches in a whole epoch on this rank (whatever ``start_batch`` is)."""
-        start, self.start_batch = self.start_batch, 0
-        n = len(self._indices())
-        self.start_batch = start
-        return -(-n // self.batch_size)
-
-    def __iter__(self) -> Iterator[int]:
-        return iter(self._indices())
-
-    def __len__(self) -> int:
-        return len(self._indices())
 
 
 def init_distributed(env: DistEnv) -> torch.device:

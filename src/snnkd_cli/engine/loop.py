@@ -19,7 +19,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from snnkd_cli.config import MAX_WARMUP_SHARE, TrainConfig, warmup_steps
-from snnkd_cli.engine.distributed import EpochSampler
+from snnkd_cli.data.loaders import EpochSampler
 from snnkd_cli.engine.precision import autocast, grad_scaler
 from snnkd_cli.engine.report import Reporter
 from snnkd_cli.engine.resume import LoopState, ResumeFile, restore

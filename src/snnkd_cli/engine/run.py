@@ -15,19 +15,14 @@ from pathlib import Path
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
 from snnkd_cli.config import RunConfig, notes
 from snnkd_cli.data import DataInfo, build_datasets, resolved, without_calibration
+from snnkd_cli.data.loaders import check_T_fits, make_loader
 from snnkd_cli.engine.builders import build_model, load_teacher
 from snnkd_cli.engine.checkpoint import RUN_FILES, check_fresh_out, save_checkpoint
-from snnkd_cli.engine.distributed import (
-    EpochSampler,
-    convert_sync_bn,
-    dist_env,
-    finish_distributed,
-    init_distributed,
-)
+from snnkd_cli.engine.distributed import convert_sync_bn, dist_env, finish_distributed, init_distributed
 from snnkd_cli.engine.loop import Checkpointer, FitResult, fit
 from snnkd_cli.engine.precision import default_device, precision_note, resolve_precision
 from snnkd_cli.engine.report import Reporter
@@ -59,39 +54,6 @@ def seed_everything(seed: int) -> None:
         np.random.seed(seed % 2**32)
     except ImportError:  # numpy is optional
         pass
-
-
-def make_loader(
-    ds: Dataset,
-    batch_size: int,
-    *,
-    train: bool,
-    workers: int,
-    seed: int,
-    device: torch.device,
-    rank: int = 0,
-    world_size: int = 1,
-) -> DataLoader:
-    """A DataLoader. Training: an :class:`EpochSampler` (order fixed by seed and epoch, sharded over
-    ranks, dropping the last partial batch when there is more than one). Evaluation: in order
-    (sharded over ranks under torchrun; the sweep sums the counts)."""
-    sampler = None
-    if not train and world_size > 1:
-        sampler = EpochSampler(len(ds), batch_size, shuffle=False, rank=rank, world_size=world_size, drop_last=False)
-    if train:
-        drop = len(ds) >= 2 * batch_size * world_size
-        sampler = EpochSampler(
-            len(ds), batch_size, shuffle=True, seed=seed, rank=rank, world_size=world_size, drop_last=drop
-        )
-    return DataLoader(
-        ds,
-        batch_size=batch_size,
-        sampler=sampler,
-        num_workers=workers,
-        pin_memory=device.type == "cuda",
-        persistent_workers=workers > 0,
-        generator=torch.Generator().manual_seed(seed),
-    )
 
 
 def _resolve_data(cfg: RunConfig, train: bool = True) -> tuple[Dataset | None, Dataset, DataInfo]:
@@ -129,15 +91,6 @@ def check_resumable(res: ResumeFile, cfg: RunConfig, reporter: Reporter) -> None
         reporter.message(
             f"--epochs {old.train.epochs} -> {cfg.train.epochs}: the learning-rate schedule is recomputed "
             f"for {cfg.train.epochs} epochs"
-        )
-
-
-def check_T_fits(T: int, info: DataInfo, option: str) -> None:
-    """Event data has a fixed number of frames per sample: T may not exceed it."""
-    if info.temporal and info.frames is not None and T > info.frames:
-        raise SnnkdError(
-            f"{option} {T} is more than the {info.frames} frames per sample of {info.name}; "
-            f"use {option} <= {info.frames} or preprocess with more --frames"
         )
 
 
@@ -317,12 +270,3 @@ def train(
     )
     finish_distributed()
     return TrainOutcome(cfg, out, result, out / "best.safetensors", out / "last.safetensors")
-
-
-def __getattr__(name: str):
-    """``engine.run.evaluate_checkpoint`` still works (it moved to :mod:`snnkd_cli.engine.evaluate`)."""
-    if name == "evaluate_checkpoint":
-        from snnkd_cli.engine.evaluate import evaluate_checkpoint
-
-        return evaluate_checkpoint
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -14,10 +14,10 @@ import torch
 from spikingjelly.activation_based import functional
 from torch import nn
 
+import snnkd_cli.export.verify as verify
 from snnkd_cli import __version__
 from snnkd_cli.config import EVENT_DATASETS, RunConfig
 from snnkd_cli.errors import SnnkdError
-from snnkd_cli.export import verify
 from snnkd_cli.export.fold import build_folded, fold_bn, folded_metadata
 from snnkd_cli.export.onnx_step import SingleStepSNN, ann_to_onnx, require, run_session, session, snn_to_onnx
 from snnkd_cli.fsutil import atomic_write_bytes
