@@ -97,6 +97,64 @@ def compile_for_training(model: nn.Module) -> nn.Module:
     return compiled
 
 
+@dataclass
+class Optimiser:
+    """SGD, its schedule and the gradient scaler (enabled for fp16 only): what a step updates."""
+
+    opt: torch.optim.Optimizer
+    sched: torch.optim.lr_scheduler.LambdaLR
+    scaler: torch.amp.GradScaler
+
+
+def build_optimiser(
+    model: nn.Module, cfg: TrainConfig, steps_per_epoch: int, device: torch.device, reporter: Reporter, quiet: bool
+) -> Optimiser:
+    """SGD (momentum, decay on conv/linear weights) with warm-up (capped) and the cosine of ``cfg.schedule``."""
+    opt = torch.optim.SGD(param_groups(model, cfg.weight_decay), lr=cfg.lr, momentum=cfg.momentum)
+    total = steps_per_epoch * cfg.epochs
+    warmup = warmup_steps(cfg.warmup_epochs, steps_per_epoch, total)
+    if warmup < round(cfg.warmup_epochs * steps_per_epoch) and not quiet:
+        reporter.message(
+            f"warm-up: {warmup} steps ({warmup / steps_per_epoch:.2g} epochs), not {cfg.warmup_epochs:g} epochs: "
+            f"at most {MAX_WARMUP_SHARE:.0%} of the run's {total} steps"
+        )
+    per_epoch = steps_per_epoch if cfg.schedule == "cosine-epoch" else None
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(total, warmup, per_epoch))
+    return Optimiser(opt, sched, grad_scaler(cfg.precision, device))
+
+
+def train_step(
+    net: nn.Module, task: Task, x: torch.Tensor, y: torch.Tensor, optim: Optimiser, precision: str, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One step: reset the state (the one place training does), the task under autocast, backward, SGD and
+    schedule steps. ``x [B, ...]`` and ``y [B]`` on ``device``; returns (loss, logits ``[B, C]``), detached.
+
+    Raises:
+        SnnkdError: a non-finite loss (before any weight changes).
+    """
+    reset_state(net)
+    with autocast(precision, device):
+        losses, logits = task(net, x, y)
+    loss = losses["loss"]
+    if not torch.isfinite(loss):
+        raise SnnkdError(f"loss is {loss.item()}")
+    optim.opt.zero_grad(set_to_none=True)
+    optim.scaler.scale(loss).backward()
+    optim.scaler.step(optim.opt)
+    optim.scaler.update()
+    optim.sched.step()
+    return loss.detach(), logits.detach()
+
+
+def _steps_per_epoch(train_loader: DataLoader, cfg: TrainConfig) -> int:
+    sampler = train_loader.sampler
+    full = sampler.batches_per_epoch() if isinstance(sampler, EpochSampler) else len(train_loader)
+    steps = full if cfg.max_steps is None else min(full, cfg.max_steps)
+    if steps == 0:
+        raise SnnkdError(f"the training set gives no batch of {cfg.batch_size}: lower --batch-size")
+    return steps
+
+
 def fit(
     model: nn.Module,
     task: Task,
@@ -135,94 +193,92 @@ def fit(
     """
     reporter = reporter or Reporter()
     ckpt = checkpointer or Checkpointer()
-    opt = torch.optim.SGD(param_groups(model, cfg.weight_decay), lr=cfg.lr, momentum=cfg.momentum)
-    sampler = train_loader.sampler if isinstance(train_loader.sampler, EpochSampler) else None
-    full_epoch = sampler.batches_per_epoch() if sampler is not None else len(train_loader)
-    steps_per_epoch = full_epoch if cfg.max_steps is None else min(full_epoch, cfg.max_steps)
-    if steps_per_epoch == 0:
-        raise SnnkdError(f"the training set gives no batch of {cfg.batch_size}: lower --batch-size")
-    total = steps_per_epoch * cfg.epochs
-    warmup = warmup_steps(cfg.warmup_epochs, steps_per_epoch, total)
-    if warmup < round(cfg.warmup_epochs * steps_per_epoch) and resume is None:
-        reporter.message(
-            f"warm-up: {warmup} steps ({warmup / steps_per_epoch:.2g} epochs), not {cfg.warmup_epochs:g} epochs: "
-            f"at most {MAX_WARMUP_SHARE:.0%} of the run's {total} steps"
-        )
-    per_epoch = steps_per_epoch if cfg.schedule == "cosine-epoch" else None
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(total, warmup, per_epoch))
-    scaler = grad_scaler(cfg.precision, device)
-    memory_format = torch.channels_last if cfg.channels_last else torch.preserve_format
-    st = restore(resume, model, opt, sched, scaler) if resume is not None else LoopState()
+    steps_per_epoch = _steps_per_epoch(train_loader, cfg)
+    optim = build_optimiser(model, cfg, steps_per_epoch, device, reporter, quiet=resume is not None)
+    st = restore(resume, model, optim.opt, optim.sched, optim.scaler) if resume is not None else LoopState()
     if st.step >= steps_per_epoch:  # saved at the very end of an epoch's steps
         st.epoch, st.step = st.epoch + 1, 0
-    spiking = getattr(task, "spiking", False)
-    train_net = compile_for_training(model) if cfg.compile else model
+    run = _Run(model, compile_for_training(model) if cfg.compile else model, task, optim, cfg, device)
     result = FitResult(history=st.history, best_epoch=st.best_epoch, best_top1=st.best_top1)
     for rec in st.history:  # a resumed run: the best epoch's sweep is in its history
         if rec["epoch"] == st.best_epoch:
             result.best = SweepResult(rec["val"], rec.get("val_samples", 0))
     while st.epoch <= cfg.epochs:
-        epoch = st.epoch
-        model.train()
         t0 = time.perf_counter()
-        if sampler is not None:
-            sampler.set_epoch(epoch, st.step)
-        if train_loader.generator is not None:  # worker seeds depend on (seed, epoch) only
-            train_loader.generator.manual_seed(cfg.seed * 1_000_003 + epoch)
-        with reporter.epoch_progress(epoch, cfg.epochs, steps_per_epoch) as update:
-            for x, y in train_loader:
-                if st.step >= steps_per_epoch:
-                    break
-                x = x.to(device, non_blocking=True)
-                if x.dim() == 4:
-                    x = x.contiguous(memory_format=memory_format)
-                y = y.to(device, non_blocking=True)
-                reset_state(model)  # the one place training resets membrane state
-                with autocast(cfg.precision, device):
-                    losses, logits = task(train_net, x, y)
-                loss = losses["loss"]
-                if not torch.isfinite(loss):
-                    raise SnnkdError(
-                        f"loss is {loss.item()} at epoch {epoch} step {st.step + 1}: lower --lr or use "
-                        "--precision fp32; the last good checkpoint is kept"
-                    )
-                opt.zero_grad(set_to_none=True)
-                scaler.scale(loss).backward()
-                scaler.step(opt)
-                scaler.update()
-                sched.step()
-                st.step += 1
-                st.loss_sum += loss.item() * len(y)
-                st.correct += int((logits.argmax(-1) == y).sum())
-                st.seen += len(y)
-                update({"loss": st.loss_sum / st.seen, "acc": 100.0 * st.correct / st.seen})
-                if save_every and st.step % save_every == 0 and st.step < steps_per_epoch:
-                    ckpt.resume_point(st, opt, sched, scaler)
-        reset_state(model)
+        with reporter.epoch_progress(st.epoch, cfg.epochs, steps_per_epoch) as update:
+            run.epoch(train_loader, st, steps_per_epoch, update, ckpt, save_every)
         train_time = time.perf_counter() - t0
+        spiking = getattr(task, "spiking", False)
         # validation in fp32 whatever the training precision: the figure that picks best.safetensors
         val = sweep(model, val_loader, eval_T, temporal=temporal, device=device, precision="fp32", spiking=spiking)
-        top1 = val.at(eval_T)["top1"] if spiking else val.rows[0]["top1"]
-        seen = max(st.seen, 1)
-        stats = {
-            "loss": st.loss_sum / seen,
-            "train_acc": 100.0 * st.correct / seen,
-            "val_top1": top1,
-            "lr": opt.param_groups[0]["lr"],
-            "time": train_time,
-        }
-        if spiking:
-            stats["val_top1_T1"] = val.at(1)["top1"]
-        record = {"epoch": epoch, **stats, "val": val.rows, "val_samples": val.num_samples}
+        record = _epoch_record(st, val, eval_T if spiking else None, optim, train_time)
         result.history.append(record)
-        improved = top1 > result.best_top1
+        improved = record["val_top1"] > result.best_top1
         if improved:
-            result.best, result.best_epoch, result.best_top1 = val, epoch, top1
-        ckpt.epoch_end(
-            epoch, improved, {"epoch": str(epoch), "metrics": {"val": val.rows, "best_epoch": result.best_epoch}}
-        )
+            result.best, result.best_epoch, result.best_top1 = val, st.epoch, record["val_top1"]
+        meta = {"val": val.rows, "best_epoch": result.best_epoch}
+        ckpt.epoch_end(st.epoch, improved, {"epoch": str(st.epoch), "metrics": meta})
         ckpt.log(record)
-        reporter.epoch_end(epoch, cfg.epochs, stats)
-        st = LoopState(epoch + 1, 0, result.best_top1, result.best_epoch, result.history)
-        ckpt.resume_point(st, opt, sched, scaler)
+        reporter.epoch_end(
+            st.epoch, cfg.epochs, {k: v for k, v in record.items() if k not in ("epoch", "val", "val_samples")}
+        )
+        st = LoopState(st.epoch + 1, 0, result.best_top1, result.best_epoch, result.history)
+        ckpt.resume_point(st, optim.opt, optim.sched, optim.scaler)
     return result
+
+
+@dataclass
+class _Run:
+    """What one epoch of :func:`fit` needs: the model (state reset on it), the network run forward (compiled or
+    the model), the task, the optimiser and the settings."""
+
+    model: nn.Module
+    net: nn.Module
+    task: Task
+    optim: Optimiser
+    cfg: TrainConfig
+    device: torch.device
+
+    def epoch(self, loader: DataLoader, st: LoopState, steps: int, update, ckpt: Checkpointer, save_every) -> None:
+        """Train from ``st.step`` to ``steps`` of epoch ``st.epoch``, counting into ``st``."""
+        cfg, fmt = self.cfg, torch.channels_last if self.cfg.channels_last else torch.preserve_format
+        self.model.train()
+        if isinstance(loader.sampler, EpochSampler):
+            loader.sampler.set_epoch(st.epoch, st.step)
+        if loader.generator is not None:  # worker seeds depend on (seed, epoch) only
+            loader.generator.manual_seed(cfg.seed * 1_000_003 + st.epoch)
+        for x, y in loader:
+            if st.step >= steps:
+                break
+            x = x.to(self.device, non_blocking=True)
+            x = x.contiguous(memory_format=fmt) if x.dim() == 4 else x
+            y = y.to(self.device, non_blocking=True)
+            try:
+                loss, logits = train_step(self.net, self.task, x, y, self.optim, cfg.precision, self.device)
+            except SnnkdError as e:
+                raise SnnkdError(
+                    f"{e.message} at epoch {st.epoch} step {st.step + 1}: lower --lr or use --precision fp32; "
+                    "the last good checkpoint is kept"
+                ) from None
+            st.step += 1
+            st.loss_sum += loss.item() * len(y)
+            st.correct += int((logits.argmax(-1) == y).sum())
+            st.seen += len(y)
+            update({"loss": st.loss_sum / st.seen, "acc": 100.0 * st.correct / st.seen})
+            if save_every and st.step % save_every == 0 and st.step < steps:
+                ckpt.resume_point(st, self.optim.opt, self.optim.sched, self.optim.scaler)
+        reset_state(self.model)
+
+
+_NOT_STATS = ("epoch", "val", "val_samples")  # in a record, not on the epoch's line
+
+
+def _epoch_record(st: LoopState, val: SweepResult, eval_T: int | None, optim: Optimiser, seconds: float) -> dict:
+    """One line of ``log.jsonl``: loss, train accuracy, validation top-1 (at the training T, and T=1), lr, time."""
+    seen = max(st.seen, 1)
+    top1 = val.at(eval_T)["top1"] if eval_T is not None else val.rows[0]["top1"]
+    stats = {"loss": st.loss_sum / seen, "train_acc": 100.0 * st.correct / seen, "val_top1": top1}
+    stats |= {"lr": optim.opt.param_groups[0]["lr"], "time": seconds}
+    if eval_T is not None:
+        stats["val_top1_T1"] = val.at(1)["top1"]
+    return {"epoch": st.epoch, **stats, "val": val.rows, "val_samples": val.num_samples}
