@@ -3,7 +3,7 @@
 Variants (all: ResNet-18 student, ANN ResNet-34 teacher, CIFAR-size 32x32 input, 10 classes):
 
 * ``snnkd-fp32``, ``snnkd-bf16``, ``snnkd-fp32-cl``, ``snnkd-bf16-cl``: exactly what
-  ``snnkd_cli.engine.loop.fit`` does per step: ``reset_state(model)``,
+  ``snnkd_cli.engine.loop.fit`` does per step, through its ``train_step``: ``reset_state(model)``,
   ``DistillTask(teacher, T, 'full-range')(model, x, y)`` under ``engine.precision.autocast``,
   backward, SGD step (``-cl``: model and batch in channels-last, as ``--channels-last``).
 * ``ref-fp32``: a plain reference in the paper's code style: single-step spikingjelly
@@ -45,8 +45,8 @@ import torch.nn.functional as F
 from spikingjelly.activation_based import neuron, surrogate
 from torch import nn
 
-from snnkd_cli.engine.loop import compile_for_training, param_groups
-from snnkd_cli.engine.precision import autocast
+from snnkd_cli.engine.loop import Optimiser, compile_for_training, param_groups, train_step
+from snnkd_cli.engine.precision import autocast, grad_scaler
 from snnkd_cli.kd.losses import full_range_kd_loss
 from snnkd_cli.kd.tasks import DistillTask
 from snnkd_cli.models.contract import reset_state
@@ -152,15 +152,15 @@ class Bench:
             raise SystemExit(f"unknown variant {variant}")
         self.model.train()
         self.opt = torch.optim.SGD(param_groups(self.model, 5e-4), lr=0.1, momentum=0.9)
+        constant = torch.optim.lr_scheduler.LambdaLR(self.opt, lambda _: 1.0)
+        self.optim = Optimiser(self.opt, constant, grad_scaler(self.precision, device))
 
     def step(self) -> float:
         m, opt = self.model, self.opt
-        if self.kind == "snnkd":  # engine/loop.py fit(), per step
-            reset_state(m)
-            with autocast(self.precision, self.device):
-                losses, _ = self.task(self.net, self.x, self.y)
-            loss = losses["loss"]
-        elif self.kind == "ref":
+        if self.kind == "snnkd":  # the engine's own step (engine.loop.train_step), as fit runs it
+            loss, _ = train_step(m, self.task, self.x, self.y, self.optim, self.precision, self.device, self.net)
+            return float(loss)
+        if self.kind == "ref":
             reset_ref(m)
             s = m(self.x, self.T)  # [T, B, C]
             with torch.no_grad():

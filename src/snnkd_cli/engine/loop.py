@@ -124,17 +124,25 @@ def build_optimiser(
 
 
 def train_step(
-    net: nn.Module, task: Task, x: torch.Tensor, y: torch.Tensor, optim: Optimiser, precision: str, device: torch.device
+    model: nn.Module,
+    task: Task,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    optim: Optimiser,
+    precision: str,
+    device: torch.device,
+    net: nn.Module | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """One step: reset the state (the one place training does), the task under autocast, backward, SGD and
-    schedule steps. ``x [B, ...]`` and ``y [B]`` on ``device``; returns (loss, logits ``[B, C]``), detached.
+    """One step: reset ``model``'s state (the one place training does), the task on ``net`` (default ``model``;
+    its compiled form with ``--compile``) under autocast, backward, SGD and schedule steps.
+    ``x [B, ...]`` and ``y [B]`` on ``device``; returns (loss, logits ``[B, C]``), detached.
 
     Raises:
         SnnkdError: a non-finite loss (before any weight changes).
     """
-    reset_state(net)
+    reset_state(model)
     with autocast(precision, device):
-        losses, logits = task(net, x, y)
+        losses, logits = task(model if net is None else net, x, y)
     loss = losses["loss"]
     if not torch.isfinite(loss):
         raise SnnkdError(f"loss is {loss.item()}")
@@ -254,7 +262,7 @@ class _Run:
             x = x.contiguous(memory_format=fmt) if x.dim() == 4 else x
             y = y.to(self.device, non_blocking=True)
             try:
-                loss, logits = train_step(self.net, self.task, x, y, self.optim, cfg.precision, self.device)
+                loss, logits = train_step(self.model, self.task, x, y, self.optim, cfg.precision, self.device, self.net)
             except SnnkdError as e:
                 raise SnnkdError(
                     f"{e.message} at epoch {st.epoch} step {st.step + 1}: lower --lr or use --precision fp32; "
