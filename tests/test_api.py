@@ -5,7 +5,9 @@ import torch
 from spikingjelly.activation_based import layer
 from torch import nn
 from torch.utils.data import DataLoader
+from typer.testing import CliRunner
 
+from snnkd_cli.cli.app import app
 from snnkd_cli.data.synthetic import SyntheticImages
 from snnkd_cli.errors import SnnkdError
 from snnkd_cli.models import create_model
@@ -36,6 +38,50 @@ def test_api_distils_a_user_defined_student_and_sweeps(tmp_path):
     assert rows[1]["top1"] == result.history[-1]["val_top1"]  # the loop validated with the same sweep
     assert (tmp_path / "last.safetensors").exists()
     assert len(result.history) == 2 and result.history[-1]["loss"] < result.history[0]["loss"]
+    res = CliRunner().invoke(app, ["eval-sweep", str(tmp_path / "best.safetensors"), "--dataset", "synthetic"])
+    assert res.exit_code == 2 and "a module snnkd cannot rebuild" in res.stderr, res.output  # the one format, says why
+
+
+def _api_run(out, dataset=None):
+    from snnkd_cli import distill
+
+    torch.manual_seed(0)
+    train = DataLoader(SyntheticImages(96, split_seed=0), batch_size=32, shuffle=True)
+    val = DataLoader(SyntheticImages(64, split_seed=1), batch_size=32)
+    teacher = create_model("resnet18", 10, kind="ann", width=4)
+    student = create_model("resnet18", 10, width=4)
+    distill(student, teacher, train, val, T=2, epochs=1, verbose=False, out=out, dataset=dataset)
+    return out / "best.safetensors"
+
+
+def test_a_checkpoint_of_the_api_opens_in_eval_sweep_export_and_predict(tmp_path):
+    from PIL import Image
+
+    from snnkd_cli.engine.evaluate import evaluate_checkpoint
+
+    best = _api_run(tmp_path / "run", dataset="synthetic")
+    j = tmp_path / "s.json"
+    res = CliRunner().invoke(app, ["eval-sweep", str(best), "--max-T", "3", "--json", str(j)])
+    assert res.exit_code == 0, res.output
+    import json
+
+    assert json.loads(j.read_text())["checkpoints"][0]["results"] == evaluate_checkpoint(best, 3)[1].rows
+    out = tmp_path / "folded.safetensors"
+    res = CliRunner().invoke(app, ["export", str(best), "-f", "safetensors", "--out", str(out)])
+    assert res.exit_code == 0 and out.is_file(), res.output
+    Image.new("RGB", (16, 16), (200, 30, 30)).save(tmp_path / "x.png")
+    res = CliRunner().invoke(app, ["predict", str(best), str(tmp_path / "x.png")])
+    assert res.exit_code == 0 and "x.png" in res.stdout, res.output
+
+
+def test_an_api_checkpoint_without_its_dataset_says_what_it_needs(tmp_path):
+    best = _api_run(tmp_path / "run")
+    res = CliRunner().invoke(app, ["eval-sweep", str(best)])
+    assert res.exit_code == 2 and "pass --dataset" in res.stderr, res.output
+    res = CliRunner().invoke(app, ["eval-sweep", str(best), "--dataset", "synthetic"])
+    assert res.exit_code == 0, res.output
+    res = CliRunner().invoke(app, ["predict", str(best), str(best)])
+    assert res.exit_code == 2 and "dataset=NAME" in res.stderr, res.output
 
 
 class NoReset(nn.Module):

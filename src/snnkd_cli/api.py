@@ -10,19 +10,18 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import save as st_save
 from torch import nn
 from torch.utils.data import DataLoader
 
-from snnkd_cli.config import LOSSES, TrainConfig, check_choice
-from snnkd_cli.engine.checkpoint import check_fresh_out
+from snnkd_cli.config import DATASETS, LOSSES, DataConfig, KDConfig, ModelConfig, RunConfig, TrainConfig, check_choice
+from snnkd_cli.engine.checkpoint import check_fresh_out, save_checkpoint
 from snnkd_cli.engine.loop import Checkpointer, FitResult, fit
 from snnkd_cli.engine.precision import default_device
 from snnkd_cli.engine.report import Reporter, RichReporter
 from snnkd_cli.engine.sweep import sweep as _sweep
-from snnkd_cli.fsutil import atomic_write_bytes
 from snnkd_cli.kd.tasks import DistillTask
 from snnkd_cli.models.contract import check_student, time_major
+from snnkd_cli.models.registry import model_spec
 
 _TRAIN_FIELDS = {f.name for f in dataclasses.fields(TrainConfig)}
 
@@ -41,6 +40,7 @@ def distill(
     device: str | torch.device | None = None,
     verbose: bool = True,
     overwrite: bool = False,
+    dataset: str | None = None,
     **config: Any,
 ) -> FitResult:
     """Distil ``student`` from ``teacher`` with the engine's loop (the one ``snnkd distill`` runs).
@@ -55,9 +55,13 @@ def distill(
         device: where to train (default: CUDA if available).
         verbose: Rich progress bar and per-epoch lines.
         overwrite: replace the checkpoints of an earlier run in ``out`` (otherwise such a folder is refused).
+        dataset: the snnkd dataset your loaders hold (``"cifar10"``...), stored in the checkpoints so that
+            ``snnkd eval-sweep``, ``predict`` and ``export`` know its data (without it, ``eval-sweep``
+            needs ``--dataset``). The checkpoints are normal snnkd checkpoints when ``student`` was built
+            by :func:`snnkd_cli.models.create_model` (a registered arch or ``package.module:factory``).
         **config: :class:`snnkd_cli.config.TrainConfig` fields: ``T``, ``epochs``, ``lr``,
-            ``weight_decay``, ``warmup_epochs``, ``precision``, ``out`` (when given, the student's
-            ``state_dict`` is written there as ``last.safetensors`` / ``best.safetensors``)...
+            ``weight_decay``, ``warmup_epochs``, ``precision``, ``out`` (when given, the student is written
+            there as ``last.safetensors`` / ``best.safetensors``, snnkd checkpoints)...
 
     Returns:
         :class:`FitResult` with the per-epoch history and the best validation sweep.
@@ -67,6 +71,8 @@ def distill(
     if unknown:
         raise TypeError(f"unknown option(s) {sorted(unknown)}; choose from {sorted(_TRAIN_FIELDS)}")
     out = config.pop("out", None)
+    if dataset is not None:
+        check_choice(dataset, DATASETS, "dataset")
     if out is not None:
         check_fresh_out(out, overwrite)
     cfg = TrainConfig(**config)
@@ -77,7 +83,10 @@ def distill(
     x, _ = next(iter(train_loader))
     check_student(student, time_major(x[:2].to(dev), min(cfg.T, 2), temporal))
     task = DistillTask(teacher, cfg.T, loss, alpha, beta, tau, temporal)
-    ckpt = _WeightsOnly(student, Path(out)) if out is not None else None
+    ckpt = None
+    if out is not None:
+        run = _run_config(student, cfg, dataset, x, temporal, KDConfig(loss=loss, alpha=alpha, beta=beta, tau=tau))
+        ckpt = _ApiCheckpointer(student, Path(out), run)
     reporter: Reporter = RichReporter() if verbose else Reporter()
     return fit(
         student,
@@ -93,18 +102,38 @@ def distill(
     )
 
 
-class _WeightsOnly(Checkpointer):
-    """The student's ``state_dict`` as ``last.safetensors`` / ``best.safetensors``, written atomically."""
+def _run_config(
+    student: nn.Module, cfg: TrainConfig, dataset: str | None, x: torch.Tensor, temporal: bool, kd: KDConfig
+) -> RunConfig:
+    """The run as snnkd's checkpoints record it. ``x``: a training batch ``[B, C, H, W]`` (events
+    ``[B, T, C, H, W]``). A student not built by ``create_model`` is stored with an empty arch."""
+    spec = model_spec(student) or {}
+    fields = {f.name for f in dataclasses.fields(ModelConfig)}
+    model = ModelConfig(**spec) if spec and set(spec) <= fields else ModelConfig(arch="", num_classes=0)
+    data = DataConfig(
+        dataset=dataset or "",
+        data_dir="",
+        image_size=int(x.shape[-1]),
+        in_channels=int(x.shape[-3]),
+        num_classes=model.num_classes,
+        frames=int(x.shape[1]) if temporal else None,
+        workers=0,
+        augment="none",
+    )
+    return RunConfig(task="distill", data=data, model=model, train=dataclasses.replace(cfg, out=""), kd=kd)
 
-    def __init__(self, model: nn.Module, out: Path) -> None:
-        self.model, self.out = model, out
+
+class _ApiCheckpointer(Checkpointer):
+    """``last.safetensors`` / ``best.safetensors`` of the student: snnkd checkpoints (the one format)."""
+
+    def __init__(self, model: nn.Module, out: Path, config: RunConfig) -> None:
+        self.model, self.out, self.config = model, out, config
 
     def epoch_end(self, epoch: int, improved: bool, extra: dict) -> None:
-        tensors = {k: v.detach().cpu().contiguous() for k, v in self.model.state_dict().items()}
-        data = st_save(tensors, metadata={"epoch": str(epoch)})
-        atomic_write_bytes(self.out / "last.safetensors", data)
+        state = self.model.state_dict()
+        save_checkpoint(self.out / "last.safetensors", state, "student", self.config, extra)
         if improved:
-            atomic_write_bytes(self.out / "best.safetensors", data)
+            save_checkpoint(self.out / "best.safetensors", state, "student", self.config, extra)
 
 
 def sweep(

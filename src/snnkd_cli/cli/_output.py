@@ -233,9 +233,10 @@ def _dynamic_table(index: int, res: SweepResult, shares: bool) -> Table:
     return table
 
 
-def predict_table(report) -> Group:
+def predict_table(report, console: Console | None = None) -> Group:
     """``snnkd predict``: per input the class, its probability and the steps used
-    (a :class:`snnkd_cli.engine.predict.PredictReport`)."""
+    (a :class:`snnkd_cli.engine.predict.PredictReport`). Inputs are printed whole: where the boxed table
+    would cut them at ``console``'s width, plain columns list them last, unwrapped."""
     if report.mode == "ann":
         how = "ANN teacher"
     elif report.mode == "fixed":
@@ -248,15 +249,24 @@ def predict_table(report) -> Group:
             how = f"early exit stored as 'none' (no threshold met the calibration bound): T={report.T}"
     table = Table(title=f"predict ({how})", title_justify="left")
     for col, just in (("input", "left"), ("class", "left"), ("probability", "right"), ("steps", "right")):
-        table.add_column(col, justify=just)
-    for p in report.predictions:
-        steps = "" if p["steps"] is None else str(p["steps"])
-        table.add_row(p["input"], p["class"], f"{p['probability']:.4f}", steps)
+        table.add_column(col, justify=just, no_wrap=True)
+    rows = [
+        (p["input"], p["class"], f"{p['probability']:.4f}", "" if p["steps"] is None else str(p["steps"]))
+        for p in report.predictions
+    ]
+    for row in rows:
+        table.add_row(*row)
+    notes = [f"checkpoint: {report.checkpoint}"]
     if report.mode == "dynamic" and report.predictions:
         mean = sum(p["steps"] for p in report.predictions) / len(report.predictions)
-        table.caption = f"mean steps {mean:.2f} of {report.T}"
-        table.caption_justify = "left"
-    return Group(table, legend([f"checkpoint: {report.checkpoint}"]))
+        notes.insert(0, f"mean steps {mean:.2f} of {report.T}")
+    if console is None or fits(console, table):
+        return Group(table, legend(notes))
+    # too wide for the boxes: plain columns, the input last and whole (the terminal wraps it)
+    w = max([len("class"), *(len(r[1]) for r in rows)])
+    lines = [f"{'class':<{w}}  probability  steps  input"]
+    lines += [f"{c:<{w}}  {p:>11}  {st:>5}  {i}" for i, c, p, st in rows]
+    return Group(Text(f"predict ({how})"), legend([*lines, *notes]))
 
 
 def _write(path: Path | str, text: str) -> None:

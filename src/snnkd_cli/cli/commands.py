@@ -182,7 +182,8 @@ def run_predict(
         checkpoint, inputs, T=T, dynamic=dynamic, threshold=threshold, rule=exit_rule, batch_size=batch_size
     )
     if report.predictions:
-        tables_console(json_path).print(predict_table(report), crop=False)
+        tables = tables_console(json_path)
+        tables.print(predict_table(report, tables), crop=False)
     for e in report.errors:
         print_error(e["error"])
     if json_path:

@@ -21,11 +21,22 @@ def build_model(mc: ModelConfig) -> nn.Module:
     return create_model(mc.arch, mc.num_classes, **mc.kwargs())
 
 
+def check_rebuildable(ckpt: Checkpoint) -> None:
+    """A checkpoint names the network it holds (the Python API stores an empty arch for a module it did
+    not build), else one line saying how to make one that does."""
+    if not ckpt.config.model.arch:
+        raise SnnkdError(
+            f"{ckpt.path} holds a student the Python API trained from a module snnkd cannot rebuild: build it with "
+            "snnkd_cli.models.create_model (a registered arch or 'package.module:factory') to use it here"
+        )
+
+
 def model_from_checkpoint(ckpt: Checkpoint) -> nn.Module:
     """Rebuild a checkpoint's network from its own config and load its weights (strict).
 
     A file from ``snnkd export --format safetensors`` (BN folded) is rebuilt folded.
     """
+    check_rebuildable(ckpt)
     if ckpt.meta.get("folded") == "1":
         from snnkd_cli.export import build_folded
 

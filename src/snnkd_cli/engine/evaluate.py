@@ -14,7 +14,7 @@ from snnkd_cli.config import RunConfig
 from snnkd_cli.data import build_datasets, calibration_split
 from snnkd_cli.data.loaders import check_T_fits, make_loader
 from snnkd_cli.data.static import CIFAR, CIFAR_SIZE
-from snnkd_cli.engine.builders import model_from_checkpoint
+from snnkd_cli.engine.builders import check_rebuildable, model_from_checkpoint
 from snnkd_cli.engine.checkpoint import Checkpoint, load_checkpoint
 from snnkd_cli.engine.early_exit import DynamicOptions, evaluate_dynamic, relative_energy
 from snnkd_cli.engine.energy import measure_energy
@@ -56,6 +56,7 @@ def evaluate_checkpoint(
     device = device or default_device()
     precision = precision or "fp32"
     ckpt = load_checkpoint(path)
+    check_rebuildable(ckpt)
     cfg = ckpt.config
     spiking = ckpt.kind == "student"
     if max_T is not None and max_T < 1:
@@ -74,6 +75,11 @@ def evaluate_checkpoint(
     cfg.data = dataclasses.replace(cfg.data, **changes)
     if (cfg.data.dataset, cfg.data.data_dir) != own_data:
         cfg.data.calib_holdout = 0.0  # another dataset's training split: the student may have seen none of it
+    if not cfg.data.dataset:
+        raise SnnkdError(
+            f"{path} was trained from the Python API on loaders of its own: pass --dataset (and --data-dir) to "
+            "evaluate it, or give distill(..., dataset=NAME)"
+        )
     if cfg.data.dataset in CIFAR and cfg.data.image_size not in (None, CIFAR_SIZE):
         raise SnnkdError(
             f"{path} was trained on {cfg.data.image_size}-px images but {cfg.data.dataset} images are "

@@ -154,6 +154,11 @@ def predict_files(
     steps = report.T or (data.frames or 1)  # a teacher on events: the mean of all the frames
     if temporal and data.frames and report.mode != "ann" and steps > data.frames:
         raise SnnkdError(f"--T {steps} is more than the {data.frames} frames per sample {ckpt.path} was trained on")
+    if not data.dataset:
+        raise SnnkdError(
+            f"{ckpt.path} was trained from the Python API without dataset=NAME: snnkd predict cannot know its "
+            "input preprocessing; give distill(..., dataset=NAME)"
+        )
     transform = None if temporal else image_transform(data)
     names = class_names(ckpt)
     device = device or default_device()

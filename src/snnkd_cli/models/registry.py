@@ -72,7 +72,24 @@ def _entry_point(name: str) -> Callable[..., nn.Module] | None:
     return None
 
 
+SPEC = "snnkd_model"  # the attribute create_model leaves on what it builds
+
+
+def model_spec(model: nn.Module) -> dict | None:
+    """``{"arch", "kind", "num_classes", **options}`` of a network :func:`create_model` built, else None:
+    what a checkpoint needs to rebuild it."""
+    spec = getattr(model, SPEC, None)
+    return dict(spec) if isinstance(spec, dict) else None
+
+
 def create_model(name: str, num_classes: int, *, kind: str = "snn", **kw) -> nn.Module:
+    """Build a model (see :func:`_build`) and tag it with how it was built (:func:`model_spec`)."""
+    model = _build(name, num_classes, kind=kind, **kw)
+    model.__dict__[SPEC] = {"arch": name, "kind": kind, "num_classes": num_classes, **kw}
+    return model
+
+
+def _build(name: str, num_classes: int, *, kind: str = "snn", **kw) -> nn.Module:
     """Build a model by registered name, by import path, or from an installed package.
 
     Args:
