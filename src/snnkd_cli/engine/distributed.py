@@ -10,6 +10,8 @@ from dataclasses import dataclass
 
 import torch
 
+from snnkd_cli.errors import SnnkdError
+
 
 @dataclass(frozen=True)
 class DistEnv:
@@ -107,17 +109,52 @@ class CPUSyncBatchNorm(torch.nn.BatchNorm2d):
         return y.to(x.dtype)
 
 
+class _MultiStep:
+    """Mixin: spikingjelly's multi-step BatchNorm input ``[T, B, C, H, W]`` is normalised as ``[T*B, C, H, W]``
+    (its own ``step_mode='m'`` behaviour), so the replaced layer keeps its semantics and its state-dict keys."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() == 5:
+            T, B = x.shape[:2]
+            return super().forward(x.flatten(0, 1)).unflatten(0, (T, B))
+        return super().forward(x)
+
+
+class MultiStepSyncBatchNorm(_MultiStep, torch.nn.SyncBatchNorm):
+    """torch's SyncBatchNorm (GPUs) for a multi-step spikingjelly BatchNorm2d."""
+
+
+class MultiStepCPUSyncBatchNorm(_MultiStep, CPUSyncBatchNorm):
+    """:class:`CPUSyncBatchNorm` for a multi-step spikingjelly BatchNorm2d."""
+
+
 def convert_sync_bn(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
-    """``--sync-bn``: torch's SyncBatchNorm on GPUs, :class:`CPUSyncBatchNorm` on CPU."""
-    if device.type == "cuda":
-        return torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    """``--sync-bn``: every BatchNorm (torch's and its subclasses, spikingjelly's multi-step ones included)
+    becomes torch's SyncBatchNorm on GPUs or :class:`CPUSyncBatchNorm` on CPU, weights and statistics kept.
+
+    Raises:
+        SnnkdError: a BatchNorm this cannot synchronise (on CPU: anything but 2-d).
+    """
     for name, child in model.named_children():
-        if type(child) is torch.nn.BatchNorm2d:
-            new = CPUSyncBatchNorm(
-                child.num_features, child.eps, child.momentum, child.affine, child.track_running_stats
-            )
-            new.load_state_dict(child.state_dict())
-            setattr(model, name, new)
+        if isinstance(child, torch.nn.modules.batchnorm._BatchNorm) and not isinstance(
+            child, (torch.nn.SyncBatchNorm, CPUSyncBatchNorm)
+        ):
+            setattr(model, name, _synced(child, device, f"{type(model).__name__}.{name}"))
         else:
             convert_sync_bn(child, device)
     return model
+
+
+def _synced(bn: torch.nn.Module, device: torch.device, where: str) -> torch.nn.Module:
+    multi = getattr(bn, "step_mode", "s") == "m"
+    if device.type == "cuda":
+        cls = MultiStepSyncBatchNorm if multi else torch.nn.SyncBatchNorm
+    elif isinstance(bn, torch.nn.BatchNorm2d):
+        cls = MultiStepCPUSyncBatchNorm if multi else CPUSyncBatchNorm
+    else:
+        raise SnnkdError(
+            f"--sync-bn on CPU synchronises 2-d BatchNorm only; {where} is a {type(bn).__name__}: drop --sync-bn"
+        )
+    new = cls(bn.num_features, bn.eps, bn.momentum, bn.affine, bn.track_running_stats)
+    new.load_state_dict(bn.state_dict())
+    return new.to(next(bn.parameters(), torch.empty(0)).device)
