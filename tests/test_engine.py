@@ -129,3 +129,19 @@ def test_reframed_sweep_equals_runs_on_caches_framed_at_each_T(tmp_path):
         framed = Path(tmp_path / "cache" / f"frames{t}-number-size16-random")
         direct = sweep(model, DataLoader(DVSFrames(framed, train=False), batch_size=4), t, temporal=True)
         assert res.at(t) == direct.at(t)
+
+
+def test_train_leaves_the_callers_config_unchanged(tmp_path) -> None:
+    import copy
+
+    cfg = from_preset("teacher", "synthetic-dvs", epochs=1, max_steps=1, width=4, out=str(tmp_path / "t"))
+    before = copy.deepcopy(cfg)
+    outcome = train(cfg)
+    assert cfg == before  # resolved values (channels, classes, precision) went to the run's own copy
+    assert outcome.config.model.in_channels == 2 and before.model.in_channels == 3
+
+
+@pytest.mark.parametrize("key", ["num_classes", "in_channels"])
+def test_values_that_come_from_the_data_cannot_be_set(key: str) -> None:
+    with pytest.raises(SnnkdError, match=f"{key} comes from the dataset"):
+        from_preset("teacher", "synthetic", **{key: 5})

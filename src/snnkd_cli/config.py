@@ -212,6 +212,9 @@ _FIELD_SECTION = {f.name: s for s, tp in _SECTIONS.items() for f in dataclasses.
 _FIELD_SECTION.update(dataset="data", arch="model")
 
 
+_FROM_DATA = ("num_classes", "in_channels")  # in two sections, always resolved from the data
+
+
 def from_preset(task: str, dataset: str, **overrides: Any) -> RunConfig:
     """A :class:`RunConfig` for ``task`` on ``dataset``: the paper recipe, then ``overrides``.
 
@@ -247,6 +250,8 @@ def from_preset(task: str, dataset: str, **overrides: Any) -> RunConfig:
     for key, value in overrides.items():
         if value is None:
             continue
+        if key in _FROM_DATA:
+            raise SnnkdError(f"{key} comes from the dataset (resolved when its data is built): it cannot be set")
         section = _FIELD_SECTION.get(key)
         if section is None:
             raise ValueError(f"unknown configuration field {key!r}")

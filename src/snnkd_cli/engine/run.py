@@ -6,6 +6,7 @@ These are what the commands call: ``train`` (teacher or distillation, chosen by
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import os
@@ -193,10 +194,10 @@ def train(
             )
     reporter = (reporter or Reporter()) if env.is_primary else Reporter()
     device = device or default_device()
-    # "auto" becomes what runs (bf16 or fp32): the checkpoints and a resume compare the real value
-    cfg = dataclasses.replace(
-        cfg, train=dataclasses.replace(cfg.train, precision=resolve_precision(cfg.train.precision, device))
-    )
+    # the run's own copy (the caller's config is never changed); "auto" becomes what runs (bf16 or fp32):
+    # the checkpoints and a resume compare the real value
+    cfg = copy.deepcopy(cfg)
+    cfg.train.precision = resolve_precision(cfg.train.precision, device)
     if save_every is not None and save_every < 1:
         raise SnnkdError(f"--save-every must be >= 1, got {save_every}")
     if resume is None:
