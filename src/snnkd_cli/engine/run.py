@@ -159,6 +159,30 @@ class RunCheckpointer(Checkpointer):
             self.writer.flush()
 
 
+def _task(cfg: RunConfig, info: DataInfo, device: torch.device) -> DistillTask | TeacherTask:
+    """Distillation (the teacher loaded and checked against the data) or the teacher's cross-entropy."""
+    if cfg.task != "distill":
+        return TeacherTask(info.temporal)
+    teacher = load_teacher(cfg, info, device)
+    kd = cfg.kd
+    return DistillTask(teacher, cfg.train.T, kd.loss, kd.alpha, kd.beta, kd.tau, info.temporal)
+
+
+def _model(cfg: RunConfig, tr: Dataset, info: DataInfo, device: torch.device) -> nn.Module:
+    """The network to train, on ``device``, in the run's neuron precision, memory format and BatchNorm; a
+    student checked against the contract on one sample first."""
+    model = build_model(cfg.model).to(device)
+    set_neuron_precision(model, cfg.train.neuron_precision)
+    if cfg.task == "distill":
+        x, _ = tr[0]
+        check_student(model, time_major(x[None].to(device), min(cfg.train.T, 2), info.temporal), info.num_classes)
+    if cfg.train.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    if cfg.train.sync_bn:
+        model = convert_sync_bn(model, device)
+    return model
+
+
 def train(
     cfg: RunConfig,
     reporter: Reporter | None = None,
@@ -204,50 +228,27 @@ def train(
         check_fresh_out(cfg.train.out, overwrite)
     seed_everything(cfg.train.seed)
     tr, val, info = _resolve_data(cfg)
-    spiking = cfg.task == "distill"
-    teacher = load_teacher(cfg, info, device) if spiking else None
+    task = _task(cfg, info, device)
     res = read_resume(resume) if resume is not None else None
     if res is not None:
         check_resumable(res, cfg, reporter)
-    model = build_model(cfg.model).to(device)
-    set_neuron_precision(model, cfg.train.neuron_precision)
-    if spiking:
-        x, _ = tr[0]
-        check_student(model, time_major(x[None].to(device), min(cfg.train.T, 2), info.temporal), info.num_classes)
+    model = _model(cfg, tr, info, device)
     out = check_out_dir(cfg.train.out)  # after every input is checked: a bad one leaves no folder
-    if cfg.train.channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    if cfg.train.sync_bn:
-        model = convert_sync_bn(model, device)
     reporter.config(dataclasses.asdict(cfg))
     for note in [*notes(cfg), precision_note(cfg.train.precision, device)]:
         if note:
             reporter.message(f"note: {note}")
-    if spiking:
-        kd = cfg.kd
-        task = DistillTask(teacher, cfg.train.T, kd.loss, kd.alpha, kd.beta, kd.tau, info.temporal)
-    else:
-        task = TeacherTask(info.temporal)
-    t = cfg.train
-    per_rank = t.batch_size // env.world_size  # --batch-size is the global batch
-    shard = {
-        "rank": env.rank,
-        "world_size": env.world_size,
-        "workers": cfg.data.workers,
-        "seed": t.seed,
-        "device": device,
-    }
-    train_loader = make_loader(tr, per_rank, train=True, **shard)
-    val_loader = make_loader(val, per_rank, train=False, **shard)
+    per_rank = cfg.train.batch_size // env.world_size  # --batch-size is the global batch
+    shard = {"rank": env.rank, "world_size": env.world_size, "workers": cfg.data.workers, "seed": cfg.train.seed}
+    train_loader = make_loader(tr, per_rank, train=True, device=device, **shard)
+    val_loader = make_loader(val, per_rank, train=False, device=device, **shard)
+    ckpt: Checkpointer = Checkpointer()
     if env.is_primary:
         if res is None:  # a fresh run (--overwrite): no file of the replaced run survives
             for name in (*RUN_FILES, "config.json"):
                 (out / name).unlink(missing_ok=True)
-    ckpt = (
-        RunCheckpointer(out, model, "student" if spiking else "teacher", cfg, tensorboard, info.classes)
-        if env.is_primary
-        else Checkpointer()
-    )
+        kind = "student" if cfg.task == "distill" else "teacher"
+        ckpt = RunCheckpointer(out, model, kind, cfg, tensorboard, info.classes)
     if res is not None:
         reporter.message(f"resuming from {res.path} (epoch {res.loop().epoch}, step {res.loop().step})")
     net = model
@@ -255,19 +256,10 @@ def train(
         from torch.nn.parallel import DistributedDataParallel
 
         net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    eval_T = cfg.train.T if cfg.task == "distill" else None
+    kw = {"eval_T": eval_T, "temporal": info.temporal, "device": device, "checkpointer": ckpt}
     result = fit(
-        net,
-        task,
-        train_loader,
-        val_loader,
-        t,
-        eval_T=t.T if spiking else None,
-        temporal=info.temporal,
-        device=device,
-        checkpointer=ckpt,
-        reporter=reporter,
-        resume=res,
-        save_every=save_every,
+        net, task, train_loader, val_loader, cfg.train, reporter=reporter, resume=res, save_every=save_every, **kw
     )
     finish_distributed()
     return TrainOutcome(cfg, out, result, out / "best.safetensors", out / "last.safetensors")
