@@ -59,40 +59,8 @@ def evaluate_checkpoint(
     check_rebuildable(ckpt)
     cfg = ckpt.config
     spiking = ckpt.kind == "student"
-    if max_T is not None and max_T < 1:
-        raise SnnkdError(f"--max-T must be >= 1, got {max_T}")
-    if batch_size is not None and batch_size < 1:
-        raise SnnkdError(f"--batch-size must be >= 1, got {batch_size}")
-    # the options alone, before any data or model is loaded
-    if energy and reframe:
-        raise SnnkdError("--energy counts the cached frames; run it without --reframe")
-    if energy_samples is not None and energy_samples < 1:
-        raise SnnkdError(f"--energy-samples must be >= 1, got {energy_samples}")
-    if reframe and dynamic is not None:
-        raise SnnkdError("--dynamic reads the running mean of one pass: it cannot be combined with --reframe")
-    changes = {k: v for k, v in (("dataset", dataset), ("data_dir", data_dir)) if v is not None}
-    own_data = (cfg.data.dataset, cfg.data.data_dir)
-    cfg.data = dataclasses.replace(cfg.data, **changes)
-    if (cfg.data.dataset, cfg.data.data_dir) != own_data:
-        cfg.data.calib_holdout = 0.0  # another dataset's training split: the student may have seen none of it
-    if not cfg.data.dataset:
-        raise SnnkdError(
-            f"{path} was trained from the Python API on loaders of its own: pass --dataset (and --data-dir) to "
-            "evaluate it, or give distill(..., dataset=NAME)"
-        )
-    if cfg.data.dataset in CIFAR and cfg.data.image_size not in (None, CIFAR_SIZE):
-        raise SnnkdError(
-            f"{path} was trained on {cfg.data.image_size}-px images but {cfg.data.dataset} images are "
-            f"{CIFAR_SIZE}x{CIFAR_SIZE}: evaluate it on data of its own size"
-        )
-    _, val, info = build_datasets(cfg.data, train=False)
-    if info.num_classes != cfg.model.num_classes:
-        raise SnnkdError(f"{path} predicts {cfg.model.num_classes} classes but {info.name} has {info.num_classes}")
-    if info.in_channels != cfg.model.in_channels:
-        raise SnnkdError(
-            f"{path} takes {cfg.model.in_channels}-channel input but {info.name} has {info.in_channels} channels: "
-            f"evaluate it on data like its own ({own_data[0]})"
-        )
+    _check_options(max_T, batch_size, energy, energy_samples, reframe, dynamic is not None)
+    val, info = _evaluation_data(path, cfg, dataset, data_dir)
     model = model_from_checkpoint(ckpt).to(device)
     loader = make_loader(
         val, batch_size or cfg.train.batch_size, train=False, workers=cfg.data.workers, seed=0, device=device
@@ -114,14 +82,64 @@ def evaluate_checkpoint(
         res.energy = measure_energy(model, loader, T, spiking=spiking, max_samples=energy_samples, **kw)
     if calib is not None:  # early exit: the curve from this pass, the threshold from the calibration slice
         cal_loader = make_loader(calib, loader.batch_size, train=False, workers=cfg.data.workers, seed=0, device=device)
-        cal = sweep(model, cal_loader, T, keep_trace=True, **kw)
-        res.dynamic = evaluate_dynamic(res.trace, cal.trace, dynamic)
-        if res.energy is not None:  # energy of each early-exit point relative to a fixed max_T run
-            full = res.energy.at(T)["energy_uj"]
-            for point in [*res.dynamic.curve, res.dynamic.chosen]:
-                point["energy_rel"] = relative_energy(point["exit_share"], res.energy.step_energy_uj)
-                point["energy_uj"] = point["energy_rel"] * full
+        res.dynamic = evaluate_dynamic(res.trace, sweep(model, cal_loader, T, keep_trace=True, **kw).trace, dynamic)
+        _exit_energy(res, T)
     return ckpt, res
+
+
+def _check_options(
+    max_T: int | None, batch_size: int | None, energy: bool, samples: int | None, reframe: bool, dynamic: bool
+) -> None:
+    """The options alone, before any data or model is loaded."""
+    if max_T is not None and max_T < 1:
+        raise SnnkdError(f"--max-T must be >= 1, got {max_T}")
+    if batch_size is not None and batch_size < 1:
+        raise SnnkdError(f"--batch-size must be >= 1, got {batch_size}")
+    if energy and reframe:
+        raise SnnkdError("--energy counts the cached frames; run it without --reframe")
+    if samples is not None and samples < 1:
+        raise SnnkdError(f"--energy-samples must be >= 1, got {samples}")
+    if reframe and dynamic:
+        raise SnnkdError("--dynamic reads the running mean of one pass: it cannot be combined with --reframe")
+
+
+def _evaluation_data(path: str | Path, cfg: RunConfig, dataset: str | None, data_dir: str | None):
+    """``(val set, info)``: the checkpoint's own data or the one asked for (``cfg.data`` is updated), checked
+    against the model's classes, channels and (CIFAR) image size."""
+    changes = {k: v for k, v in (("dataset", dataset), ("data_dir", data_dir)) if v is not None}
+    own = (cfg.data.dataset, cfg.data.data_dir)
+    cfg.data = dataclasses.replace(cfg.data, **changes)
+    if (cfg.data.dataset, cfg.data.data_dir) != own:
+        cfg.data.calib_holdout = 0.0  # another dataset's training split: the student may have seen none of it
+    if not cfg.data.dataset:
+        raise SnnkdError(
+            f"{path} was trained from the Python API on loaders of its own: pass --dataset (and --data-dir) to "
+            "evaluate it, or give distill(..., dataset=NAME)"
+        )
+    if cfg.data.dataset in CIFAR and cfg.data.image_size not in (None, CIFAR_SIZE):
+        raise SnnkdError(
+            f"{path} was trained on {cfg.data.image_size}-px images but {cfg.data.dataset} images are "
+            f"{CIFAR_SIZE}x{CIFAR_SIZE}: evaluate it on data of its own size"
+        )
+    _, val, info = build_datasets(cfg.data, train=False)
+    if info.num_classes != cfg.model.num_classes:
+        raise SnnkdError(f"{path} predicts {cfg.model.num_classes} classes but {info.name} has {info.num_classes}")
+    if info.in_channels != cfg.model.in_channels:
+        raise SnnkdError(
+            f"{path} takes {cfg.model.in_channels}-channel input but {info.name} has {info.in_channels} channels: "
+            f"evaluate it on data like its own ({own[0]})"
+        )
+    return val, info
+
+
+def _exit_energy(res: SweepResult, T: int) -> None:
+    """With ``--energy``: each early-exit point's energy relative to a fixed run of ``T`` steps, and in µJ."""
+    if res.energy is None:
+        return
+    full = res.energy.at(T)["energy_uj"]
+    for point in [*res.dynamic.curve, res.dynamic.chosen]:
+        point["energy_rel"] = relative_energy(point["exit_share"], res.energy.step_energy_uj)
+        point["energy_uj"] = point["energy_rel"] * full
 
 
 def _reframed_sweep(
