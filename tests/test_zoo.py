@@ -169,11 +169,17 @@ def test_zoo_bad_options_are_one_line_errors() -> None:
 def test_snnkd_models_lists_the_zoo_with_its_note(cli) -> None:
     res = cli(["models"])
     assert res.exit_code == 0, res.output
-    rows = {line.split("│")[2].strip(): line for line in res.stdout.splitlines() if line.count("│") > 3}
+    rows: dict[str, str] = {}  # name -> the model's cells, its wrapped description lines joined
+    name = ""
+    for line in res.stdout.splitlines():
+        cells = [c.strip() for c in line.split("│")[1:-1]]
+        if len(cells) == 4:
+            name = cells[1] or name
+            rows[name] = " ".join([rows.get(name, ""), *cells]).strip()
     for name in ZOO:
-        assert name in rows and "snn" in rows[name] and " M " in rows[name] and "zoo:" in rows[name], name
+        assert name in rows and rows[name].startswith("snn") and " M " in rows[name] and "zoo:" in rows[name], name
     header = next(line for line in res.stdout.splitlines() if "parameters" in line)
-    assert [h.strip() for h in header.split("┃")[1:-1]] == ["kind", "name", "parameters", "fits", "neuron", "note"]
+    assert [h.strip() for h in header.split("┃")[1:-1]] == ["kind", "name", "parameters", "input; neuron; note"]
 
 
 # --- a model that mixes timesteps: the sweep runs once per T -------------------------------------

@@ -13,12 +13,7 @@ from snnkd_cli.config import ModelConfig, RunConfig
 from snnkd_cli.data import DataInfo
 from snnkd_cli.engine.checkpoint import Checkpoint, load_checkpoint
 from snnkd_cli.errors import SnnkdError
-from snnkd_cli.models import create_model
-
-
-def build_model(mc: ModelConfig) -> nn.Module:
-    """The network a :class:`ModelConfig` describes."""
-    return create_model(mc.arch, mc.num_classes, **mc.kwargs())
+from snnkd_cli.models import build_model
 
 
 def check_rebuildable(ckpt: Checkpoint) -> None:

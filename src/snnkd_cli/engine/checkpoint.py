@@ -14,14 +14,10 @@ from typing import Any
 import torch
 from safetensors.torch import save as st_save
 
-from snnkd_cli import __version__
 from snnkd_cli.config import RunConfig
 from snnkd_cli.errors import SnnkdError
+from snnkd_cli.format import FORMAT, KINDS, checkpoint_metadata
 from snnkd_cli.fsutil import atomic_write_bytes, read_safetensors
-
-FORMAT = "snnkd-checkpoint"
-FORMAT_VERSION = "1"
-KINDS = ("teacher", "student")
 
 
 @dataclass
@@ -43,15 +39,7 @@ def save_checkpoint(
     path: Path, state: dict[str, torch.Tensor], kind: str, config: RunConfig, extra: dict[str, Any] | None = None
 ) -> None:
     """Save ``state`` (a state_dict) with the run config and ``extra`` (JSON-able) as metadata."""
-    if kind not in KINDS:
-        raise ValueError(f"kind must be one of {KINDS}")
-    meta = {
-        "format": FORMAT,
-        "format_version": FORMAT_VERSION,
-        "snnkd_version": __version__,
-        "kind": kind,
-        "config": config.to_json(),
-    }
+    meta = checkpoint_metadata(kind, config)
     for k, v in (extra or {}).items():
         meta[k] = v if isinstance(v, str) else json.dumps(v)
     tensors = {k: v.detach().cpu().contiguous() for k, v in state.items()}

@@ -129,18 +129,9 @@ def measure_energy(
     model.eval()
     n = 0
     if not spiking:
-        synops = macs = 0
-        for x, _ in track(loader, "count energy (ANN)", _batches(loader, max_samples)):
-            x = x.to(device)[: None if max_samples is None else max_samples - n]
-            _, s, m = _count(model, teacher_input(x, temporal), precision, device)
-            synops, macs, n = synops + s, macs + m, n + len(x)
-            if max_samples is not None and n >= max_samples:
-                break
+        res = _ann_energy(model, loader, temporal, device, precision, max_samples)
         model.train(was_training)
-        n = max(n, 1)
-        row = {"T": None, "synops": synops / n, "macs": macs / n, "energy_uj": energy_pj(synops, macs) / n / 1e6}
-        return EnergyResult([row], [row["energy_uj"]], [], n, "ann")
-
+        return res
     per_T = mixes_time(model)
     syn_steps = torch.zeros(max_T, dtype=torch.float64)  # cumulative over T' (per-T runs) or per step
     mac_steps = torch.zeros(max_T, dtype=torch.float64)
@@ -195,6 +186,22 @@ def _check_stepwise(model: nn.Module, xs: torch.Tensor) -> None:
             "--energy runs the model one step at a time, and this model gives other logits that way: "
             "its state is not carried across calls (set mixes_time = True on it to count per T instead)"
         )
+
+
+def _ann_energy(
+    model: nn.Module, loader: DataLoader, temporal: bool, device: torch.device, precision: str, max_samples: int | None
+) -> EnergyResult:
+    """An ANN's one row: all its operations are MACs."""
+    synops = macs = n = 0
+    for x, _ in track(loader, "count energy (ANN)", _batches(loader, max_samples)):
+        x = x.to(device)[: None if max_samples is None else max_samples - n]
+        _, s, m = _count(model, teacher_input(x, temporal), precision, device)
+        synops, macs, n = synops + s, macs + m, n + len(x)
+        if max_samples is not None and n >= max_samples:
+            break
+    n = max(n, 1)
+    row = {"T": None, "synops": synops / n, "macs": macs / n, "energy_uj": energy_pj(synops, macs) / n / 1e6}
+    return EnergyResult([row], [row["energy_uj"]], [], n, "ann")
 
 
 def _batches(loader, max_samples: int | None) -> int | None:

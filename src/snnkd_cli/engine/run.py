@@ -21,7 +21,7 @@ from torch.utils.data import Dataset
 from snnkd_cli.config import RunConfig, notes
 from snnkd_cli.data import DataInfo, build_datasets, resolved, without_calibration
 from snnkd_cli.data.loaders import check_T_fits, make_loader
-from snnkd_cli.engine.builders import build_model, load_teacher
+from snnkd_cli.engine.builders import load_teacher
 from snnkd_cli.engine.checkpoint import RUN_FILES, check_fresh_out, save_checkpoint
 from snnkd_cli.engine.distributed import convert_sync_bn, dist_env, finish_distributed, init_distributed
 from snnkd_cli.engine.loop import Checkpointer, FitResult, fit
@@ -31,6 +31,7 @@ from snnkd_cli.engine.resume import LoopState, ResumeFile, config_differences, r
 from snnkd_cli.errors import SnnkdError
 from snnkd_cli.fsutil import atomic_write_bytes
 from snnkd_cli.kd.tasks import DistillTask, TeacherTask
+from snnkd_cli.models import build_model
 from snnkd_cli.models.contract import check_student, time_major
 from snnkd_cli.models.neurons import set_neuron_precision
 

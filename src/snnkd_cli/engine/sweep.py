@@ -149,22 +149,9 @@ def sweep(
     model.eval()
     n = 0
     if not spiking:
-        c1 = c5 = 0
-        for x, y in track(loader, "evaluate (ANN)"):
-            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-            with autocast(precision, device):
-                z = model(teacher_input(x, temporal)).float()  # [B, C]
-            c1 += int(_topk_correct(z[None], y, 1)[0])
-            c5 += int(_topk_correct(z[None], y, 5)[0])
-            n += len(y)
+        res = _ann_sweep(model, loader, temporal, device, precision)
         model.train(was_training)
-        packed = torch.tensor([c1, c5, n], dtype=torch.float64, device=device)
-        all_reduce_sum(packed)
-        c1, c5, n = (int(v) for v in packed.cpu())
-        n = max(n, 1)
-        row = {"T": None, "top1": 100.0 * c1 / n, "top5": 100.0 * c5 / n, "spike_rate": None}
-        return SweepResult([row], n, precision=precision)
-
+        return res
     traces: list[ExitTrace] | None = [] if keep_trace else None
     if mixes_time(model):  # step t depends on later steps: a run at T' is not a prefix of the run at max_T
         if keep_trace:
@@ -199,6 +186,26 @@ def sweep(
         for t in range(max_T)
     ]
     return SweepResult(rows, n, method, trace=ExitTrace.cat(traces) if traces else None, precision=precision)
+
+
+def _ann_sweep(
+    model: nn.Module, loader: DataLoader, temporal: bool, device: torch.device, precision: str
+) -> SweepResult:
+    """An ANN's one row (``T`` None): top-1 and top-5 over ``loader``, summed over ranks."""
+    c1 = c5 = n = 0
+    for x, y in track(loader, "evaluate (ANN)"):
+        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        with autocast(precision, device):
+            z = model(teacher_input(x, temporal)).float()  # [B, C]
+        c1 += int(_topk_correct(z[None], y, 1)[0])
+        c5 += int(_topk_correct(z[None], y, 5)[0])
+        n += len(y)
+    packed = torch.tensor([c1, c5, n], dtype=torch.float64, device=device)
+    all_reduce_sum(packed)
+    c1, c5, n = (int(v) for v in packed.cpu())
+    n = max(n, 1)
+    row = {"T": None, "top1": 100.0 * c1 / n, "top5": 100.0 * c5 / n, "spike_rate": None}
+    return SweepResult([row], n, precision=precision)
 
 
 def _counts(

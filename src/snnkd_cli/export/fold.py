@@ -25,7 +25,7 @@ from torch.nn.utils.fusion import fuse_conv_bn_eval, fuse_linear_bn_eval
 from snnkd_cli.config import ModelConfig, RunConfig
 from snnkd_cli.errors import SnnkdError
 from snnkd_cli.fsutil import read_safetensors
-from snnkd_cli.models import create_model
+from snnkd_cli.models import build_model
 
 _PAIRS = ((nn.Conv2d, nn.BatchNorm2d), (nn.Conv1d, nn.BatchNorm1d), (nn.Linear, nn.BatchNorm1d))
 
@@ -83,11 +83,6 @@ def fold_bn(model: nn.Module, inplace: bool = False) -> tuple[nn.Module, FoldRep
 
 def _join(prefix: str, name: str) -> str:
     return f"{prefix}.{name}" if prefix else name
-
-
-def build_model(mc: ModelConfig) -> nn.Module:
-    """The (unfolded) network a :class:`ModelConfig` describes."""
-    return create_model(mc.arch, mc.num_classes, **mc.kwargs())
 
 
 def build_folded(config: RunConfig | ModelConfig) -> nn.Module:

@@ -20,6 +20,7 @@ from snnkd_cli.config import EVENT_DATASETS, RunConfig
 from snnkd_cli.errors import SnnkdError
 from snnkd_cli.export.fold import build_folded, fold_bn, folded_metadata
 from snnkd_cli.export.onnx_step import SingleStepSNN, ann_to_onnx, require, run_session, session, snn_to_onnx
+from snnkd_cli.format import checkpoint_metadata
 from snnkd_cli.fsutil import atomic_write_bytes
 
 FORMATS = ("safetensors", "onnx", "nir")
@@ -95,20 +96,7 @@ def export_checkpoint(
         SnnkdError: unknown format, wrong kind, missing optional package, a layer the format cannot
             express, or an exported model that does not reproduce the original.
     """
-    if fmt not in FORMATS:
-        raise SnnkdError(f"unknown export format '{fmt}': choose one of {', '.join(FORMATS)}")
-    if kind not in ("student", "teacher"):
-        raise SnnkdError(f"unknown checkpoint kind '{kind}': expected student or teacher")
-    spiking = kind == "student"
-    if config.model.kind != ("snn" if spiking else "ann"):
-        raise SnnkdError(f"the checkpoint says kind '{kind}' but its model is '{config.model.kind}'")
-    if fmt == "nir" and not spiking:
-        raise SnnkdError("NIR is for spiking students; export an ANN teacher with --format onnx or safetensors")
-    for module in NEEDS[fmt]:
-        require(module, f"{fmt.upper()} export")
-    Tmax = config.train.T if verify_T is None else verify_T
-    if Tmax < 1:
-        raise SnnkdError(f"--verify-T must be >= 1, got {Tmax}")
+    spiking, Tmax = _check_export(config, kind, fmt, verify_T)
     out = Path(out)
     if out.is_dir():
         raise SnnkdError(f"--out {out} is a folder: give a file name")
@@ -120,55 +108,19 @@ def export_checkpoint(
     net = copy.deepcopy(model).cpu().float().eval()
     functional.reset_net(net)
     folded, report = fold_bn(net)
-    base = meta or {
-        "format": "snnkd-checkpoint",
-        "format_version": "1",
-        "snnkd_version": __version__,
-        "kind": kind,
-        "config": config.to_json(),
-    }
+    job = _Job(net, folded, frames, Ts or [1], spiking, config, kind, shape)
     notes: list[str] = []
     states = None
-    checked = Ts or [1]
-
-    def ref(m: nn.Module, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-        return verify.reference(m, frames, dtype, spiking)  # [T, B, classes] running means ([1, B, C] for an ANN)
-
     if fmt == "safetensors":
-        from safetensors.torch import load as st_load
-        from safetensors.torch import save as st_save
-
-        state = {k: v.detach().contiguous() for k, v in folded.state_dict().items()}
-        data = st_save(state, folded_metadata(base, report))
-        rebuilt = build_folded(config)  # what load_exported does
-        rebuilt.load_state_dict(st_load(data), strict=True)
-        f64 = torch.float64
-        verify.check_close(ref(fold_bn(copy.deepcopy(net).double())[0], f64), ref(net, f64), checked, "BN folding")
-        verify.check_close(ref(rebuilt), ref(folded), checked, "the model rebuilt from the file")
-        diff = verify.max_diff(ref(rebuilt), ref(net), checked)
-        if not spiking:
-            verify.check_close(ref(rebuilt), ref(net), checked, "the folded ANN", rel=1e-4)
+        data, diff = job.safetensors(folded_metadata(meta or checkpoint_metadata(kind, config), report))
         atomic_write_bytes(out, data)
     elif fmt == "onnx":
-        info = {"snnkd.kind": kind, "snnkd.config": config.to_json(), "snnkd.version": __version__}
-        if spiking:
-            step = SingleStepSNN(folded, shape)
-            data = snn_to_onnx(step, {**info, "snnkd.train_T": str(config.train.T)})
-            sess = session(data)
-            verify.check_structure(net, frames, checked)
-            flips = verify.check_steps(sess, step, frames)
-            diff = verify.max_diff(run_session(sess, frames), ref(net), checked)
-            states = len(step.state_names)
-            if flips:
-                notes.append(f"{flips} near-threshold spike flip(s) from float rounding in the step-by-step check")
-        else:
-            data = ann_to_onnx(folded, shape, info)
-            diff = verify.check_ann(session(data), net, shape)
+        data, diff, states, notes = job.onnx()
         atomic_write_bytes(out, data)
     else:
         from snnkd_cli.export.nir import export_nir
 
-        folded, diff, conversions = export_nir(net, frames, checked, out)
+        folded, diff, conversions = export_nir(net, frames, job.checked, out)
         notes += [f"converted exactly: {', '.join(conversions)}"] if conversions else []
         notes.append("LIF time constants are written with dt = 1e-4 s (spikingjelly's default): import with that dt")
     if spiking and diff > 1e-4:
@@ -187,3 +139,74 @@ def export_checkpoint(
         states,
         notes,
     )
+
+
+def _check_export(config: RunConfig, kind: str, fmt: str, verify_T: int | None) -> tuple[bool, int]:
+    """``(spiking, largest T checked)`` once the format, the kind and the optional packages are checked."""
+    if fmt not in FORMATS:
+        raise SnnkdError(f"unknown export format '{fmt}': choose one of {', '.join(FORMATS)}")
+    if kind not in ("student", "teacher"):
+        raise SnnkdError(f"unknown checkpoint kind '{kind}': expected student or teacher")
+    spiking = kind == "student"
+    if config.model.kind != ("snn" if spiking else "ann"):
+        raise SnnkdError(f"the checkpoint says kind '{kind}' but its model is '{config.model.kind}'")
+    if fmt == "nir" and not spiking:
+        raise SnnkdError("NIR is for spiking students; export an ANN teacher with --format onnx or safetensors")
+    for module in NEEDS[fmt]:
+        require(module, f"{fmt.upper()} export")
+    Tmax = config.train.T if verify_T is None else verify_T
+    if Tmax < 1:
+        raise SnnkdError(f"--verify-T must be >= 1, got {Tmax}")
+    return spiking, Tmax
+
+
+@dataclass
+class _Job:
+    """One export: the eager network, its BN-folded copy, the verification frames and the T checked."""
+
+    net: nn.Module
+    folded: nn.Module
+    frames: torch.Tensor
+    checked: list[int]
+    spiking: bool
+    config: RunConfig
+    kind: str
+    shape: tuple[int, int, int]
+
+    def ref(self, m: nn.Module, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        """Running means ``[T, B, classes]`` (``[1, B, C]`` for an ANN) on the verification frames."""
+        return verify.reference(m, self.frames, dtype, self.spiking)
+
+    def safetensors(self, meta: dict[str, str]) -> tuple[bytes, float]:
+        """The folded weights as a snnkd checkpoint, checked by rebuilding it; ``(bytes, max abs diff)``."""
+        from safetensors.torch import load as st_load
+        from safetensors.torch import save as st_save
+
+        state = {k: v.detach().contiguous() for k, v in self.folded.state_dict().items()}
+        data = st_save(state, meta)
+        rebuilt = build_folded(self.config)  # what load_exported does
+        rebuilt.load_state_dict(st_load(data), strict=True)
+        f64, ref, checked = torch.float64, self.ref, self.checked
+        verify.check_close(
+            ref(fold_bn(copy.deepcopy(self.net).double())[0], f64), ref(self.net, f64), checked, "BN folding"
+        )
+        verify.check_close(ref(rebuilt), ref(self.folded), checked, "the model rebuilt from the file")
+        if not self.spiking:
+            verify.check_close(ref(rebuilt), ref(self.net), checked, "the folded ANN", rel=1e-4)
+        return data, verify.max_diff(ref(rebuilt), ref(self.net), checked)
+
+    def onnx(self) -> tuple[bytes, float, int | None, list[str]]:
+        """A single-step graph (students: state in and out) or the ANN graph, checked under onnxruntime;
+        ``(bytes, max abs diff, state inputs, notes)``."""
+        info = {"snnkd.kind": self.kind, "snnkd.config": self.config.to_json(), "snnkd.version": __version__}
+        if not self.spiking:
+            data = ann_to_onnx(self.folded, self.shape, info)
+            return data, verify.check_ann(session(data), self.net, self.shape), None, []
+        step = SingleStepSNN(self.folded, self.shape)
+        data = snn_to_onnx(step, {**info, "snnkd.train_T": str(self.config.train.T)})
+        sess = session(data)
+        verify.check_structure(self.net, self.frames, self.checked)
+        flips = verify.check_steps(sess, step, self.frames)
+        diff = verify.max_diff(run_session(sess, self.frames), self.ref(self.net), self.checked)
+        notes = [f"{flips} near-threshold spike flip(s) from float rounding in the step-by-step check"] if flips else []
+        return data, diff, len(step.state_names), notes

@@ -13,6 +13,7 @@ from importlib.metadata import entry_points
 
 from torch import nn
 
+from snnkd_cli.config import ModelConfig
 from snnkd_cli.errors import SnnkdError
 
 KINDS = ("snn", "ann")
@@ -136,3 +137,8 @@ def _build(name: str, num_classes: int, *, kind: str = "snn", **kw) -> nn.Module
     if not isinstance(model, nn.Module):
         raise SnnkdError(f"model factory '{name}' returned {type(model).__name__}, not a torch.nn.Module")
     return model
+
+
+def build_model(mc: ModelConfig) -> nn.Module:
+    """The network a :class:`~snnkd_cli.config.ModelConfig` describes (what a checkpoint's config rebuilds)."""
+    return create_model(mc.arch, mc.num_classes, **mc.kwargs())
