@@ -69,3 +69,19 @@ def test_the_cycle_finder_finds_one(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     monkeypatch.setattr(__import__(__name__), "SRC", tmp_path)
     monkeypatch.setattr(__import__(__name__), "MODULES", sorted(tmp_path.rglob("*.py")))
     assert _cycles() == [["snnkd_cli.a", "snnkd_cli.b", "snnkd_cli.a"]]
+
+
+def test_no_module_over_400_lines() -> None:
+    long = {str(p.relative_to(SRC)): n for p in MODULES if (n := p.read_text().count("\n")) > 400}
+    assert long == {}
+
+
+def test_no_function_over_80_lines() -> None:
+    long = {}
+    for path in MODULES:
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                n = node.end_lineno - node.lineno + 1
+                if n > 80:
+                    long[f"{path.relative_to(SRC)}:{node.name}"] = n
+    assert long == {}

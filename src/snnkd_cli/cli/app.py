@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import functools
 import os
 import sys
-from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from snnkd_cli import __version__
+from snnkd_cli.cli._runner import bare_resume, handle_errors
 from snnkd_cli.cli.options import (
     Augment,
     BatchSize,
@@ -58,30 +57,6 @@ app = typer.Typer(
     add_completion=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
-
-
-def handle_errors(fn: Callable) -> Callable:
-    """Turn :class:`SnnkdError` into one line on stderr (rank 0 only under torchrun) and its exit code (2),
-    never a traceback."""
-
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        from snnkd_cli.cli._output import err_console, print_error
-        from snnkd_cli.cli._progress import ConsoleProgress
-        from snnkd_cli.progress import reporting
-
-        try:
-            with reporting(ConsoleProgress(err_console)):
-                return fn(*args, **kwargs)
-        except SnnkdError as e:
-            if os.environ.get("RANK", "0") == "0":  # under torchrun every rank fails alike: say it once
-                print_error(e.message)
-            raise typer.Exit(e.exit_code) from None
-        except KeyboardInterrupt:
-            print_error("interrupted")
-            raise typer.Exit(130) from None
-
-    return wrapper
 
 
 def _version(value: bool) -> None:
@@ -403,23 +378,11 @@ def export(
     run_export(checkpoint, fmt, out, verify_T)
 
 
-def _bare_resume(argv: list[str]) -> list[str]:
-    """``--resume`` with no value means ``--resume auto`` (OUT/resume.safetensors).
-
-    Typer options cannot take an optional value, so the console script fills it in.
-    """
-    out = list(argv)
-    for i, a in enumerate(out):
-        if a == "--resume" and (i + 1 == len(out) or out[i + 1].startswith("-")):
-            out[i] = "--resume=auto"
-    return out
-
-
 def main() -> None:
     """Console-script entry point. OpenMP waits passively for work unless the user set a policy: on shared
     cores its spinning threads slowed training by up to 100x (bench/threads.py); set before torch loads."""
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    app(args=_bare_resume(sys.argv[1:]), prog_name="snnkd")
+    app(args=bare_resume(sys.argv[1:]), prog_name="snnkd")
 
 
 if __name__ == "__main__":

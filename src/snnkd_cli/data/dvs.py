@@ -146,6 +146,27 @@ def _run(jobs: list[tuple[str, str, dict[str, Any]]], workers: int) -> Iterator[
         ex.shutdown(wait=True, cancel_futures=True)
 
 
+def _check_args(frames: int, size: int, workers: int, split_by: str, split: str) -> None:
+    checks = [(frames >= 1, f"--frames must be >= 1, got {frames}"), (size >= 8, f"--size must be >= 8, got {size}"),
+              (workers >= 1, f"--workers must be >= 1, got {workers}")]  # fmt: skip
+    for ok, msg in checks:
+        if not ok:
+            raise SnnkdError(msg)
+    check_choice(split_by, SPLIT_BY, "--split-by")
+    check_choice(split, SPLITS, "--split")
+
+
+def _open_cache(cache: Path) -> Path:
+    """Create the cache folder and remove the temp files an interrupted run left (one run per cache at a time)."""
+    try:
+        cache.mkdir(parents=True, exist_ok=True)
+        for stale in cache.glob("**/.*.tmp"):
+            stale.unlink()
+    except OSError as err:
+        raise SnnkdError(f"cannot write the cache at {cache}: {_one_line(err)}") from err
+    return cache
+
+
 def preprocess_dvs(
     src: Path,
     out: Path,
@@ -166,13 +187,7 @@ def preprocess_dvs(
         SnnkdError: bad arguments, no recordings or a wrong layout, every recording unreadable, disk errors.
     """
     start = time.perf_counter()
-    checks = [(frames >= 1, f"--frames must be >= 1, got {frames}"), (size >= 8, f"--size must be >= 8, got {size}"),
-              (workers >= 1, f"--workers must be >= 1, got {workers}")]  # fmt: skip
-    for ok, msg in checks:
-        if not ok:
-            raise SnnkdError(msg)
-    check_choice(split_by, SPLIT_BY, "--split-by")
-    check_choice(split, SPLITS, "--split")
+    _check_args(frames, size, workers, split_by, split)
     src, out = Path(src).expanduser(), Path(out).expanduser()
     classes, items = scan_recordings(src)
     if any(rel.lower().endswith(".aedat4") for rel, _ in items):
@@ -180,13 +195,7 @@ def preprocess_dvs(
             raise SnnkdError(f"{src} holds .aedat4 recordings, which tonic reads with the 'aedat' package: "
                              "pip install aedat")  # fmt: skip
     params = _params(frames, split_by, size, split)
-    cache = out / cache_key(frames, split_by, size, split)
-    try:
-        cache.mkdir(parents=True, exist_ok=True)
-        for stale in cache.glob("**/.*.tmp"):  # left by an interrupted run (one run per cache at a time)
-            stale.unlink()
-    except OSError as err:
-        raise SnnkdError(f"cannot write the cache at {cache}: {_one_line(err)}") from err
+    cache = _open_cache(out / cache_key(frames, split_by, size, split))
 
     done: dict[str, int] = {}
     jobs = []

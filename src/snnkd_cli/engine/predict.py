@@ -117,6 +117,39 @@ def _resolve_mode(
     return report
 
 
+class _Classifier:
+    """Classifies a batch of loaded inputs the report's way (ANN, fixed T, early exit) into its predictions."""
+
+    def __init__(self, model, report, names: list[str], steps: int, temporal: bool, device: torch.device) -> None:
+        self.model, self.report, self.names, self.steps = model, report, names, steps
+        self.temporal, self.device = temporal, device
+        self.runtime = None
+        if report.mode == "dynamic":
+            self.runtime = EarlyExitClassifier(model, report.threshold, report.rule, report.T, temporal)
+
+    @torch.no_grad()
+    def __call__(self, batch: list[tuple[Path, torch.Tensor]]) -> None:
+        x = torch.stack([t for _, t in batch]).to(self.device)  # [B, ...]
+        model, report = self.model, self.report
+        if self.runtime is not None:
+            out = self.runtime(x)
+            pred, prob, used = out.pred, out.prob, out.step.tolist()
+        else:
+            if report.mode == "ann":
+                p = torch.softmax(model(teacher_input(x, self.temporal)).float(), -1)  # [B, C]
+            else:
+                reset_state(model)
+                logits = model(time_major(x, self.steps, self.temporal)).float()  # [T, B, C]
+                p = torch.softmax(running_mean(logits)[-1], -1)
+                reset_state(model)
+            prob, pred = (v.cpu() for v in p.max(-1))
+            used = [report.T] * len(batch)
+        for (path, _), c, pr, s in zip(batch, pred.tolist(), prob.tolist(), used, strict=True):
+            report.predictions.append(
+                {"input": str(path), "class": self.names[c], "class_index": c, "probability": pr, "steps": s}
+            )
+
+
 @torch.no_grad()
 def predict_files(
     checkpoint: str | Path,
@@ -163,29 +196,7 @@ def predict_files(
     names = class_names(ckpt)
     device = device or default_device()
     model = model_from_checkpoint(ckpt).to(device).eval()
-    runtime = None
-    if report.mode == "dynamic":
-        runtime = EarlyExitClassifier(model, report.threshold, report.rule, report.T, temporal)
-
-    def classify(batch: list[tuple[Path, torch.Tensor]]) -> None:
-        x = torch.stack([t for _, t in batch]).to(device)
-        if runtime is not None:
-            out = runtime(x)
-            pred, prob, used = out.pred, out.prob, out.step.tolist()
-        else:
-            if report.mode == "ann":
-                p = torch.softmax(model(teacher_input(x, temporal)).float(), -1)
-            else:
-                reset_state(model)
-                p = torch.softmax(running_mean(model(time_major(x, steps, temporal)).float())[-1], -1)
-                reset_state(model)
-            prob, pred = (v.cpu() for v in p.max(-1))
-            used = [report.T] * len(batch)
-        for (path, _), c, pr, s in zip(batch, pred.tolist(), prob.tolist(), used, strict=True):
-            report.predictions.append(
-                {"input": str(path), "class": names[c], "class_index": c, "probability": pr, "steps": s}
-            )
-
+    classify = _Classifier(model, report, names, steps, temporal, device)
     pending: list[tuple[Path, torch.Tensor]] = []
     for path, err in track(list(expand_inputs(inputs, temporal)), "predict (inputs)"):
         try:
