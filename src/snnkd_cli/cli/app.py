@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import functools
+import inspect
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -75,22 +78,7 @@ def root(
     """Full-range logit distillation of spiking neural networks (ICML 2025 method)."""
 
 
-def _train(task: str, opts: dict) -> None:
-    """Build the run's config from the command's options (the recipe where None) and train."""
-    from snnkd_cli.cli.commands import run_training
-    from snnkd_cli.config import from_preset
-
-    run_opts = {k: opts.pop(k) for k in ("resume", "overwrite", "save_every", "tensorboard", "threads")}
-    dataset = opts.pop("dataset")
-    opts["data_dir"] = str(opts["data_dir"])
-    opts["out"] = str(opts["out"]) if opts["out"] is not None else None
-    run_training(from_preset(task, dataset, **opts), **run_opts)
-
-
-@app.command("train-teacher")
-@handle_errors
-def train_teacher(
-    arch: Annotated[str | None, typer.Option(help="ANN teacher: resnet18, resnet19, resnet34.")] = None,
+def _training_options(
     dataset: Dataset = "synthetic",
     data_dir: DataDir = Path("./data"),
     download: Download = False,
@@ -118,12 +106,51 @@ def train_teacher(
     save_every: SaveEvery = None,
     tensorboard: TensorBoard = False,
 ) -> None:
+    """The options ``train-teacher`` and ``distill`` share (the dataset's recipe where None)."""
+
+
+def training_command(fn: Callable) -> Callable:
+    """Give ``fn(own options, **shared)`` the options of :func:`_training_options` after its own, for Typer
+    (which reads the signature and the annotations): one list of shared options, not two copies."""
+    own = [p for p in inspect.signature(fn, eval_str=True).parameters.values() if p.kind is not p.VAR_KEYWORD]
+    shared = list(inspect.signature(_training_options, eval_str=True).parameters.values())
+
+    @functools.wraps(fn)
+    def wrapper(**kwargs: Any) -> None:
+        return fn(**kwargs)
+
+    wrapper.__signature__ = inspect.Signature([*own, *shared], return_annotation=None)  # type: ignore[attr-defined]
+    wrapper.__annotations__ = {**_training_options.__annotations__, **fn.__annotations__}
+    wrapper.__annotations__.pop("shared", None)
+    return wrapper
+
+
+def _train(task: str, opts: dict) -> None:
+    """Build the run's config from the command's options (the recipe where None) and train."""
+    from snnkd_cli.cli.commands import run_training
+    from snnkd_cli.config import from_preset
+
+    run_opts = {k: opts.pop(k) for k in ("resume", "overwrite", "save_every", "tensorboard", "threads")}
+    dataset = opts.pop("dataset")
+    opts["data_dir"] = str(opts["data_dir"])
+    opts["out"] = str(opts["out"]) if opts["out"] is not None else None
+    run_training(from_preset(task, dataset, **opts), **run_opts)
+
+
+@app.command("train-teacher")
+@handle_errors
+@training_command
+def train_teacher(
+    arch: Annotated[str | None, typer.Option(help="ANN teacher: resnet18, resnet19, resnet34.")] = None,
+    **shared: Any,
+) -> None:
     """Train an ANN teacher with cross-entropy (the paper's recipe for the dataset)."""
-    _train("teacher", dict(locals()))
+    _train("teacher", {"arch": arch, **shared})
 
 
 @app.command()
 @handle_errors
+@training_command
 def distill(
     teacher: Annotated[
         Path | None,
@@ -153,35 +180,10 @@ def distill(
         bool, typer.Option("--hard-reset", help="Reset the membrane to 0 (the CIFAR and DVS recipes).")
     ] = False,
     calib_holdout: CalibHoldout = None,
-    dataset: Dataset = "synthetic",
-    data_dir: DataDir = Path("./data"),
-    download: Download = False,
-    image_size: ImageSize = None,
-    width: Width = None,
-    epochs: Epochs = None,
-    batch_size: BatchSize = None,
-    lr: Lr = None,
-    weight_decay: WeightDecay = None,
-    warmup_epochs: Warmup = None,
-    schedule: Schedule = None,
-    augment: Augment = None,
-    seed: Seed = 60,
-    workers: Workers = None,
-    threads: Threads = None,
-    out: Out = None,
-    precision: Precision = "auto",
-    neuron_precision: NeuronPrecision = None,
-    channels_last: ChannelsLast = False,
-    compile: Compile = False,
-    max_steps: MaxSteps = None,
-    sync_bn: SyncBN = False,
-    resume: Resume = None,
-    overwrite: Overwrite = False,
-    save_every: SaveEvery = None,
-    tensorboard: TensorBoard = False,
+    **shared: Any,
 ) -> None:
     """Distil a spiking student from an ANN teacher so that it works at every T from 1 to Tmax."""
-    opts = dict(locals())
+    opts = {k: v for k, v in locals().items() if k != "shared"} | shared
     if soft_reset and hard_reset:
         raise SnnkdError("--soft-reset and --hard-reset contradict each other: give one (or neither: the recipe's)")
     opts["soft_reset"] = True if soft_reset else False if opts.pop("hard_reset") else None
