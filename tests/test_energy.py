@@ -149,3 +149,16 @@ def test_dynamic_with_energy_weighs_each_step_by_the_share_still_running(cli, st
         by_hand = sum(s * e for s, e in zip(still, step, strict=True)) / sum(step)
         assert p["energy_rel"] == pytest.approx(by_hand)
         assert p["energy_uj"] == pytest.approx(by_hand * full)
+
+
+def test_the_private_apis_the_counter_uses_behave_as_assumed():
+    """Pins the non-public spikingjelly/torch functions energy.py relies on (no public equivalent): a
+    spikingjelly or torch update that changes them fails here, by name."""
+    from spikingjelly.activation_based.op_counter.ac import _spike_convolution, _spike_nnz
+
+    assert _spike_nnz(torch.tensor([0.0, 1.0, 1.0])) == 2  # a 0/1 tensor: its spike count
+    assert _spike_nnz(torch.tensor([0.5, 1.0])) is None  # real values: not spikes
+    assert callable(_spike_convolution)  # compared with conv_synops in test_conv_synops_equals_spikingjellys_rule
+    keys = torch._C.DispatchKeySet(torch._C.DispatchKey.Python)
+    with torch._C._ExcludeDispatchKeyGuard(keys):  # the counter's own convolution is not counted again
+        assert torch.ones(2).sum().item() == 2.0

@@ -1,10 +1,10 @@
 """Event recordings: finding them (one folder per class), reading them, splitting them and framing them.
 
-Decoding and framing are spikingjelly's own code (what the paper used), with a thin layer of checks:
+Decoding is tonic's and framing spikingjelly's own code (what the paper used), with a thin layer of checks:
 
-* ``.aedat``: AEDAT 2.0, 128x128 DVS addresses (the original CIFAR10-DVS release), decoded by
-  spikingjelly's CIFAR10-DVS reader, so ``x, y, p`` follow its convention (compared with tonic's raw
-  decoding ``x = 127 - x_tonic, y = 127 - y_tonic, p = 1 - p_tonic``).
+* ``.aedat``: AEDAT 2.0, 128x128 DVS addresses (the original CIFAR10-DVS release), decoded by tonic's
+  public readers, with ``x, y, p`` in spikingjelly's CIFAR10-DVS convention (the paper's):
+  ``x = 127 - x_tonic, y = 127 - y_tonic, p = 1 - p_tonic`` (tested equal to spikingjelly's reader).
 * ``.npz``: spikingjelly's ``events_np`` files (arrays ``t, x, y, p``), what its ``CIFAR10DVS`` writes.
 * ``.npy``: tonic's structured event arrays (fields ``x, y, t, p``).
 * ``.aedat4``: tonic's re-release of CIFAR10-DVS, read with ``tonic.io.read_aedat4`` (needs ``aedat``).
@@ -21,7 +21,6 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from spikingjelly.datasets.cifar10_dvs import _load_origin_data
 from spikingjelly.datasets.utils import (
     integrate_events_by_fixed_frames_number,
     integrate_events_segment_to_frame,
@@ -98,9 +97,12 @@ def _from_struct(arr: np.ndarray, what: str) -> dict[str, np.ndarray]:
 
 
 def _read_aedat2(path: Path) -> dict[str, np.ndarray]:
-    # spikingjelly's reader does not look at the version line: an AEDAT 1.0 or 3.x file would decode
-    # as garbage. Check it here, then let spikingjelly decode (header skip, big-endian address/time
-    # pairs, its 128x128 address masks and flips).
+    """AEDAT 2.0 through tonic's public readers (header, then big-endian address/time pairs), in
+    spikingjelly's CIFAR10-DVS convention (the paper's): ``x = 127 - x_tonic``, ``y = 127 - y_tonic``,
+    ``p = 1 - p_tonic`` (tested equal to spikingjelly's own reader). tonic does not check the version line
+    or a cut file: both are checked here."""
+    from tonic.io import get_aer_events_from_file, read_aedat_header_from_file
+
     with open(path, "rb") as fp:
         first = fp.readline(256)
     if not first:
@@ -110,12 +112,18 @@ def _read_aedat2(path: Path) -> dict[str, np.ndarray]:
     version = first[len(b"#!AER-DAT") :].decode("ascii", "replace").strip()
     if not version.startswith("2."):
         raise RecordingError(f"AEDAT version {version} is not supported (CIFAR10-DVS is AEDAT 2.0)")
-    try:
-        ev = _load_origin_data(path)
-    except ValueError as err:  # "odd number of data elements" / "buffer size must be a multiple..."
-        raise RecordingError(f"truncated event data ({' '.join(str(err).split())})") from err
-    # A file cut at a multiple of 8 bytes just has fewer events: nothing in the format tells.
-    return {"t": ev["t"], "x": ev["x"], "y": ev["y"], "p": ev["p"]}
+    data_version, start, _ = read_aedat_header_from_file(str(path))
+    with open(path, "rb") as fp:  # at the end of a header-only file tonic's reader stops on its last newline
+        fp.seek(start)
+        if fp.read(1) in (b"", b"\n"):
+            raise RecordingError("no events after the header")
+    size = path.stat().st_size - start
+    if size % 8:  # a file cut at a multiple of 8 bytes just has fewer events: nothing in the format tells
+        raise RecordingError(f"truncated event data ({size} bytes after the header, not whole 8-byte events)")
+    raw = get_aer_events_from_file(str(path), data_version, start)
+    addr = raw["address"].astype(np.int64)
+    t = raw["timeStamp"].astype(np.int64)
+    return {"t": t, "x": 127 - ((addr >> 8) & 0x7F), "y": 127 - ((addr >> 1) & 0x7F), "p": 1 - (addr & 1)}
 
 
 def segment_bounds(t: np.ndarray, frames: int, split_by: str) -> tuple[np.ndarray, np.ndarray]:
