@@ -6,9 +6,9 @@ workers. "Competing" runs it beside a second copy of the same worker with the sa
 until the first is done (two jobs of one user on one machine). Settings:
 
 * ``torch``: torch's defaults (one thread per core, OpenMP's active wait), what snnkd did before;
-* ``snnkd``: what snnkd does now (``engine.threads.set_threads(None, workers)`` and OpenMP's passive
-  wait, ``OMP_WAIT_POLICY=PASSIVE``, which the console script sets before torch loads);
-* ``1-thread``: one thread, active wait; ``passive``: torch's thread count with the passive wait.
+* ``snnkd``: what snnkd does now (``engine.threads.set_threads(None)``: the usable cores, and OpenMP's
+  passive wait, ``OMP_WAIT_POLICY=PASSIVE``, which the console script sets before torch loads);
+* ``1-thread``: one thread, active wait; ``minus-workers``: passive wait and a core left per loader worker.
 
 Usage: ``python bench/threads.py [--steps 20] [--workers 0 2] [--json out.json]``
 """
@@ -24,11 +24,11 @@ import sys
 import time
 from pathlib import Path
 
-SETTINGS = {  # name: (threads for the worker: "torch", "snnkd" or a number; OMP_WAIT_POLICY or None)
+SETTINGS = {  # name: (threads for the worker: "torch", "snnkd", "minus" or a number; OMP_WAIT_POLICY or None)
     "torch": ("torch", None),
     "snnkd": ("snnkd", "PASSIVE"),
     "1-thread": (1, None),
-    "passive": ("torch", "PASSIVE"),
+    "minus-workers": ("minus", "PASSIVE"),
 }
 
 
@@ -39,11 +39,13 @@ def worker(args: argparse.Namespace) -> None:
     from snnkd_cli.config import DataConfig
     from snnkd_cli.data import build_datasets
     from snnkd_cli.data.loaders import make_loader
-    from snnkd_cli.engine.threads import set_threads
+    from snnkd_cli.engine.threads import set_threads, usable_cores
     from snnkd_cli.models.registry import create_model
 
     if args.threads == "snnkd":
-        set_threads(None, args.workers)
+        set_threads(None)
+    elif args.threads == "minus":  # a core left to each loader worker (not snnkd's default: measured)
+        set_threads(max(1, usable_cores() - args.workers))
     elif args.threads != "torch":
         torch.set_num_threads(int(args.threads))
     torch.manual_seed(0)
@@ -109,6 +111,7 @@ def main() -> None:
     ap.add_argument("--threads", default="torch", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.worker:
+        args.workers = args.workers[0]
         worker(args)
         return
     rows = []

@@ -1,5 +1,5 @@
-"""CPU threads: a default that leaves a core per loader worker, --threads on every long command, and a
-passive OpenMP wait set by the console script before torch loads."""
+"""CPU threads: the usable cores by default, --threads on every long command, and a passive OpenMP wait set
+by the console script before torch loads."""
 
 from __future__ import annotations
 
@@ -18,16 +18,15 @@ from test_cli import assert_one_line_error
 
 
 @pytest.mark.parametrize(
-    ("cores", "workers", "local", "want"),
-    [(2, 0, None, 2), (2, 2, None, 1), (2, 4, None, 1), (16, 4, None, 12), (16, 2, "4", 2), (8, 0, "8", 1)],
+    ("cores", "local", "want"), [(2, None, 2), (16, None, 16), (16, "4", 4), (8, "8", 1), (2, "4", 1)]
 )
-def test_default_threads(monkeypatch: pytest.MonkeyPatch, cores: int, workers: int, local, want: int) -> None:
+def test_default_threads(monkeypatch: pytest.MonkeyPatch, cores: int, local, want: int) -> None:
     monkeypatch.setattr(threads, "usable_cores", lambda: cores)
     if local is None:
         monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
     else:
         monkeypatch.setenv("LOCAL_WORLD_SIZE", local)
-    assert threads.default_threads(workers) == want
+    assert threads.default_threads() == want
 
 
 def test_usable_cores_is_the_affinity() -> None:
@@ -39,7 +38,7 @@ def test_commands_set_the_threads(cli, monkeypatch: pytest.MonkeyPatch, tmp_path
     monkeypatch.setattr(threads, "torch", SimpleNamespace(set_num_threads=calls.append))  # only snnkd's calls
     monkeypatch.setattr(threads, "usable_cores", lambda: 3)
     assert cli(["train-teacher", *TINY, "--threads", "1", "--out", tmp_path / "a"]).exit_code == 0
-    assert cli(["train-teacher", *TINY, "--out", tmp_path / "b"]).exit_code == 0  # synthetic: 0 workers
+    assert cli(["train-teacher", *TINY, "--out", tmp_path / "b"]).exit_code == 0  # the default: all usable cores
     assert cli(["eval-sweep", student_ckpt, "--threads", "2"]).exit_code == 0
     assert calls == [1, 3, 2]
 
@@ -71,6 +70,6 @@ def test_console_script_sets_a_passive_openmp_wait_unless_given(given: str | Non
 def test_set_threads_returns_what_it_set() -> None:
     before = torch.get_num_threads()
     try:
-        assert threads.set_threads(1, 0) == 1 == torch.get_num_threads()
+        assert threads.set_threads(1) == 1 == torch.get_num_threads()
     finally:
         torch.set_num_threads(before)

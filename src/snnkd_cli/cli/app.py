@@ -316,7 +316,7 @@ def quickstart(
     from snnkd_cli.cli.commands import run_quickstart
     from snnkd_cli.engine.threads import set_threads
 
-    set_threads(threads, workers=0)  # synthetic data is generated in the process
+    set_threads(threads)
     run_quickstart(out, teacher_epochs, student_epochs, T, max_T, precision, overwrite)
 
 

@@ -42,7 +42,7 @@ def run_training(
     threads: int | None = None,
 ) -> TrainOutcome:
     """Train (teacher or student), then print the sweep of the best epoch and where the files are."""
-    set_threads(threads, cfg.data.workers)
+    set_threads(threads)
     if resume == "auto":
         resume = str(Path(cfg.train.out) / "resume.safetensors")
     outcome = train(
@@ -91,7 +91,7 @@ def run_sweep(
         raise SnnkdError("--json - and --csv - cannot both go to standard output: give one of them a file name")
     tables = tables_console(json_path, csv_path)
     ckpts = [load_checkpoint(p) for p in checkpoints]  # every file is a readable checkpoint before any work
-    set_threads(threads, max(c.config.data.workers for c in ckpts))
+    set_threads(threads)
     if dynamic is not None and all(c.kind == "teacher" for c in ckpts):
         raise SnnkdError("--dynamic (early exit) applies to spiking students: every checkpoint given is an ANN teacher")
     kw = {"dataset": dataset, "data_dir": data_dir, "batch_size": batch_size, "precision": precision}
@@ -177,7 +177,7 @@ def run_predict(
     from snnkd_cli.engine.predict import predict_files
 
     check_output_file(json_path, "--json")
-    set_threads(threads, workers=0)  # inputs are read in this process
+    set_threads(threads)
     report = predict_files(
         checkpoint, inputs, T=T, dynamic=dynamic, threshold=threshold, rule=exit_rule, batch_size=batch_size
     )

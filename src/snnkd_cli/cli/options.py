@@ -57,7 +57,7 @@ Threads = Annotated[
     int | None,
     typer.Option(
         help="CPU threads for torch (default: the cores this process may use, shared among torchrun's processes on "
-        "the node, minus the DataLoader workers; at least 1). OpenMP waits passively unless OMP_WAIT_POLICY is set.",
+        "the node). OpenMP waits passively (no spinning on shared cores) unless OMP_WAIT_POLICY is set.",
     ),
 ]
 Seed = Annotated[int, typer.Option(help="Random seed (paper: 60).")]

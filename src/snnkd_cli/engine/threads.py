@@ -1,9 +1,11 @@
-"""CPU threads: a default that cannot collapse when the cores are shared with the DataLoader's workers.
+"""CPU threads: a default that does not collapse when the cores are shared.
 
-On a 2-core machine torch's default (one OpenMP thread per core) beside 2 loader workers, or beside another
-job, made OpenMP's spinning threads wait on each other: ten steps took 30.7 s instead of 0.3 s
-(``bench/threads.py`` measures it). snnkd takes the cores this process may use, shares them among the
-processes of this node (torchrun) and leaves one per loader worker.
+torch's default (one OpenMP thread per core, spinning while it waits for work) collapsed beside a second
+job or the DataLoader's workers: 4.2-4.7x fewer steps per second on a 2-core machine (``bench/threads.py``,
+``docs/benchmarks.md``). What fixed it there was OpenMP's passive wait (``OMP_WAIT_POLICY=PASSIVE``, set by
+the ``snnkd`` command before torch loads), not fewer threads: leaving a core per loader worker cost a third
+of the speed on an idle machine and bought nothing beside a second job. So snnkd takes the cores this
+process may use, shared among torchrun's processes on the node.
 """
 
 from __future__ import annotations
@@ -23,16 +25,15 @@ def usable_cores() -> int:
         return os.cpu_count() or 1
 
 
-def default_threads(workers: int) -> int:
-    """``usable_cores / processes on this node - workers``, at least 1."""
-    per_process = usable_cores() // max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
-    return max(1, per_process - max(0, workers))
+def default_threads() -> int:
+    """``usable_cores / processes on this node``, at least 1."""
+    return max(1, usable_cores() // max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1"))))
 
 
-def set_threads(threads: int | None, workers: int) -> int:
+def set_threads(threads: int | None) -> int:
     """Set torch's intra-op threads to ``threads`` (None: :func:`default_threads`); return the number set."""
     if threads is not None and threads < 1:
         raise SnnkdError(f"--threads must be >= 1, got {threads}")
-    n = default_threads(workers) if threads is None else threads
+    n = default_threads() if threads is None else threads
     torch.set_num_threads(n)
     return n
