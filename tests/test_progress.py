@@ -89,3 +89,17 @@ def test_training_in_a_log_prints_a_step_line_now_and_then() -> None:
             update({"loss": 1.5, "acc": 40.0})
     lines = buf.getvalue().splitlines()
     assert lines == [f"epoch   1/2  step {s}/100  loss 1.5000  acc 40.00  ({s} s)" for s in (30, 60, 90)]
+
+
+def test_export_reports_its_stages(student_ckpt, tmp_path) -> None:
+    from snnkd_cli.engine.builders import model_from_checkpoint
+    from snnkd_cli.engine.checkpoint import load_checkpoint
+    from snnkd_cli.export import export_checkpoint
+
+    ckpt = load_checkpoint(student_ckpt)
+    calls = []
+    with reporting(lambda *a: calls.append(a)):
+        export_checkpoint(
+            model_from_checkpoint(ckpt), ckpt.config, "student", "safetensors", tmp_path / "f.safetensors"
+        )
+    assert [c[1:] for c in calls] == [(0, 2), (1, 2), (2, 2)] and calls[0][0].startswith("export safetensors")

@@ -35,6 +35,13 @@ def track(items: Iterable[Item], what: str, total: int | None = None) -> Iterato
         hook(what, done, total)
 
 
+def report(what: str, done: int, total: int | None) -> None:
+    """Tell the installed hook where a job that is not a loop stands (``done`` of ``total`` stages)."""
+    hook = _hook.get()
+    if hook is not None:
+        hook(what, done, total)
+
+
 @contextlib.contextmanager
 def reporting(hook: Hook | None) -> Iterator[None]:
     """Install ``hook`` for the loops run inside the block (None: silent); its ``close()``, if it has one,

@@ -15,7 +15,7 @@ from spikingjelly.activation_based import functional
 from torch import nn
 
 import snnkd_cli.export.verify as verify
-from snnkd_cli import __version__
+from snnkd_cli import __version__, progress
 from snnkd_cli.config import EVENT_DATASETS, RunConfig
 from snnkd_cli.errors import SnnkdError
 from snnkd_cli.export.fold import build_folded, fold_bn, folded_metadata
@@ -97,6 +97,8 @@ def export_checkpoint(
             express, or an exported model that does not reproduce the original.
     """
     spiking, Tmax = _check_export(config, kind, fmt, verify_T)
+    stage = f"export {fmt} (fold, convert and verify)"
+    progress.report(stage, 0, 2)
     out = Path(out)
     if out.is_dir():
         raise SnnkdError(f"--out {out} is a folder: give a file name")
@@ -109,6 +111,7 @@ def export_checkpoint(
     functional.reset_net(net)
     folded, report = fold_bn(net)
     job = _Job(net, folded, frames, Ts or [1], spiking, config, kind, shape)
+    progress.report(stage, 1, 2)
     notes: list[str] = []
     states = None
     if fmt == "safetensors":
@@ -125,6 +128,7 @@ def export_checkpoint(
         notes.append("LIF time constants are written with dt = 1e-4 s (spikingjelly's default): import with that dt")
     if spiking and diff > 1e-4:
         notes.append("diffs above 1e-4 come from spikes flipped by float rounding (near-threshold neurons)")
+    progress.report(stage, 2, 2)
     return ExportSummary(
         fmt,
         kind,
