@@ -314,10 +314,8 @@ def quickstart(
 ) -> None:
     """Teacher, full-range student and sweep on the built-in synthetic data (a few minutes on a CPU)."""
     from snnkd_cli.cli.commands import run_quickstart
-    from snnkd_cli.engine.threads import set_threads
 
-    set_threads(threads)
-    run_quickstart(out, teacher_epochs, student_epochs, T, max_T, precision, overwrite)
+    run_quickstart(out, teacher_epochs, student_epochs, T, max_T, precision, overwrite, threads)
 
 
 @app.command("preprocess-dvs")
@@ -382,7 +380,7 @@ def export(
 
 def main() -> None:
     """Console-script entry point. OpenMP waits passively for work unless the user set a policy: on shared
-    cores its spinning threads slowed training by up to 100x (bench/threads.py); set before torch loads."""
+    cores its spinning threads made training 4-5x slower (bench/threads.py); set before torch loads."""
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     app(args=bare_resume(sys.argv[1:]), prog_name="snnkd")
 

@@ -22,7 +22,7 @@ from snnkd_cli.cli._output import (
     write_sweep_csv,
 )
 from snnkd_cli.config import RunConfig, from_preset
-from snnkd_cli.engine.checkpoint import RUN_FILES, load_checkpoint
+from snnkd_cli.engine.checkpoint import load_checkpoint, read_metadata, run_files_in
 from snnkd_cli.engine.distributed import dist_env
 from snnkd_cli.engine.early_exit import DynamicOptions, store_exit_rule
 from snnkd_cli.engine.evaluate import evaluate_checkpoint
@@ -90,9 +90,9 @@ def run_sweep(
     if str(json_path) == str(csv_path) == STDOUT:
         raise SnnkdError("--json - and --csv - cannot both go to standard output: give one of them a file name")
     tables = tables_console(json_path, csv_path)
-    ckpts = [load_checkpoint(p) for p in checkpoints]  # every file is a readable checkpoint before any work
+    kinds = [read_metadata(p)["kind"] for p in checkpoints]  # every file is a checkpoint before any work
     set_threads(threads)
-    if dynamic is not None and all(c.kind == "teacher" for c in ckpts):
+    if dynamic is not None and all(kind == "teacher" for kind in kinds):
         raise SnnkdError("--dynamic (early exit) applies to spiking students: every checkpoint given is an ANN teacher")
     kw = {"dataset": dataset, "data_dir": data_dir, "batch_size": batch_size, "precision": precision}
     kw |= {"reframe": reframe, "energy": energy is not None, "energy_samples": energy, "dynamic": dynamic}
@@ -192,16 +192,24 @@ def run_predict(
 
 
 def run_quickstart(
-    out: Path, teacher_epochs: int, student_epochs: int, T: int, max_T: int, precision: str, overwrite: bool = False
+    out: Path,
+    teacher_epochs: int,
+    student_epochs: int,
+    T: int,
+    max_T: int,
+    precision: str,
+    overwrite: bool = False,
+    threads: int | None = None,
 ) -> None:
     """Teacher, full-range student and a T-sweep on the built-in synthetic data."""
     t0 = time.perf_counter()
+    set_threads(threads)
     if max_T < 1:
         raise SnnkdError(f"--max-T must be >= 1, got {max_T}")
     for option, value in (("--teacher-epochs", teacher_epochs), ("--student-epochs", student_epochs)):
         if value < 1:
             raise SnnkdError(f"{option} must be >= 1, got {value}")
-    if not overwrite and any((out / sub / name).exists() for sub in ("teacher", "student") for name in RUN_FILES):
+    if not overwrite and any(run_files_in(out / sub) for sub in ("teacher", "student")):
         raise SnnkdError(f"{out} already holds a quickstart run: pass --overwrite to replace it, or another --out")
     # both configurations are checked before anything is trained
     t_cfg = from_preset("teacher", "synthetic", epochs=teacher_epochs, out=str(out / "teacher"), precision=precision)

@@ -102,10 +102,15 @@ def _open(path: Path, tensors: bool) -> tuple[dict[str, torch.Tensor], dict[str,
 RUN_FILES = ("best.safetensors", "last.safetensors", "resume.safetensors", "log.jsonl")
 
 
+def run_files_in(out: str | Path) -> list[str]:
+    """The files of a run (:data:`RUN_FILES`) that ``out`` holds."""
+    return [name for name in RUN_FILES if (Path(out) / name).exists()]
+
+
 def check_fresh_out(out: str | Path, overwrite: bool) -> None:
     """Refuse to start a new run in a folder that holds one, unless ``overwrite`` (the user's consent)."""
     out = Path(out)
-    found = [name for name in RUN_FILES if (out / name).exists()]
+    found = run_files_in(out)
     if not found or overwrite:
         return
     n = 2
