@@ -35,13 +35,58 @@ def single_eval(model: torch.nn.Module, loader: DataLoader, T: int, device: torc
     model.eval()
     correct = n = 0
     for x, y in loader:
-        x, y = x.to(device), y.to(device)
+        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
         reset_state(model)
         s = model(time_major(x, T, False))  # [T, B, C]
         correct += int((s.mean(0).argmax(-1) == y).sum())
         n += len(y)
     reset_state(model)
     return 100.0 * correct / max(n, 1)
+
+
+def firing(model: torch.nn.Module) -> torch.nn.Module:
+    """Set every BN's running variance to 0.05, so that an untrained network's neurons fire (~30% per step)."""
+    with torch.no_grad():
+        for bn in [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]:
+            bn.running_var.fill_(0.05)
+    return model
+
+
+def time_sweep(model: torch.nn.Module, loader: DataLoader, Tm: int, device: torch.device, repeats: int) -> dict:
+    """Median seconds of ``one-pass``, ``separate`` and ``single`` (module docstring), interleaved round-robin
+    after one warm-up round, their ratios, and whether the one-pass top-1 equals the others at every T."""
+
+    def sync() -> None:
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+
+    fns = {
+        "one-pass": lambda: sweep(model, loader, Tm, device=device),
+        "separate": lambda: [sweep(model, loader, t, device=device).at(t) for t in range(1, Tm + 1)],
+        "single": lambda: single_eval(model, loader, Tm, device),
+    }
+    times = {k: [] for k in fns}
+    outs = {}
+    for r in range(repeats + 1):  # round 0 is warm-up
+        for k, f in fns.items():
+            sync()
+            t0 = time.perf_counter()
+            outs[k] = f()
+            sync()
+            if r > 0:
+                times[k].append(time.perf_counter() - t0)
+    med = {k: statistics.median(v) for k, v in times.items()}
+    same = [outs["one-pass"].at(t)["top1"] == outs["separate"][t - 1]["top1"] for t in range(1, Tm + 1)]
+    return {
+        "median_s": med,
+        "times_s": times,
+        "ratio_one_pass_over_single": med["one-pass"] / med["single"],
+        "ratio_separate_over_one_pass": med["separate"] / med["one-pass"],
+        "top1_one_pass": [r["top1"] for r in outs["one-pass"].rows],
+        "top1_separate": [r["top1"] for r in outs["separate"]],
+        "same_top1_every_T": all(same),
+        "same_top1_as_single": outs["one-pass"].at(Tm)["top1"] == outs["single"],
+    }
 
 
 def main() -> None:
@@ -59,60 +104,24 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     torch.manual_seed(0)
-    model = create_model("resnet18", 10).to(device)
-    with torch.no_grad():  # running stats that make neurons fire (an untrained net is silent)
-        for bn in [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]:
-            bn.running_var.fill_(0.05)
+    model = firing(create_model("resnet18", 10).to(device))
     loader = DataLoader(SyntheticImages(args.n, 10, size=args.size, split_seed=1), batch_size=args.batch)
     Tm = args.max_T
-
-    def sync() -> None:
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-
-    def one_pass():
-        return sweep(model, loader, Tm, device=device)
-
-    def separate():
-        return [sweep(model, loader, t, device=device).at(t) for t in range(1, Tm + 1)]
-
-    def single():
-        return single_eval(model, loader, Tm, device)
-
-    fns = {"one-pass": one_pass, "separate": separate, "single": single}
-    times = {k: [] for k in fns}
-    outs = {}
-    for r in range(args.repeats + 1):  # round 0 is warm-up
-        for k, f in fns.items():
-            sync()
-            t0 = time.perf_counter()
-            outs[k] = f()
-            sync()
-            if r > 0:
-                times[k].append(time.perf_counter() - t0)
-    med = {k: statistics.median(v) for k, v in times.items()}
-    same = [outs["one-pass"].at(t)["top1"] == outs["separate"][t - 1]["top1"] for t in range(1, Tm + 1)]
-    same_T = outs["one-pass"].at(Tm)["top1"] == outs["single"]
     report = {
         "argv": sys.argv,
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
-        "median_s": med,
-        "times_s": times,
-        "ratio_one_pass_over_single": med["one-pass"] / med["single"],
-        "ratio_separate_over_one_pass": med["separate"] / med["one-pass"],
-        "top1_one_pass": [r["top1"] for r in outs["one-pass"].rows],
-        "top1_separate": [r["top1"] for r in outs["separate"]],
-        "same_top1_every_T": all(same),
-        "same_top1_as_single": same_T,
+        **time_sweep(model, loader, Tm, device, args.repeats),
     }
+    med = report["median_s"]
     print(f"images={args.n} batch={args.batch} size={args.size} T=1..{Tm}, median of {args.repeats}")
-    for k in fns:
+    for k in med:
         print(f"  {k:<9} {med[k]:8.3f} s")
     print(f"  one-pass / single T={Tm} eval: {report['ratio_one_pass_over_single']:.2f}x")
     print(f"  separate 1..{Tm} / one-pass:   {report['ratio_separate_over_one_pass']:.2f}x")
-    print(f"  one-pass top-1 equals separate top-1 at every T: {all(same)}; equals single eval at T={Tm}: {same_T}")
+    same, same_T = report["same_top1_every_T"], report["same_top1_as_single"]
+    print(f"  one-pass top-1 equals separate top-1 at every T: {same}; equals single eval at T={Tm}: {same_T}")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(report, f, indent=2)

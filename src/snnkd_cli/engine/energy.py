@@ -140,7 +140,7 @@ def measure_energy(
         _check_stepwise(model, time_major(x[:4].to(device), max_T, temporal))
     with SpikeCounter(model) as layers:
         for x, _ in track(loader, f"count energy (T={max_T})", _batches(loader, max_samples)):
-            x = x.to(device)[: None if max_samples is None else max_samples - n]
+            x = x.to(device, non_blocking=True)[: None if max_samples is None else max_samples - n]
             xs = time_major(x, max_T, temporal)  # [T, B, ...]
             for t in range(max_T):
                 if per_T:  # one run of T' = t+1 steps (the model's steps depend on later ones)
@@ -194,7 +194,7 @@ def _ann_energy(
     """An ANN's one row: all its operations are MACs."""
     synops = macs = n = 0
     for x, _ in track(loader, "count energy (ANN)", _batches(loader, max_samples)):
-        x = x.to(device)[: None if max_samples is None else max_samples - n]
+        x = x.to(device, non_blocking=True)[: None if max_samples is None else max_samples - n]
         _, s, m = _count(model, teacher_input(x, temporal), precision, device)
         synops, macs, n = synops + s, macs + m, n + len(x)
         if max_samples is not None and n >= max_samples:

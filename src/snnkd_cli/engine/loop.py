@@ -7,9 +7,10 @@ write ``last.safetensors`` and (when validation improves) ``best.safetensors`` a
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -132,10 +133,12 @@ def train_step(
     precision: str,
     device: torch.device,
     net: nn.Module | None = None,
+    check_finite: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """One step: reset ``model``'s state (the one place training does), the task on ``net`` (default ``model``;
     its compiled form with ``--compile``) under autocast, backward, SGD and schedule steps.
     ``x [B, ...]`` and ``y [B]`` on ``device``; returns (loss, logits ``[B, C]``), detached.
+    ``check_finite=False`` skips the loss check (a host sync): the caller checks the returned loss later.
 
     Raises:
         SnnkdError: a non-finite loss (before any weight changes).
@@ -144,7 +147,7 @@ def train_step(
     with autocast(precision, device):
         losses, logits = task(model if net is None else net, x, y)
     loss = losses["loss"]
-    if not torch.isfinite(loss):
+    if check_finite and not torch.isfinite(loss):
         raise SnnkdError(f"loss is {loss.item()}")
     optim.opt.zero_grad(set_to_none=True)
     optim.scaler.scale(loss).backward()
@@ -152,6 +155,78 @@ def train_step(
     optim.scaler.update()
     optim.sched.step()
     return loss.detach(), logits.detach()
+
+
+@contextlib.contextmanager
+def cudnn_autotune(device: torch.device) -> Iterator[None]:
+    """cuDNN benchmark mode inside the block on CUDA (each convolution's fastest algorithm, timed once per
+    input shape: training batches have one shape, so the search runs once); the previous setting after it.
+    Elsewhere nothing changes."""
+    if device.type != "cuda":
+        yield
+        return
+    before = torch.backends.cudnn.benchmark
+    torch.backends.cudnn.benchmark = True
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.benchmark = before
+
+
+CUDA_READ_EVERY = 25  # steps between reads of the running loss/accuracy on CUDA (each read waits for the GPU)
+
+
+def _read_every(device: torch.device) -> int:
+    """Steps between host reads of the running figures: every step on a CPU (a read costs nothing there),
+    ``CUDA_READ_EVERY`` on CUDA, where a read is a sync that stalls the queue of kernels."""
+    return CUDA_READ_EVERY if device.type == "cuda" else 1
+
+
+@dataclass
+class _Tally:
+    """The epoch's loss sum and correct count on the device, and the losses since the last read.
+
+    ``loss_sum`` (float64 ``[]``) adds ``loss * B`` in the same order and precision as a Python float would,
+    so a read gives exactly the figures of a per-step ``loss.item()``.
+    """
+
+    loss_sum: torch.Tensor
+    correct: torch.Tensor
+    pending: list[torch.Tensor] = field(default_factory=list)  # losses ``[]`` of the steps since the last read
+
+    @classmethod
+    def start(cls, st: LoopState, device: torch.device) -> _Tally:
+        """Continue from ``st``'s figures (a resumed epoch starts from the saved sums)."""
+        loss_sum = torch.tensor(st.loss_sum, dtype=torch.float64, device=device)
+        return cls(loss_sum, torch.tensor(st.correct, dtype=torch.int64, device=device))
+
+    def add(self, loss: torch.Tensor, logits: torch.Tensor, y: torch.Tensor) -> None:
+        """One step: ``loss []``, ``logits [B, C]``, ``y [B]``, all on the device (no sync)."""
+        self.loss_sum += loss.double() * len(y)
+        self.correct += (logits.argmax(-1) == y).sum()
+        self.pending.append(loss)
+
+    def read(self, st: LoopState, first_step: int) -> None:
+        """Check the unread losses (steps ``first_step + 1``...), then copy the sums into ``st`` (one sync).
+
+        Raises:
+            SnnkdError: a loss was not finite (the message names its epoch and step).
+        """
+        if self.pending:
+            losses = torch.stack(self.pending)  # [steps since the last read]
+            self.pending = []
+            bad = (~torch.isfinite(losses)).nonzero()
+            if len(bad):
+                i = int(bad[0, 0])
+                raise SnnkdError(_diverged(f"loss is {losses[i].item()}", st.epoch, first_step + i + 1))
+        st.loss_sum, st.correct = float(self.loss_sum), int(self.correct)
+
+
+def _diverged(message: str, epoch: int, step: int) -> str:
+    """The one-line error of a diverged run, naming where it happened."""
+    return (
+        f"{message} at epoch {epoch} step {step}: lower --lr or use --precision fp32; the last good checkpoint is kept"
+    )
 
 
 def _steps_per_epoch(train_loader: DataLoader, cfg: TrainConfig) -> int:
@@ -211,27 +286,28 @@ def fit(
     for rec in st.history:  # a resumed run: the best epoch's sweep is in its history
         if rec["epoch"] == st.best_epoch:
             result.best = SweepResult(rec["val"], rec.get("val_samples", 0))
-    while st.epoch <= cfg.epochs:
-        t0 = time.perf_counter()
-        with reporter.epoch_progress(st.epoch, cfg.epochs, steps_per_epoch) as update:
-            run.epoch(train_loader, st, steps_per_epoch, update, ckpt, save_every)
-        train_time = time.perf_counter() - t0
-        spiking = getattr(task, "spiking", False)
-        # validation in fp32 whatever the training precision: the figure that picks best.safetensors
-        val = sweep(model, val_loader, eval_T, temporal=temporal, device=device, precision="fp32", spiking=spiking)
-        record = _epoch_record(st, val, eval_T if spiking else None, optim, train_time)
-        result.history.append(record)
-        improved = record["val_top1"] > result.best_top1
-        if improved:
-            result.best, result.best_epoch, result.best_top1 = val, st.epoch, record["val_top1"]
-        meta = {"val": val.rows, "best_epoch": result.best_epoch}
-        ckpt.epoch_end(st.epoch, improved, {"epoch": str(st.epoch), "metrics": meta})
-        ckpt.log(record)
-        reporter.epoch_end(
-            st.epoch, cfg.epochs, {k: v for k, v in record.items() if k not in ("epoch", "val", "val_samples")}
-        )
-        st = LoopState(st.epoch + 1, 0, result.best_top1, result.best_epoch, result.history)
-        ckpt.resume_point(st, optim.opt, optim.sched, optim.scaler)
+    with cudnn_autotune(device):  # fixed batch shapes: cuDNN's search runs once per shape
+        while st.epoch <= cfg.epochs:
+            t0 = time.perf_counter()
+            with reporter.epoch_progress(st.epoch, cfg.epochs, steps_per_epoch) as update:
+                run.epoch(train_loader, st, steps_per_epoch, update, ckpt, save_every)
+            train_time = time.perf_counter() - t0
+            spiking = getattr(task, "spiking", False)
+            # validation in fp32 whatever the training precision: the figure that picks best.safetensors
+            val = sweep(model, val_loader, eval_T, temporal=temporal, device=device, precision="fp32", spiking=spiking)
+            record = _epoch_record(st, val, eval_T if spiking else None, optim, train_time)
+            result.history.append(record)
+            improved = record["val_top1"] > result.best_top1
+            if improved:
+                result.best, result.best_epoch, result.best_top1 = val, st.epoch, record["val_top1"]
+            meta = {"val": val.rows, "best_epoch": result.best_epoch}
+            ckpt.epoch_end(st.epoch, improved, {"epoch": str(st.epoch), "metrics": meta})
+            ckpt.log(record)
+            reporter.epoch_end(
+                st.epoch, cfg.epochs, {k: v for k, v in record.items() if k not in ("epoch", "val", "val_samples")}
+            )
+            st = LoopState(st.epoch + 1, 0, result.best_top1, result.best_epoch, result.history)
+            ckpt.resume_point(st, optim.opt, optim.sched, optim.scaler)
     return result
 
 
@@ -255,6 +331,9 @@ class _Run:
             loader.sampler.set_epoch(st.epoch, st.step)
         if loader.generator is not None:  # worker seeds depend on (seed, epoch) only
             loader.generator.manual_seed(cfg.seed * 1_000_003 + st.epoch)
+        # on CUDA the loss and accuracy stay on the device between reads (a read waits for the GPU)
+        every, tally, first = _read_every(self.device), _Tally.start(st, self.device), st.step
+        stats = _running(st)
         for x, y in loader:
             if st.step >= steps:
                 break
@@ -262,20 +341,27 @@ class _Run:
             x = x.contiguous(memory_format=fmt) if x.dim() == 4 else x
             y = y.to(self.device, non_blocking=True)
             try:
-                loss, logits = train_step(self.model, self.task, x, y, self.optim, cfg.precision, self.device, self.net)
+                step = (self.model, self.task, x, y, self.optim, cfg.precision, self.device, self.net)
+                loss, logits = train_step(*step, check_finite=every == 1)  # deferred to the reads on CUDA
             except SnnkdError as e:
-                raise SnnkdError(
-                    f"{e.message} at epoch {st.epoch} step {st.step + 1}: lower --lr or use --precision fp32; "
-                    "the last good checkpoint is kept"
-                ) from None
+                raise SnnkdError(_diverged(e.message, st.epoch, st.step + 1)) from None
             st.step += 1
-            st.loss_sum += loss.item() * len(y)
-            st.correct += int((logits.argmax(-1) == y).sum())
             st.seen += len(y)
-            update({"loss": st.loss_sum / st.seen, "acc": 100.0 * st.correct / st.seen})
-            if save_every and st.step % save_every == 0 and st.step < steps:
+            tally.add(loss, logits, y)
+            save = bool(save_every) and st.step % save_every == 0 and st.step < steps
+            if st.step % every == 0 or save or st.step == steps:
+                tally.read(st, first)
+                first, stats = st.step, _running(st)
+            update(stats)
+            if save:
                 ckpt.resume_point(st, self.optim.opt, self.optim.sched, self.optim.scaler)
+        tally.read(st, first)
         reset_state(self.model)
+
+
+def _running(st: LoopState) -> dict[str, float]:
+    """The progress bar's figures: mean loss and accuracy (%) of the epoch so far (none before a step)."""
+    return {"loss": st.loss_sum / st.seen, "acc": 100.0 * st.correct / st.seen} if st.seen else {}
 
 
 _NOT_STATS = ("epoch", "val", "val_samples")  # in a record, not on the epoch's line

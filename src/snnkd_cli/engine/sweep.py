@@ -192,15 +192,15 @@ def _ann_sweep(
     model: nn.Module, loader: DataLoader, temporal: bool, device: torch.device, precision: str
 ) -> SweepResult:
     """An ANN's one row (``T`` None): top-1 and top-5 over ``loader``, summed over ranks."""
-    c1 = c5 = n = 0
+    correct = torch.zeros(2, dtype=torch.long, device=device)  # top-1, top-5: summed on the device (no sync)
+    n = 0
     for x, y in track(loader, "evaluate (ANN)"):
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
         with autocast(precision, device):
             z = model(teacher_input(x, temporal)).float()  # [B, C]
-        c1 += int(_topk_correct(z[None], y, 1)[0])
-        c5 += int(_topk_correct(z[None], y, 5)[0])
+        correct += torch.cat([_topk_correct(z[None], y, 1), _topk_correct(z[None], y, 5)])
         n += len(y)
-    packed = torch.tensor([c1, c5, n], dtype=torch.float64, device=device)
+    packed = torch.cat([correct.double(), torch.tensor([n], dtype=torch.float64, device=device)])
     all_reduce_sum(packed)
     c1, c5, n = (int(v) for v in packed.cpu())
     n = max(n, 1)
@@ -220,8 +220,8 @@ def _counts(
     """One pass at T steps over ``loader``: top-1 and top-5 correct counts of the running means ``[T]``,
     spikes per step ``[T]`` (float64), the number of samples and of neurons per step. Appends each
     batch's :class:`ExitTrace` to ``traces`` when given."""
-    correct1 = torch.zeros(T, dtype=torch.long)
-    correct5 = torch.zeros(T, dtype=torch.long)
+    correct1 = torch.zeros(T, dtype=torch.long, device=device)  # summed on the device: no sync per batch
+    correct5 = torch.zeros(T, dtype=torch.long, device=device)
     n = 0
     with SpikeCounter(model) as counter:
         for x, y in track(loader, f"evaluate (T={T})"):
@@ -230,11 +230,11 @@ def _counts(
             with autocast(precision, device):
                 s = model(time_major(x, T, temporal)).float()  # [T, B, C]
             running = running_mean(s)  # [T, B, C]: prediction at T' = t+1
-            correct1 += _topk_correct(running, y, 1).cpu()
-            correct5 += _topk_correct(running, y, 5).cpu()
+            correct1 += _topk_correct(running, y, 1)
+            correct5 += _topk_correct(running, y, 5)
             if traces is not None:
                 traces.append(ExitTrace.from_running(running, y))
             n += len(y)
     reset_state(model)
     spikes = counter.spikes.double().cpu() if counter.spikes is not None else torch.zeros(T, dtype=torch.float64)
-    return correct1, correct5, spikes, n, counter.neurons
+    return correct1.cpu(), correct5.cpu(), spikes, n, counter.neurons

@@ -1,0 +1,131 @@
+"""bench/gpu.py --small on the CPU: every variant timed, the LIF code named, the torchrun run passing."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+BENCH = Path(__file__).resolve().parents[1] / "bench"
+# the names bench/gpu.py gives, written out by hand: shape, kind and precision, eager and channels-last
+PRECISIONS = ["snn-fp32", "snn-bf16", "snn-bf16-lifbf16", "ann-fp32", "ann-bf16"]
+NAMES = {f"{s}-{p}{m}" for s in ("cifar", "imagenet") for p in PRECISIONS for m in ("", "-cl")}
+
+
+@pytest.fixture(scope="module")
+def small_run(tmp_path_factory) -> tuple[dict, str]:
+    out = tmp_path_factory.mktemp("gpu") / "gpu.json"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, str(BENCH / "gpu.py"), "--small", "--device", "cpu", "--threads", "1", "--out", str(out)]
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
+    assert res.returncode == 0, res.stderr[-3000:]
+    return json.loads(out.read_text()), res.stdout
+
+
+@pytest.mark.slow
+def test_every_variant_is_timed_beside_its_ann_floor(small_run) -> None:
+    report, stdout = small_run
+    rows = report["steps"]["variants"]
+    assert set(rows) == NAMES  # --small on a CPU leaves the compiled variants out, and says so
+    assert "compiled variants left out" in report["settings"]["note"]
+    for name, r in rows.items():
+        assert r["step_s"] > 0 and r["finite"], name
+        assert r["images_per_s"] == pytest.approx(r["batch"] / r["step_s"])
+        assert r["peak_mib"] is None  # no CUDA memory on a CPU
+        floor = rows[name.replace("-snn-", "-ann-").replace("-lifbf16", "")]
+        assert r["over_ann"] == pytest.approx(r["step_s"] / floor["step_s"])
+        assert f"| {name} |" in stdout
+    assert rows["cifar-snn-fp32"]["T"] == 2 and rows["imagenet-snn-fp32"]["classes"] == 1000
+    assert report["device"]["type"] == "cpu" and report["versions"]["spikingjelly"]
+
+
+@pytest.mark.slow
+def test_the_lif_code_is_named_and_the_checks_pass(small_run) -> None:
+    report, stdout = small_run
+    lif = report["lif"]
+    assert lif["ok"] and not lif["problems"]
+    by = {(p["shape"], p["precision"]): p for p in lif["profiles"]}
+    assert len(by) == 6
+    for shape in ("cifar", "imagenet"):
+        # fp32 state: spikingjelly's registered operator (its CPU kernel here); bf16 state: its Python fallback
+        assert by[shape, "fp32"]["implementation"].startswith("sj_lif") and by[shape, "fp32"]["calls"]["op"] > 0
+        assert by[shape, "bf16"]["calls"] == by[shape, "fp32"]["calls"]
+        assert "reference" in by[shape, "bf16-lifbf16"]["calls"] and not by[shape, "bf16-lifbf16"]["required"]
+    assert report["torchrun"]["ok"] and [s["stage"] for s in report["torchrun"]["stages"]] == [
+        "train-teacher",
+        "distill (torchrun)",
+        "eval-sweep",
+    ]
+    assert all(s["seconds"] > 0 for s in report["torchrun"]["stages"])
+    sweep = report["sweep"]
+    assert sweep["same_top1_every_T"] and sweep["top1_one_pass"] == sweep["top1_separate"]
+    assert len(sweep["top1_one_pass"]) == 8
+    assert report["ok"] and "torchrun x1" in stdout and "PASS" in stdout
+
+
+def _bench_module(name: str):
+    sys.path.insert(0, str(BENCH))
+    try:
+        return __import__(name)
+    finally:
+        sys.path.remove(str(BENCH))
+
+
+def test_as_ann_is_the_registered_ann_with_relu() -> None:
+    """The ANN floor of a student with no ANN registration (the ImageNet one) is the student with ReLU: for
+    ResNet-18, which has both, it gives the registered ANN's logits on the same weights."""
+    from snnkd_cli.models import create_model
+
+    parts = _bench_module("_gpu_parts")
+    torch.manual_seed(0)
+    ann = create_model("resnet18", 10, kind="ann", width=8).eval()
+    converted = parts.as_ann(create_model("resnet18", 10, width=8)).eval()
+    converted.load_state_dict(ann.state_dict())
+    x = torch.randn(3, 3, 16, 16)
+    with torch.no_grad():
+        torch.testing.assert_close(converted(x), ann(x))
+
+
+def test_a_pattern_that_matches_no_variant_is_an_error(tmp_path, capsys) -> None:
+    gpu = _bench_module("gpu")
+    out = tmp_path / "gpu.json"
+    assert gpu.main(["--small", "--device", "cpu", "--variants", "cifar-snn-fp8", "--out", str(out)]) == 2
+    assert "--variants cifar-snn-fp8 matches none" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def _fake_profile(shape, precision, device) -> dict:
+    """A LIF that loops in Python whatever the precision (spikingjelly's ``torch`` choice on CUDA)."""
+    return {"shape": shape.name, "precision": precision, "calls": {"op": 1}, "implementation": "sj_lif torch"} | {
+        "python_loop": True,
+        "required": precision != "bf16-lifbf16",
+    }
+
+
+def test_a_python_lif_loop_fails_the_check_on_cuda_only(monkeypatch) -> None:
+    parts = _bench_module("_gpu_parts")
+    monkeypatch.setattr(parts, "lif_profile", _fake_profile)
+    monkeypatch.setattr(parts, "_selected", lambda device, execution="eager": "torch")
+    on_cuda = parts.lif_check(parts.shapes(small=True), torch.device("cuda"))
+    assert not on_cuda["ok"]
+    assert sorted(on_cuda["problems"]) == [
+        f"{s} {p}: sj_lif torch" for s in ("cifar", "imagenet") for p in ("bf16", "fp32")
+    ]
+    assert parts.lif_check(parts.shapes(small=True), torch.device("cpu"))["ok"]
+
+
+def test_a_failed_lif_check_exits_1_loudly_and_times_nothing(tmp_path, monkeypatch, capsys) -> None:
+    gpu = _bench_module("gpu")
+    failed = {"ok": False, "profiles": [], "problems": ["cifar fp32: sj_lif torch"], "neuron_implementation": {}}
+    monkeypatch.setattr(gpu, "lif_check", lambda shapes, device: failed)
+    out = tmp_path / "gpu.json"
+    assert gpu.main(["--small", "--device", "cpu", "--out", str(out)]) == 1
+    assert "FAIL: spikingjelly's LIF runs a Python loop over T on CUDA for cifar fp32" in capsys.readouterr().err
+    report = json.loads(out.read_text())
+    assert not report["ok"] and not report["lif"]["ok"]
+    assert not {"steps", "sweep", "torchrun"} & set(report)
