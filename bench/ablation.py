@@ -35,9 +35,25 @@ from snnkd_cli.engine.run import train
 BUDGET = {"synthetic": (8, 10, 4, 8), "synthetic-dvs": (6, 6, 8, 8)}
 
 
+def _save(results: dict, out: Path) -> None:
+    """Write ``OUT/results.json`` (after every run, so a stopped grid keeps what it finished)."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.json").write_text(json.dumps(results, indent=1))
+
+
+def _earlier(args: argparse.Namespace) -> dict:
+    """With ``--continue``, the runs of ``OUT/results.json`` whose checkpoints are still there."""
+    path = Path(args.out) / "results.json"
+    if not (args.resume and path.exists()):
+        return {"runs": [], "teachers": []}
+    old = json.loads(path.read_text())
+    keep = [r for r in old.get("runs", []) if Path(r["path"]).exists()]
+    return {"runs": keep, "teachers": [t for t in old.get("teachers", []) if Path(t["path"]).exists()]}
+
+
 def run_grid(args: argparse.Namespace) -> dict:
     """Train and sweep every (dataset, precision, loss, seed); return the results as plain data."""
-    results: dict = {"runs": [], "teachers": [], "args": vars(args), "torch": torch.__version__}
+    results: dict = {**_earlier(args), "args": vars(args), "torch": torch.__version__}
     results["machine"] = platform.processor() or platform.machine()
     for dataset in args.datasets:
         t_epochs, s_epochs, T, max_T = BUDGET.get(dataset, (None, None, None, None))
@@ -45,16 +61,26 @@ def run_grid(args: argparse.Namespace) -> dict:
         for precision in args.precision:
             base = Path(args.out) / dataset / precision
             t0 = time.perf_counter()
-            t_cfg = from_preset("teacher", dataset, epochs=t_epochs, precision=precision, out=str(base / "teacher"))
-            teacher = train(t_cfg, overwrite=True)  # the grid owns its folders
-            _, t_sweep = evaluate_checkpoint(teacher.best_path)
-            t_top1 = t_sweep.rows[0]["top1"]
-            results["teachers"].append(
-                {"dataset": dataset, "precision": precision, "top1": t_top1, "path": str(teacher.best_path)}
-            )
-            print(f"{dataset} {precision} teacher {t_sweep.rows[0]['top1']:.1f}% ({time.perf_counter() - t0:.0f}s)")
+            done = [t for t in results["teachers"] if (t["dataset"], t["precision"]) == (dataset, precision)]
+            if done:
+                t_path = Path(done[0]["path"])
+                print(f"{dataset} {precision} teacher {done[0]['top1']:.1f}% (kept)")
+            else:
+                t_cfg = from_preset("teacher", dataset, epochs=t_epochs, precision=precision, out=str(base / "teacher"))
+                t_path = train(t_cfg, overwrite=True).best_path  # the grid owns its folders
+                _, t_sweep = evaluate_checkpoint(t_path)
+                t_top1 = t_sweep.rows[0]["top1"]
+                results["teachers"].append(
+                    {"dataset": dataset, "precision": precision, "top1": t_top1, "path": str(t_path)}
+                )
+                _save(results, Path(args.out))
+                print(f"{dataset} {precision} teacher {t_top1:.1f}% ({time.perf_counter() - t0:.0f}s)")
             for loss in args.losses:
                 for seed in args.seeds:
+                    key = (dataset, precision, loss, seed)
+                    if any((r["dataset"], r["precision"], r["loss"], r["seed"]) == key for r in results["runs"]):
+                        print(f"  {loss:12s} seed {seed}: kept")
+                        continue
                     t0 = time.perf_counter()
                     s_cfg = from_preset(
                         "distill",
@@ -64,7 +90,7 @@ def run_grid(args: argparse.Namespace) -> dict:
                         loss=loss,
                         seed=seed,
                         precision=precision,
-                        teacher=str(teacher.best_path),
+                        teacher=str(t_path),
                         out=str(base / f"{loss}-seed{seed}"),
                     )
                     student = train(s_cfg, overwrite=True)
@@ -82,6 +108,7 @@ def run_grid(args: argparse.Namespace) -> dict:
                             "seconds": time.perf_counter() - t0,
                         }
                     )
+                    _save(results, Path(args.out))
                     print(f"  {loss:12s} seed {seed}: " + " ".join(f"{v:.1f}" for v in top1))
     return results
 
@@ -177,6 +204,12 @@ def main() -> None:
     ap.add_argument("--doc", default="docs/results.md", help="markdown file whose ablation block is rewritten")
     ap.add_argument("--from-json", help="only rewrite the doc and plots from an earlier results.json")
     ap.add_argument("--marker", default="ablation", help="name of the block in --doc (<!-- NAME:start -->)")
+    ap.add_argument(
+        "--continue",
+        dest="resume",
+        action="store_true",
+        help="keep the finished runs of OUT/results.json (results.json is written after every run)",
+    )
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -186,8 +219,7 @@ def main() -> None:
         t0 = time.perf_counter()
         results = run_grid(args)
         results["seconds"] = time.perf_counter() - t0
-        Path(args.out).mkdir(parents=True, exist_ok=True)
-        (Path(args.out) / "results.json").write_text(json.dumps(results, indent=1))
+        _save(results, Path(args.out))
     doc = Path(args.doc)
     write_doc(doc, markdown(results, args.marker), args.marker)
     for p in plot(results, doc.parent, args.marker):
