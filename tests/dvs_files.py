@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from snnkd_cli.data.dvs_synthetic import AEDAT2_HEADER, write_aedat2
+from snnkd_cli.testing import AEDAT2_HEADER, write_aedat2
 
 
 def write_broken_recordings(folder: Path, good: Path) -> dict[str, str]:

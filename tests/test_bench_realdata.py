@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from snnkd_cli.data.aedat import read_events, scan_recordings
-from snnkd_cli.data.dvs_synthetic import write_aedat2
+from snnkd_cli.testing import write_aedat2
 
 BENCH = Path(__file__).resolve().parents[1] / "bench" / "realdata.py"
 FAST = {"duration_s": 0.3, "render_hz": 500.0}  # a quarter of a recording at half the render rate

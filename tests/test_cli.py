@@ -21,13 +21,24 @@ import typer
 from PIL import Image
 from safetensors.torch import save_file
 
+import paper_nets
 from conftest import STUDENT_T, TINY, one_torch_thread
 from snnkd_cli import __version__
 from snnkd_cli.cli.app import app
 from snnkd_cli.engine.checkpoint import load_checkpoint, read_metadata
 from snnkd_cli.engine.evaluate import evaluate_checkpoint
 
-COMMANDS = ("train-teacher", "distill", "eval-sweep", "predict", "preprocess-dvs", "export", "quickstart", "models")
+COMMANDS = (
+    "train-teacher",
+    "distill",
+    "eval-sweep",
+    "predict",
+    "preprocess-dvs",
+    "export",
+    "quickstart",
+    "models",
+    "import",
+)
 RUN_FILES = ["best.safetensors", "config.json", "last.safetensors"]
 SWEEP_MAX_T = 3
 SWEEP_ENTRY_KEYS = {
@@ -397,7 +408,12 @@ BAD_INPUT = [
     # teachers trained elsewhere that cannot be used
     _case("pth-whole-model", ["distill", "--teacher", "{whole_model_pth}", "--teacher-arch", "resnet18"], "pickled"),
     _case("pth-garbage", ["distill", "--teacher", "{junk_pth}", "--teacher-arch", "resnet18"], "not a PyTorch state"),
-    _case("pth-torchvision", ["distill", "--teacher", "{tv_pth}", "--teacher-arch", "resnet18"], "conv1/layer1..4/fc"),
+    _case(
+        "pth-torchvision-wrong-arch",
+        ["distill", "--teacher", "{tv_pth}", "--teacher-arch", "resnet34"],
+        "does not fit --teacher-arch resnet34: ",
+    ),
+    _case("pth-paper-student", ["distill", "--teacher", "{snn_pth}", "--teacher-arch", "resnet18"], "an ANN is asked"),
     _case("quickstart-max-T-0", [*_QUICK, "--T", "1", "--max-T", "0"], "--max-T must be >= 1"),
 ]
 
@@ -454,6 +470,9 @@ class _Inputs(dict):
             value = str(self.tmp / f"{key}.pth")
             if key == "junk_pth":
                 Path(value).write_bytes(b"not a pickle at all\n" * 20)
+            elif key == "snn_pth":  # the paper's spiking ResNet-18 as its code saves it
+                net = paper_nets.resnet18(10, width=8)
+                torch.save({"best_net": net.state_dict(), "best_acc": 90.0}, value)
             else:
                 net = torchvision.models.resnet18(num_classes=10)
                 torch.save(net if key == "whole_model_pth" else net.state_dict(), value)

@@ -122,3 +122,29 @@ def test_sync_bn_converts_every_batchnorm_and_keeps_the_function():
     assert len(after) == len(bns) and all(isinstance(m, CPUSyncBatchNorm) for m in after)
     torch.testing.assert_close(synced(x), before)  # one process: the same function, the same keys
     assert set(synced.state_dict()) == set(create_model("sew_resnet18", 10, width=8).state_dict())
+
+
+@pytest.mark.parametrize(
+    ("dataset", "sync_bn", "world", "want"),
+    [
+        ("imagenet", None, "2", True),  # the paper's ImageNet code always uses SyncBatchNorm
+        ("imagenet", None, "1", False),  # one process: nothing to synchronise, no conversion
+        ("imagenet", None, None, False),  # not under torchrun
+        ("imagenet", False, "2", False),  # --no-sync-bn
+        ("cifar10", False, "2", False),
+        ("cifar10", True, "2", True),  # --sync-bn asked
+        ("imagenet", True, "1", True),
+        ("cifar10", None, "2", False),
+    ],
+)
+def test_imagenet_recipe_syncs_bn_under_torchrun(monkeypatch, dataset, sync_bn, world, want):
+    """The world size is read from torchrun's environment, as the training run does."""
+    from snnkd_cli.config import from_preset
+    from snnkd_cli.engine.distributed import resolve_sync_bn
+
+    if world is None:
+        monkeypatch.delenv("WORLD_SIZE", raising=False)
+    else:
+        monkeypatch.setenv("WORLD_SIZE", world)
+    for task in ("distill", "teacher"):
+        assert resolve_sync_bn(from_preset(task, dataset, sync_bn=sync_bn)) is want

@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from safetensors import safe_open
 from spikingjelly.datasets.utils import cal_fixed_frames_number_segment_index, integrate_events_by_fixed_frames_number
 from torch.utils.data import DataLoader
+from torchvision import transforms as tvt
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms import functional as TF
 
@@ -26,11 +27,12 @@ from snnkd_cli.data.dvs import (
     preprocess_dvs,
     split_indices,
 )
-from snnkd_cli.data.dvs_synthetic import SyntheticEvents, make_cifar10dvs_tree, synthetic_recording
+from snnkd_cli.data.dvs_synthetic import SyntheticEvents
 from snnkd_cli.errors import SnnkdError
+from snnkd_cli.testing import make_cifar10dvs_tree, synthetic_recording
 
 CLASSES, PER_CLASS, EVENTS, T = 3, 4, 3000, 10
-KEY = "frames10-number-size48-random"
+KEY = "frames10-number-size48-random-bilinear"
 
 
 @pytest.fixture(scope="module")
@@ -83,8 +85,14 @@ def test_split_by_number_is_spikingjellys(tree) -> None:
     assert torch.equal(full, torch.from_numpy(ref).float())
     small = frame_events(ev, T, "number", 48)
     assert small.shape == (T, 2, 48, 48)
-    assert torch.equal(small, F.interpolate(full.double(), size=(48, 48), mode="area").float())
-    assert abs(float(small.sum()) * (128 / 48) ** 2 / n - 1) < 0.05  # area resize keeps mean counts (roughly)
+    # the paper's pipeline: torchvision's Resize((48, 48)) on spikingjelly's float64 frames, then .float()
+    paper = tvt.Resize(size=(48, 48))(torch.from_numpy(ref)).float()
+    assert torch.equal(small, paper)
+    area = frame_events(ev, T, "number", 48, resize="area")
+    assert torch.equal(area, F.interpolate(full.double(), size=(48, 48), mode="area").float())
+    assert not torch.equal(area, small)
+    for x in (small, area):  # both keep the mean count per pixel (roughly)
+        assert abs(float(x.sum()) * (128 / 48) ** 2 / n - 1) < 0.05
 
 
 def test_split_by_time_matches_spikingjelly_and_survives_a_pause() -> None:
@@ -188,7 +196,7 @@ def test_bad_recordings_are_skipped_and_reported(tree, tmp_path: Path) -> None:
 def test_new_parameters_new_cache_and_open_dvs_cache(cache, tree, tmp_path: Path) -> None:
     out = cache[0].cache_dir.parent
     other = preprocess_dvs(tree[0], out, frames=4, size=16, split="per-class")
-    assert other.cache_dir.name == "frames4-number-size16-per-class" and other.cache_dir != cache[0].cache_dir
+    assert other.cache_dir.name == "frames4-number-size16-per-class-bilinear" and other.cache_dir != cache[0].cache_dir
     man = json.loads((other.cache_dir / "manifest.json").read_text())
     assert [e[0].split(".")[0] for e in man["val"]] == [f"{c}/cifar10_{c}_0" for c in man["classes"]]
     assert open_dvs_cache(out, frames=10) == cache[0].cache_dir
@@ -207,6 +215,36 @@ def test_new_parameters_new_cache_and_open_dvs_cache(cache, tree, tmp_path: Path
         open_dvs_cache(out, frames=8)
     with pytest.raises(SnnkdError, match="no DVS cache"):
         open_dvs_cache(tmp_path / "nothing")
+
+
+def test_resize_is_in_the_key_and_an_area_cache_is_not_reused(tree, tmp_path: Path) -> None:
+    """An area cache (snnkd before --resize, or --resize area) keeps its old name and is never opened for bilinear."""
+    from snnkd_cli.config import DataConfig, RunConfig
+    from snnkd_cli.data import build_datasets
+
+    area = preprocess_dvs(tree[0], tmp_path, frames=4, size=16, resize="area")
+    assert area.cache_dir.name == "frames4-number-size16-random"  # the name older snnkd gave it
+    path = next(iter(tree[1]))
+    with safe_open(str(area.cache_dir / f"{path.parent.name}/{path.name}.safetensors"), framework="pt") as f:
+        assert torch.equal(f.get_tensor("frames"), frame_events(read_events(path), 4, "number", 16, resize="area"))
+    with pytest.raises(SnnkdError) as err:  # the default (bilinear) does not take the area cache
+        build_datasets(DataConfig(dataset="cifar10dvs", data_dir=str(tmp_path)))
+    assert "resize=bilinear" in str(err.value) and "--resize bilinear" in str(err.value)
+    man_path = area.cache_dir / "manifest.json"
+    man = json.loads(man_path.read_text())
+    del man["params"]["resize"]  # a manifest from before the parameter was recorded: area
+    man_path.write_text(json.dumps(man))
+    with pytest.raises(SnnkdError, match="resize=area but resize=bilinear was asked"):
+        open_dvs_cache(area.cache_dir, resize="bilinear")
+    assert open_dvs_cache(area.cache_dir, resize="area") == area.cache_dir
+    bil = preprocess_dvs(tree[0], tmp_path, frames=4, size=16)
+    assert bil.cache_dir.name == "frames4-number-size16-random-bilinear"
+    assert open_dvs_cache(tmp_path, resize="bilinear") == bil.cache_dir
+    assert build_datasets(DataConfig(dataset="cifar10dvs", data_dir=str(tmp_path)))[1].root == bil.cache_dir
+    old = json.loads(RunConfig(data=DataConfig(dataset="cifar10dvs")).to_json())
+    del old["data"]["resize"]  # a checkpoint written before the option: its cache was area
+    assert RunConfig.from_dict(old).data.resize == "area"
+    assert RunConfig.from_dict({"data": {"dataset": "cifar10"}}).data.resize == "bilinear"
 
 
 def test_layout_and_argument_errors(tree, tmp_path: Path) -> None:
@@ -231,7 +269,7 @@ def test_layout_and_argument_errors(tree, tmp_path: Path) -> None:
         (tmp_path / "v4/cat/cifar10_cat_0.aedat4").write_bytes(b"")
         with pytest.raises(SnnkdError, match="pip install aedat"):
             preprocess_dvs(tmp_path / "v4", tmp_path / "out")
-    bad = [dict(frames=0), dict(size=4), dict(split_by="space"), dict(split="odd"), dict(workers=0)]
+    bad = [dict(frames=0), dict(size=4), dict(split_by="space"), dict(split="odd"), dict(workers=0), dict(resize="x")]
     for kw in bad:
         with pytest.raises(SnnkdError):
             preprocess_dvs(tree[0], tmp_path / "out", **kw)

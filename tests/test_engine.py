@@ -102,9 +102,9 @@ def test_reframed_sweep_equals_runs_on_caches_framed_at_each_T(tmp_path):
     from torch.utils.data import DataLoader
 
     from snnkd_cli.data.dvs import DVSFrames, preprocess_dvs
-    from snnkd_cli.data.dvs_synthetic import make_cifar10dvs_tree
     from snnkd_cli.engine.builders import model_from_checkpoint
     from snnkd_cli.engine.sweep import sweep
+    from snnkd_cli.testing import make_cifar10dvs_tree
 
     make_cifar10dvs_tree(tmp_path / "src", per_class=2, classes=3, events=3000, seed=1)
     cache = preprocess_dvs(tmp_path / "src", tmp_path / "cache", frames=3, size=16).cache_dir
@@ -126,7 +126,7 @@ def test_reframed_sweep_equals_runs_on_caches_framed_at_each_T(tmp_path):
     assert res.method == "reframed" and [r["T"] for r in res.rows] == [1, 2]
     model = model_from_checkpoint(ckpt)
     for t in (1, 2):
-        framed = Path(tmp_path / "cache" / f"frames{t}-number-size16-random")
+        framed = Path(tmp_path / "cache" / f"frames{t}-number-size16-random-bilinear")  # the training cache's resize
         direct = sweep(model, DataLoader(DVSFrames(framed, train=False), batch_size=4), t, temporal=True)
         assert res.at(t) == direct.at(t)
 

@@ -52,10 +52,12 @@ def test_unknown_arch_is_a_clear_error():
 
 
 @pytest.mark.parametrize("train", [False, True])
-def test_stem_once_equals_repeating_the_image(train):
-    """A stride-0 repeated input (stem run once) gives the logits and gradients of a materialised copy."""
+@pytest.mark.parametrize(("arch", "kw"), [("resnet18", {}), ("preact_resnet34", {"stem": "imagenet"})])
+def test_stem_once_equals_repeating_the_image(train, arch, kw):
+    """A stride-0 repeated input (stem run once; preact: its max-pool too) gives the logits and gradients of a
+    materialised copy."""
     torch.manual_seed(0)
-    net = create_model("resnet18", 10, kind="snn", width=8).double().train(train)
+    net = create_model(arch, 10, kind="snn", width=8, **kw).double().train(train)
     x = torch.randn(4, 3, 16, 16, dtype=torch.float64)
     view = time_major(x, 3, temporal=False)
     assert view.stride(0) == 0

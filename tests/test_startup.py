@@ -19,8 +19,15 @@ main()
 
 @pytest.mark.parametrize(
     "argv",
-    [["--help"], ["--version"], ["distill", "--help"], ["eval-sweep", "--help"], ["distill", "--no-such-option"]],
-    ids=["help", "version", "distill-help", "sweep-help", "option-error"],
+    [
+        ["--help"],
+        ["--version"],
+        ["distill", "--help"],
+        ["eval-sweep", "--help"],
+        ["import", "--help"],
+        ["distill", "--no-such-option"],
+    ],
+    ids=["help", "version", "distill-help", "sweep-help", "import-help", "option-error"],
 )
 def test_help_and_option_errors_do_not_import_torch(argv: list[str]) -> None:
     res = subprocess.run([sys.executable, "-c", PROBE, *argv], capture_output=True, text=True, timeout=120)

@@ -15,6 +15,8 @@ __all__ = [
     "distill",
     "early_exit",
     "full_range_kd_loss",
+    "import_checkpoint",
+    "load_foreign",
     "standard_kd_loss",
     "sweep",
     "twce_loss",
@@ -28,10 +30,14 @@ def __getattr__(name: str):
         from snnkd_cli.kd import losses
 
         return getattr(losses, name)
-    if name in ("distill", "sweep"):
+    if name in ("distill", "sweep", "load_foreign"):
         from snnkd_cli import api
 
         return getattr(api, name)
+    if name == "import_checkpoint":
+        from snnkd_cli.engine.importer import import_checkpoint
+
+        return import_checkpoint
     if name == "EarlyExitClassifier":
         from snnkd_cli.engine.exit_runtime import EarlyExitClassifier
 

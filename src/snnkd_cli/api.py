@@ -1,6 +1,7 @@
 """The Python API for people who write their own loop: the engine's functions on your modules.
 
 from snnkd_cli import distill, sweep, full_range_kd_loss
+from snnkd_cli import load_foreign, import_checkpoint  # weights saved by the paper's code, torchvision, timm
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from snnkd_cli.config import DATASETS, LOSSES, DataConfig, KDConfig, ModelConfig, RunConfig, TrainConfig, check_choice
+from snnkd_cli.convert import convert_state, read_state_dict
 from snnkd_cli.engine.checkpoint import check_fresh_out, save_checkpoint
 from snnkd_cli.engine.loop import Checkpointer, FitResult, fit
 from snnkd_cli.engine.precision import default_device
@@ -145,3 +147,28 @@ def sweep(
     ``"auto"``: bf16 where the device computes it natively).
     """
     return _sweep(model, loader, max_T, temporal=temporal, precision=precision).rows
+
+
+def load_foreign(path: str | Path, arch: str, *, kind: str = "ann", **options: Any) -> nn.Module:
+    """A registered snnkd network holding weights saved by other code, converted in memory (nothing written).
+
+    Args:
+        path: a ``.pth``/``.pt`` state dict (read weights-only; the paper's ``{"best_net": ...}`` unwrapped) or a
+            plain ``.safetensors`` one, in the paper's, torchvision's, timm's or snnkd's own key layout.
+        arch: a registered architecture (``resnet18``, ``resnet19``, ``resnet34``, ``preact_resnet34``,
+            ``tv_resnet50``...); width, stem, input channels and classes come from the weights.
+        kind: ``"ann"`` (a teacher, ``[B, C, H, W] -> [B, classes]``) or ``"snn"`` (a student,
+            ``[T, B, C, H, W] -> [T, B, classes]``).
+        **options: what a state dict does not hold: ``decay`` and ``soft_reset`` of a student's LIF.
+
+    Returns:
+        The network in eval mode, built by :func:`snnkd_cli.models.create_model` (so :func:`distill` can store
+        it in snnkd checkpoints). To write a checkpoint instead: :func:`snnkd_cli.import_checkpoint`.
+
+    Raises:
+        SnnkdError: unreadable file, the wrong kind, keys or shapes that do not map (one line).
+    """
+    check_choice(kind, ("snn", "ann"), "kind")
+    return convert_state(
+        read_state_dict(path), arch, kind, source=str(path), label=f"arch '{arch}'", kind_option="kind=", **options
+    ).model

@@ -20,6 +20,7 @@ LOSSES = ("full-range", "standard-kd", "twce")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 NEURON_PRECISIONS = ("fp32", "autocast")
 SCHEDULES = ("cosine-epoch", "cosine-step")
+RESIZES = ("bilinear", "area")  # how cifar10dvs frames were resized from 128 px (data/aedat.py RESIZE_MODES)
 # Training augmentation policies (snnkd_cli.data.transforms); "auto" picks one from the dataset and image size.
 IMAGE_AUGMENTS = ("none", "crop", "crop-flip", "cifar", "imagenet")
 EVENT_AUGMENTS = ("none", "dvs")
@@ -45,6 +46,7 @@ class DataConfig:
     synthetic_val: int = 500
     frames: int | None = None  # event data: frames per sample (cache selection; synthetic-dvs: generated)
     split: str | None = None  # cifar10dvs cache: "random" (paper, 90/10 seed 42) or "per-class" (900/100)
+    resize: str = "bilinear"  # cifar10dvs cache: frames resized from 128 px "bilinear" (antialiased, paper) or "area"
     augment: str = "auto"  # IMAGE_AUGMENTS or EVENT_AUGMENTS; "auto": resolved from dataset and size
     calib_holdout: float = 0.0  # share of the training split left out of training, for early-exit calibration
 
@@ -92,7 +94,7 @@ class TrainConfig:
     neuron_precision: str = "fp32"  # LIF state and dynamics under autocast: fp32, or the autocast dtype
     channels_last: bool = False
     compile: bool = False  # torch.compile the training forward (fixed T); evaluation stays eager
-    sync_bn: bool = False  # with torchrun: BatchNorm statistics over the global batch
+    sync_bn: bool | None = None  # with torchrun: BatchNorm over the global batch; None: the recipe decides
     out: str = "runs/run"
     max_steps: int | None = None  # stop each epoch after this many steps (smoke tests, benchmarks)
 
@@ -136,6 +138,8 @@ class RunConfig:
         data = dict(d.get("data", {}))
         if isinstance(data.get("augment"), bool):  # before 0.2: a switch for the dataset's recipe
             data["augment"] = "auto" if data["augment"] else "none"
+        if data.get("dataset") == "cifar10dvs" and "resize" not in data:  # before 0.2: every cache was "area"
+            data["resize"] = "area"
         return cls(
             task=d.get("task", "teacher"),
             data=build(DataConfig, data),
@@ -163,6 +167,7 @@ class Preset:
     student_arch: str
     width: int = 64
     stem: str = "cifar"
+    sync_bn: bool = False  # BatchNorm over all ranks whenever torchrun starts several processes
 
     @property
     def teacher_lr(self) -> float:
@@ -177,7 +182,10 @@ PRESETS: dict[str, Preset] = {
     # option (--warmup-epochs), bounded by MAX_WARMUP_SHARE of the run so that a short run still decays.
     "cifar10": Preset(300, 128, 0.1, 5e-4, 0, 6, 0.5, 3.0, False, "resnet34", "resnet18"),
     "cifar100": Preset(300, 128, 0.1, 5e-4, 0, 6, 0.5, 3.0, False, "resnet34", "resnet18"),
-    "imagenet": Preset(100, 512, 0.2, 2e-5, 0, 4, 0.2, 1.0, True, "resnet34", "preact_resnet34", stem="imagenet"),
+    # ImageNet: 8 GPUs in the paper, whose code always converts BatchNorm to SyncBatchNorm (sync_bn).
+    "imagenet": Preset(
+        100, 512, 0.2, 2e-5, 0, 4, 0.2, 1.0, True, "resnet34", "preact_resnet34", stem="imagenet", sync_bn=True
+    ),
     # Any image folder: the paper's small-image recipe (lr 0.1, no warm-up); fewer epochs for small data.
     "imagefolder": Preset(30, 64, 0.1, 5e-4, 0, 4, 0.5, 3.0, False, "resnet34", "resnet18"),
     # Built-in offline data: narrow networks so the quickstart runs in minutes on a CPU.
@@ -316,6 +324,7 @@ def validate(cfg: RunConfig) -> None:
     check_choice(t.neuron_precision, NEURON_PRECISIONS, "neuron precision")
     check_choice(t.schedule, SCHEDULES, "schedule")
     check_augment(cfg.data.dataset, cfg.data.augment)
+    check_choice(cfg.data.resize, RESIZES, "resize")
     if cfg.kd is not None:
         check_choice(cfg.kd.loss, LOSSES, "loss")
         if cfg.kd.tau <= 0:

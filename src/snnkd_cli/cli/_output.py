@@ -350,6 +350,23 @@ def export_table(summary) -> Group:
     return Group(table, legend(paths))
 
 
+def import_table(report) -> Group:
+    """What ``snnkd import`` wrote (a :class:`snnkd_cli.engine.importer.ImportReport`) and the next command."""
+    m, conv = report.config.model, report.converted
+    table = Table(title=f"import: {report.checkpoint_kind} {m.arch}", title_justify="left", show_header=False)
+    table.add_column(style="bold", no_wrap=True)
+    table.add_column()
+    table.add_row("layout", conv.layout.about)
+    table.add_row("network", f"{m.num_classes} classes, {m.in_channels} input channels, width {m.width}, {m.stem} stem")
+    if m.kind == "snn":
+        reset = "soft" if m.soft_reset else "hard"
+        table.add_row("student", f"T={report.config.train.T}, LIF decay {m.decay}, {reset} reset")
+    table.add_row("tensors", f"{len(conv.model.state_dict())} ({len(conv.renamed)} renamed)")
+    table.add_row("data", report.config.data.dataset)
+    paths = [f"file: {report.out}", f"next: snnkd eval-sweep {report.out}"]
+    return Group(table, legend(paths))
+
+
 def models_table() -> Table:
     """Every registered architecture: kind, name, parameters (10 classes, width 64), data, neuron, note."""
     from snnkd_cli.models import create_model, list_models, model_info

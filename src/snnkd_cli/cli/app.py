@@ -14,6 +14,7 @@ import typer
 
 from snnkd_cli import __version__
 from snnkd_cli.cli._runner import bare_resume, handle_errors
+from snnkd_cli.cli.import_cmd import import_command
 from snnkd_cli.cli.options import (
     Augment,
     BatchSize,
@@ -36,6 +37,7 @@ from snnkd_cli.cli.options import (
     Out,
     Overwrite,
     Precision,
+    Resize,
     Resume,
     SaveEvery,
     SaveThreshold,
@@ -91,6 +93,7 @@ def _training_options(
     warmup_epochs: Warmup = None,
     schedule: Schedule = None,
     augment: Augment = None,
+    resize: Resize = None,
     seed: Seed = 60,
     workers: Workers = None,
     threads: Threads = None,
@@ -100,7 +103,7 @@ def _training_options(
     channels_last: ChannelsLast = False,
     compile: Compile = False,
     max_steps: MaxSteps = None,
-    sync_bn: SyncBN = False,
+    sync_bn: SyncBN = None,
     resume: Resume = None,
     overwrite: Overwrite = False,
     save_every: SaveEvery = None,
@@ -155,12 +158,13 @@ def distill(
     teacher: Annotated[
         Path | None,
         typer.Option(
-            help="Teacher checkpoint from 'snnkd train-teacher', or a .pth/.pt state dict with --teacher-arch."
+            help="Teacher checkpoint from 'snnkd train-teacher', or a state dict saved elsewhere (.pth/.pt: "
+            "torchvision, timm, the paper's {'best_net': ...}) with --teacher-arch, converted in memory."
         ),
     ] = None,
     teacher_arch: Annotated[
         str | None,
-        typer.Option(help="ANN architecture of a --teacher given as a .pth/.pt state dict (e.g. resnet34)."),
+        typer.Option(help="ANN architecture of a --teacher given as a state dict (e.g. resnet34, tv_resnet50)."),
     ] = None,
     student_arch: Annotated[
         str | None, typer.Option("--student-arch", "--arch", help="Spiking student: resnet18, resnet19, ...")
@@ -190,6 +194,9 @@ def distill(
     opts["arch"] = opts.pop("student_arch")
     opts["teacher"] = str(teacher) if teacher else None
     _train("distill", opts)
+
+
+app.command("import")(handle_errors(import_command))
 
 
 @app.command("eval-sweep")
@@ -329,16 +336,19 @@ def preprocess_dvs(
     split_by: Annotated[
         str, typer.Option(help="number: equal event counts per frame (paper); time: equal durations.")
     ] = ("number"),
-    size: Annotated[int, typer.Option(help="Frame height and width after resizing (area interpolation).")] = 48,
+    size: Annotated[int, typer.Option(help="Frame height and width after resizing from 128 px (see --resize).")] = 48,
     split: Annotated[str, typer.Option(help="random: 90/10 with seed 42 (paper); per-class: 900/100 (TEBN).")] = (
         "random"
     ),
     workers: Annotated[int, typer.Option(help="Worker processes (output is identical for any number).")] = 1,
+    resize: Annotated[
+        str, typer.Option(help="bilinear: antialiased bilinear (paper); area: the mean of each source window (older).")
+    ] = "bilinear",
 ) -> None:
     """Turn event recordings into cached frames [T, 2, H, W] (safetensors) for --dataset cifar10dvs."""
     from snnkd_cli.cli.commands import run_preprocess_dvs
 
-    run_preprocess_dvs(src, out, frames, split_by, size, split, workers)
+    run_preprocess_dvs(src, out, frames, split_by, size, split, workers, resize)
 
 
 @app.command()

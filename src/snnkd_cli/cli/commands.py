@@ -230,7 +230,9 @@ def run_quickstart(
     )
 
 
-def run_preprocess_dvs(src: Path, out: Path, frames: int, split_by: str, size: int, split: str, workers: int) -> None:
+def run_preprocess_dvs(
+    src: Path, out: Path, frames: int, split_by: str, size: int, split: str, workers: int, resize: str = "bilinear"
+) -> None:
     """Preprocess with a Rich progress bar, then print the summary and the skipped files."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
@@ -255,7 +257,15 @@ def run_preprocess_dvs(src: Path, out: Path, frames: int, split_by: str, size: i
 
     try:
         rep = preprocess_dvs(
-            src, out, frames=frames, split_by=split_by, size=size, split=split, workers=workers, progress=progress
+            src,
+            out,
+            frames=frames,
+            split_by=split_by,
+            size=size,
+            split=split,
+            workers=workers,
+            progress=progress,
+            resize=resize,
         )
     finally:
         if task is not None:
@@ -280,3 +290,36 @@ def run_export(checkpoint: Path, fmt: str, out: Path | None, verify_T: int | Non
         model_from_checkpoint(ckpt), ckpt.config, ckpt.kind, fmt, out, verify_T=verify_T, meta=ckpt.meta
     )
     out_console.print(export_table(summary), crop=False)
+
+
+def run_import(
+    src: Path,
+    out: Path,
+    arch: str,
+    kind: str,
+    dataset: str,
+    T: int | None,
+    data_dir: Path,
+    image_size: int | None,
+    decay: float | None,
+    soft_reset: bool | None,
+    overwrite: bool,
+) -> None:
+    """Convert ``src`` into a snnkd checkpoint at ``out``, then print what was written and what to run next."""
+    from snnkd_cli.cli._output import import_table
+    from snnkd_cli.engine.importer import import_checkpoint
+
+    report = import_checkpoint(
+        src,
+        out,
+        arch=arch,
+        kind=kind,
+        dataset=dataset,
+        T=T,
+        data_dir=data_dir,
+        image_size=image_size,
+        decay=decay,
+        soft_reset=soft_reset,
+        overwrite=overwrite,
+    )
+    out_console.print(import_table(report), crop=False)

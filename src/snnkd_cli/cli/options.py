@@ -37,6 +37,13 @@ Schedule = Annotated[
         "paper's CosineAnnealingLR; default) or cosine-step (cosine advanced every step)."
     ),
 ]
+Resize = Annotated[
+    str | None,
+    typer.Option(
+        help="--dataset cifar10dvs: the frame cache to read, by how frames were resized from 128 px: bilinear "
+        "(antialiased, the paper's; default) or area (caches made before --resize existed). See preprocess-dvs."
+    ),
+]
 Augment = Annotated[
     str | None,
     typer.Option(
@@ -99,7 +106,13 @@ Overwrite = Annotated[
 ]
 SaveEvery = Annotated[int | None, typer.Option(help="Also write the resume file every N steps (default: each epoch).")]
 SyncBN = Annotated[
-    bool, typer.Option("--sync-bn", help="With torchrun: BatchNorm statistics over the global batch (all ranks).")
+    bool | None,
+    typer.Option(
+        "--sync-bn/--no-sync-bn",
+        help="With torchrun: BatchNorm statistics over the global batch (all ranks). Default: on for "
+        "--dataset imagenet under torchrun with more than one process (the paper's recipe), off otherwise.",
+        show_default=False,
+    ),
 ]
 TensorBoard = Annotated[
     bool, typer.Option("--tensorboard", help="Also write TensorBoard event files to OUT/tensorboard.")

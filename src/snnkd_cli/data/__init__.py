@@ -12,6 +12,8 @@ from torch.utils.data import Dataset, Subset
 from snnkd_cli.config import DATASETS, DataConfig, check_choice
 from snnkd_cli.data.synthetic import SyntheticImages
 
+CIFAR10_NAMES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+
 DEFAULT_IMAGE_SIZE = {
     "synthetic": 16,
     "cifar10": 32,
@@ -92,7 +94,9 @@ def build_datasets(
 
         from snnkd_cli.data.dvs import DVSFrames, open_dvs_cache
 
-        cache = open_dvs_cache(Path(cfg.data_dir), frames=cfg.frames, size=cfg.image_size, split=cfg.split)
+        cache = open_dvs_cache(
+            Path(cfg.data_dir), frames=cfg.frames, size=cfg.image_size, split=cfg.split, resize=cfg.resize
+        )
         val = DVSFrames(cache, train=False)
         tr = DVSFrames(cache, train=True, augment=augment and augment_policy(cfg, val.size) == "dvs") if train else None
         return tr, val, DataInfo("cifar10dvs", len(val.classes), 2, val.size, True, tuple(val.classes), val.frames)

@@ -40,7 +40,10 @@ SPLIT_RULES = {
     "per-class": "per class, files in index order: the first 10% (at least 1) val, the rest train "
     "(spikingjelly's CIFAR10DVSTEBNSplit: 0-99 val, 100-999 train)",
 }
-RESIZE_MODE = "area"  # F.interpolate mode: each output pixel = mean event count of its source window
+# How frames are resized from the sensor size: "bilinear" (antialiased: torchvision's Resize on a tensor, the
+# paper's pipeline) or "area" (each output pixel the mean event count of its source window; snnkd before 0.2).
+RESIZE_MODES = ("bilinear", "area")
+RESIZE_MODE = "bilinear"  # the default
 
 
 class RecordingError(Exception):
@@ -155,6 +158,7 @@ def frame_events(
     split_by: str = "number",
     size: int = 48,
     sensor_size: tuple[int, int] = SENSOR_SIZE,
+    resize: str = RESIZE_MODE,
 ) -> torch.Tensor:
     """Integrate events into ``frames`` two-channel count frames, then resize.
 
@@ -162,8 +166,9 @@ def frame_events(
         events: ``{"t", "x", "y", "p"}`` arrays ``[N]`` or a structured array with those fields.
         frames: number of frames T.
         split_by: "number" (equal shares of the events, as the paper) or "time" (equal durations).
-        size: output side; ``F.interpolate(mode="area")`` from the sensor size (none if equal).
+        size: output side, resized from the sensor size by :func:`resize_frames` (none if equal).
         sensor_size: ``(height, width)`` of the sensor; events outside it are an error.
+        resize: one of :data:`RESIZE_MODES`.
 
     Returns:
         ``[frames, 2, size, size]`` float32; channel ``p`` (1 = ON) holds the events of polarity ``p``.
@@ -193,10 +198,23 @@ def frame_events(
         out = np.zeros((frames, 2, h, w))
         for i in range(frames):
             out[i] = integrate_events_segment_to_frame(x, y, p, h, w, int(left[i]), int(right[i]))
-    x_frames = torch.from_numpy(out)  # float64 counts [T, 2, H, W]
-    if (h, w) != (size, size):
-        x_frames = F.interpolate(x_frames, size=(size, size), mode=RESIZE_MODE)
+    x_frames = resize_frames(torch.from_numpy(out), size, resize)  # float64 counts [T, 2, H, W] -> [T, 2, size, size]
     return x_frames.to(torch.float32).contiguous()
+
+
+def resize_frames(x: torch.Tensor, size: int, resize: str = RESIZE_MODE) -> torch.Tensor:
+    """``x [T, C, H, W]`` -> ``[T, C, size, size]`` (``x`` itself if already that size).
+
+    "bilinear": antialiased bilinear, ``align_corners=False`` (what ``torchvision.transforms.Resize`` does
+    to a tensor, the paper's pipeline); "area": the mean of each output pixel's source window.
+    """
+    if resize not in RESIZE_MODES:
+        raise ValueError(f"resize must be one of {RESIZE_MODES}, got {resize!r}")
+    if tuple(x.shape[-2:]) == (size, size):
+        return x
+    if resize == "area":
+        return F.interpolate(x, size=(size, size), mode="area")
+    return F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
 
 
 def expected_frame_counts(n: int, frames: int) -> list[int]:

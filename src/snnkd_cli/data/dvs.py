@@ -1,9 +1,10 @@
-"""CIFAR10-DVS: raw recordings -> a cache of frame tensors, the dataset that reads it, and its augmentation.
+"""CIFAR10-DVS: raw recordings -> a cache of frame tensors, and the dataset that reads it (augmented by
+:class:`~snnkd_cli.data.dvs_augment.DVSAugment`).
 
 ``preprocess_dvs(SRC, OUT)`` reads ``SRC/<class>/<recording>`` (see :mod:`snnkd_cli.data.aedat` for the
 formats), frames each recording with :func:`frame_events` and writes ``OUT/<key>/<class>/<name>.safetensors``
 (``[T, 2, size, size]`` float32 under ``"frames"``) plus ``OUT/<key>/manifest.json`` (written last).
-``<key>`` names every parameter that changes the content (``frames10-number-size48-random``).
+``<key>`` names every parameter that changes the content (``frames10-number-size48-random-bilinear``).
 
 Outputs are byte-identical for identical inputs and parameters, whatever the number of workers:
 files are sorted, each output depends only on its own recording, and the safetensors metadata is one
@@ -28,12 +29,11 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save as st_save
 from torch.utils.data import Dataset
-from torchvision.transforms import InterpolationMode
-from torchvision.transforms import functional as TF
 
 from snnkd_cli.config import check_choice
 from snnkd_cli.data.aedat import (
     RESIZE_MODE,
+    RESIZE_MODES,
     SENSOR_SIZE,
     SPLIT_BY,
     SPLIT_RULES,
@@ -44,6 +44,7 @@ from snnkd_cli.data.aedat import (
     scan_recordings,
     split_indices,
 )
+from snnkd_cli.data.dvs_augment import DVSAugment
 from snnkd_cli.errors import SnnkdError
 from snnkd_cli.fsutil import atomic_write_bytes
 
@@ -74,14 +75,22 @@ class PreprocessReport:
         return self.decoded_events / self.seconds if self.seconds > 0 else 0.0
 
 
-def cache_key(frames: int, split_by: str, size: int, split: str) -> str:
-    """The cache folder name: every parameter that changes the content, e.g. ``frames10-number-size48-random``."""
-    return f"frames{frames}-{split_by}-size{size}-{split}"
+def cache_key(frames: int, split_by: str, size: int, split: str, resize: str = "area") -> str:
+    """The cache folder name: every parameter that changes the content, e.g. ``frames10-number-size48-random-bilinear``.
+
+    ``resize="area"`` (the only mode before ``--resize`` existed) adds nothing, so older caches keep their name.
+    """
+    return f"frames{frames}-{split_by}-size{size}-{split}" + ("" if resize == "area" else f"-{resize}")
 
 
-def _params(frames: int, split_by: str, size: int, split: str) -> dict[str, Any]:
+def _params(frames: int, split_by: str, size: int, split: str, resize: str) -> dict[str, Any]:
     return {"frames": frames, "split_by": split_by, "size": size, "split": split,
-            "sensor_size": list(SENSOR_SIZE), "resize": RESIZE_MODE}  # fmt: skip
+            "sensor_size": list(SENSOR_SIZE), "resize": resize}  # fmt: skip
+
+
+def _param(params: dict[str, Any], key: str) -> Any:
+    """A cache parameter; ``resize`` is ``area`` in manifests written before it was recorded."""
+    return params.get(key, "area" if key == "resize" else None)
 
 
 def _one_line(err: BaseException) -> str:
@@ -115,7 +124,7 @@ def _process(job: tuple[str, str, dict[str, Any]]) -> tuple[str, int, str | None
     try:
         ev = read_events(Path(src))
         p = meta["params"]
-        x = frame_events(ev, p["frames"], p["split_by"], p["size"], tuple(p["sensor_size"]))
+        x = frame_events(ev, p["frames"], p["split_by"], p["size"], tuple(p["sensor_size"]), p["resize"])
     except Exception as err:  # one bad recording never stops the run
         Path(target).unlink(missing_ok=True)
         return meta["source"], 0, _one_line(err)
@@ -146,7 +155,7 @@ def _run(jobs: list[tuple[str, str, dict[str, Any]]], workers: int) -> Iterator[
         ex.shutdown(wait=True, cancel_futures=True)
 
 
-def _check_args(frames: int, size: int, workers: int, split_by: str, split: str) -> None:
+def _check_args(frames: int, size: int, workers: int, split_by: str, split: str, resize: str) -> None:
     checks = [(frames >= 1, f"--frames must be >= 1, got {frames}"), (size >= 8, f"--size must be >= 8, got {size}"),
               (workers >= 1, f"--workers must be >= 1, got {workers}")]  # fmt: skip
     for ok, msg in checks:
@@ -154,6 +163,7 @@ def _check_args(frames: int, size: int, workers: int, split_by: str, split: str)
             raise SnnkdError(msg)
     check_choice(split_by, SPLIT_BY, "--split-by")
     check_choice(split, SPLITS, "--split")
+    check_choice(resize, RESIZE_MODES, "--resize")
 
 
 def _open_cache(cache: Path) -> Path:
@@ -177,25 +187,27 @@ def preprocess_dvs(
     split: str = "random",
     workers: int = 1,
     progress: Callable[[int, int], None] | None = None,
+    resize: str = RESIZE_MODE,
 ) -> PreprocessReport:
     """Turn ``src/<class>/<recording>`` into cached frames ``[frames, 2, size, size]`` under ``out/<key>/``.
 
     Finished outputs of an earlier run with the same parameters are reused; unreadable recordings are
     skipped and listed (``report.skipped``, the manifest). ``progress(done, total)`` is called as files finish.
+    ``resize``: how frames are resized from 128 px, one of :data:`~snnkd_cli.data.aedat.RESIZE_MODES`.
 
     Raises:
         SnnkdError: bad arguments, no recordings or a wrong layout, every recording unreadable, disk errors.
     """
     start = time.perf_counter()
-    _check_args(frames, size, workers, split_by, split)
+    _check_args(frames, size, workers, split_by, split, resize)
     src, out = Path(src).expanduser(), Path(out).expanduser()
     classes, items = scan_recordings(src)
     if any(rel.lower().endswith(".aedat4") for rel, _ in items):
         if importlib.util.find_spec("aedat") is None:
             raise SnnkdError(f"{src} holds .aedat4 recordings, which tonic reads with the 'aedat' package: "
                              "pip install aedat")  # fmt: skip
-    params = _params(frames, split_by, size, split)
-    cache = _open_cache(out / cache_key(frames, split_by, size, split))
+    params = _params(frames, split_by, size, split, resize)
+    cache = _open_cache(out / cache_key(frames, split_by, size, split, resize))
 
     done: dict[str, int] = {}
     jobs = []
@@ -260,13 +272,13 @@ def read_manifest(cache_dir: Path) -> dict[str, Any]:
 
 
 def _describe(p: dict[str, Any]) -> str:
-    return " ".join(f"{k}={p[k]}" for k in ("frames", "split_by", "size", "split"))
+    return " ".join(f"{k}={_param(p, k)}" for k in ("frames", "split_by", "size", "split", "resize"))
 
 
 def _rerun_hint(man: dict[str, Any] | None, out: Path, want: dict[str, Any]) -> str:
     src = man["source"] if man else "SRC"
     base = man["params"] if man else {}
-    p = {k: (want[k] if want[k] is not None else base.get(k)) for k in want}
+    p = {k: (want[k] if want[k] is not None else _param(base, k)) for k in want}
     flags = " ".join(f"--{k.replace('_', '-')} {v}" for k, v in p.items() if v is not None)
     return f"run snnkd preprocess-dvs {src} {out} {flags}".rstrip()
 
@@ -278,6 +290,7 @@ def open_dvs_cache(
     split_by: str | None = None,
     size: int | None = None,
     split: str | None = None,
+    resize: str | None = None,
 ) -> Path:
     """The cache folder for the asked parameters (None = any): ``data_dir`` itself or one ``<key>`` in it.
 
@@ -285,11 +298,13 @@ def open_dvs_cache(
         SnnkdError: no cache, a cache made with other parameters, or several matching (one line each).
     """
     data_dir = Path(data_dir).expanduser()
-    want = {"frames": frames, "split_by": split_by, "size": size, "split": split}
+    if resize is not None:
+        check_choice(resize, RESIZE_MODES, "--resize")
+    want = {"frames": frames, "split_by": split_by, "size": size, "split": split, "resize": resize}
     asked = {k: v for k, v in want.items() if v is not None}
     if (data_dir / MANIFEST).is_file():
         man = read_manifest(data_dir)
-        wrong = {k: v for k, v in asked.items() if man["params"].get(k) != v}
+        wrong = {k: v for k, v in asked.items() if _param(man["params"], k) != v}
         if wrong:
             asked_txt = " ".join(f"{k}={v}" for k, v in wrong.items())
             raise SnnkdError(f"cache at {data_dir} was made with {_describe(man['params'])} but {asked_txt} was "
@@ -297,7 +312,7 @@ def open_dvs_cache(
         return data_dir
     subs = sorted(d for d in data_dir.iterdir() if (d / MANIFEST).is_file()) if data_dir.is_dir() else []
     mans = {d: read_manifest(d) for d in subs}
-    match = [d for d, m in mans.items() if all(m["params"].get(k) == v for k, v in asked.items())]
+    match = [d for d, m in mans.items() if all(_param(m["params"], k) == v for k, v in asked.items())]
     if len(match) == 1:
         return match[0]
     if len(match) > 1:
@@ -310,52 +325,6 @@ def open_dvs_cache(
     found = f"found {', '.join(d.name for d in subs)}"
     raise SnnkdError(f"no DVS cache in {data_dir} matches {' '.join(f'{k}={v}' for k, v in asked.items()) or 'any'}"
                      f" ({found}); {_rerun_hint(man, data_dir, want)}")  # fmt: skip
-
-
-class DVSAugment:
-    """Training augmentation for event frames ``[T, 2, H, W]``, drawn once per sample and applied to every frame.
-
-    Horizontal flip (probability ``flip_p``), then one of: roll by up to ``roll`` pixels in x and y,
-    rotate by up to ``rotate`` degrees (nearest, zero fill), or cutout of a ``cutout`` square (NDA-style).
-    Uses torch's RNG (or ``generator``), so DataLoader worker seeding makes it reproducible.
-    """
-
-    OPS = ("roll", "rotate", "cutout")
-
-    def __init__(self, flip_p: float = 0.5, roll: int = 5, rotate: float = 30.0, cutout: int = 16) -> None:
-        self.flip_p, self.roll, self.rotate, self.cutout = flip_p, roll, rotate, cutout
-
-    def sample(self, h: int, w: int, generator: torch.Generator | None = None) -> dict[str, Any]:
-        """Random parameters for one sample of height ``h`` and width ``w``."""
-        g = generator
-        params: dict[str, Any] = {"flip": bool(torch.rand((), generator=g) < self.flip_p)}
-        op = self.OPS[int(torch.randint(len(self.OPS), (), generator=g))]
-        params["op"] = op
-        if op == "roll":
-            params["shift"] = tuple(int(v) for v in torch.randint(-self.roll, self.roll + 1, (2,), generator=g))
-        elif op == "rotate":
-            params["angle"] = float((2 * torch.rand((), generator=g) - 1) * self.rotate)
-        else:
-            params["center"] = (int(torch.randint(h, (), generator=g)), int(torch.randint(w, (), generator=g)))
-        return params
-
-    def apply(self, x: torch.Tensor, params: dict[str, Any]) -> torch.Tensor:
-        """``x [T, C, H, W]`` -> the same shape, with ``params`` (from :meth:`sample`) applied to every frame."""
-        if params["flip"]:
-            x = x.flip(-1)
-        if params["op"] == "roll":
-            x = torch.roll(x, shifts=params["shift"], dims=(-2, -1))
-        elif params["op"] == "rotate":
-            x = TF.rotate(x, params["angle"], interpolation=InterpolationMode.NEAREST, fill=0.0)
-        else:
-            cy, cx = params["center"]
-            y0, x0 = cy - self.cutout // 2, cx - self.cutout // 2
-            x = x.clone()
-            x[..., max(y0, 0) : y0 + self.cutout, max(x0, 0) : x0 + self.cutout] = 0
-        return x.contiguous()
-
-    def __call__(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        return self.apply(x, self.sample(x.shape[-2], x.shape[-1], generator))
 
 
 class DVSFrames(Dataset):

@@ -11,10 +11,13 @@ import torch
 from PIL import Image
 from torchvision import transforms as tvt
 
+# The paper's normalisation (util/data.py). CIFAR-10's std is the widely copied (0.2023, 0.1994, 0.2010), the
+# mean over images of the per-image std; the per-pixel std over the whole set is (0.2470, 0.2435, 0.2616).
 CIFAR_STATS = {
-    "cifar10": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
-    "cifar100": ((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)),
+    "cifar10": ((0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010)),
+    "cifar100": ((0.5071, 0.4867, 0.4408), (0.2675, 0.2565, 0.2761)),
 }
+AUTOAUGMENT_FILL = [128, 128, 128]  # grey where AutoAugment's rotations, shears and shifts leave no pixel (paper)
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 CROP_RATIO = 0.875  # eval: resize the short side to size / 0.875, then centre-crop size (224 <- 256)
@@ -24,8 +27,8 @@ class Cutout(torch.nn.Module):
     """Zero one ``length`` x ``length`` square at a uniformly random centre (DeVries & Taylor, 2017).
 
     The centre may lie anywhere in the image; the square is clipped at the borders, so fewer
-    than ``length**2`` pixels are zeroed near an edge. Applied after normalisation, zero is the
-    dataset's mean colour.
+    than ``length**2`` pixels are zeroed near an edge. The recipes apply it before normalisation, as
+    the paper does, so the square is black.
 
     Args:
         length: side of the square in pixels.
@@ -56,13 +59,13 @@ def _to_rgb(img: Image.Image) -> Image.Image:
 
 def cifar_train_transform(size: int = 32, dataset: str = "cifar10") -> tvt.Compose:
     """Paper CIFAR recipe (the ``cifar`` policy): crop ``size`` (pad 4 at 32 px), h-flip, AutoAugment (CIFAR10
-    policy), normalise, Cutout 16 (``size // 2``).
+    policy, grey fill), to tensor, Cutout 16 (``size // 2``, black), normalise.
 
     Returns:
         PIL image -> float tensor ``[3, size, size]``, normalised with ``dataset``'s mean/std.
     """
     mean, std = CIFAR_STATS[dataset]
-    return tvt.Compose([*policy_train_ops("cifar", size), tvt.ToTensor(), tvt.Normalize(mean, std), Cutout(size // 2)])
+    return tvt.Compose([*policy_train_ops("cifar", size), tvt.ToTensor(), Cutout(size // 2), tvt.Normalize(mean, std)])
 
 
 def cifar_eval_transform(dataset: str = "cifar10") -> tvt.Compose:
@@ -106,15 +109,16 @@ def policy_train_ops(policy: str, size: int) -> list:
     """The random ops of an image policy, on a PIL image already ``size`` x ``size`` (except ``imagenet``).
 
     ``none``: nothing; ``crop``: random crop ``size`` with :func:`crop_padding`; ``crop-flip``: and a
-    horizontal flip; ``cifar``: the paper's CIFAR recipe before normalisation (crop, flip, AutoAugment with
-    the CIFAR10 policy); ``imagenet``: RandomResizedCrop ``size`` and a flip.
+    horizontal flip; ``cifar``: the paper's CIFAR recipe before the tensor (crop, flip, AutoAugment with
+    the CIFAR10 policy and grey fill); ``imagenet``: RandomResizedCrop ``size`` and a flip.
     """
     crop = tvt.RandomCrop(size, padding=crop_padding(size))
+    auto = tvt.AutoAugment(tvt.AutoAugmentPolicy.CIFAR10, fill=AUTOAUGMENT_FILL)
     ops = {
         "none": [],
         "crop": [crop],
         "crop-flip": [crop, tvt.RandomHorizontalFlip()],
-        "cifar": [crop, tvt.RandomHorizontalFlip(), tvt.AutoAugment(tvt.AutoAugmentPolicy.CIFAR10)],
+        "cifar": [crop, tvt.RandomHorizontalFlip(), auto],
         "imagenet": [tvt.RandomResizedCrop(size), tvt.RandomHorizontalFlip()],
     }
     if policy not in ops:
@@ -132,17 +136,18 @@ def fit_ops(policy: str, size: int) -> list:
 
 def folder_train_transform(size: int, policy: str = "crop") -> tvt.Compose:
     """Any image folder: RGB, fitted to ``size`` (not for ``imagenet``, which crops the original), then
-    the policy's random ops -> normalised ``[3, size, size]`` (ImageNet mean/std; ``cifar`` adds Cutout)."""
+    the policy's random ops -> normalised ``[3, size, size]`` (ImageNet mean/std; ``cifar`` adds Cutout before
+    normalising, as the CIFAR recipe)."""
     fit = [] if policy == "imagenet" else fit_ops(policy, size)
-    tail = [Cutout(size // 2)] if policy == "cifar" else []
+    cut = [Cutout(size // 2)] if policy == "cifar" else []
     return tvt.Compose(
         [
             tvt.Lambda(_to_rgb),
             *fit,
             *policy_train_ops(policy, size),
             tvt.ToTensor(),
+            *cut,
             tvt.Normalize(IMAGENET_MEAN, IMAGENET_STD),
-            *tail,
         ]
     )
 

@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
-import pickle
-import re
 from pathlib import Path
 
 import torch
 from torch import nn
 
 from snnkd_cli.config import ModelConfig, RunConfig
+from snnkd_cli.convert import convert_state, read_state_dict
+from snnkd_cli.convert.reader import is_safetensors
 from snnkd_cli.data import DataInfo
-from snnkd_cli.engine.checkpoint import Checkpoint, load_checkpoint
+from snnkd_cli.engine.checkpoint import Checkpoint, load_checkpoint, read_metadata
 from snnkd_cli.errors import SnnkdError
+from snnkd_cli.format import FORMAT
 from snnkd_cli.models import build_model
 
 
@@ -42,6 +43,11 @@ def model_from_checkpoint(ckpt: Checkpoint) -> nn.Module:
         net.load_state_dict(ckpt.state, strict=True)
     except RuntimeError as e:
         first = str(e).splitlines()[0]
+        if ckpt.config.model.arch == "preact_resnet34" and any(k.startswith("final.") for k in ckpt.state):
+            first = (
+                "it has the layout of snnkd's earlier preact_resnet34 (BN before each LIF, a final BN and LIF), "
+                "replaced by the paper's network; train the student again"
+            )
         raise SnnkdError(f"{ckpt.path}: weights do not match its stored architecture ({first})") from None
     return net
 
@@ -52,7 +58,7 @@ def load_teacher(cfg: RunConfig, info: DataInfo, device: torch.device) -> nn.Mod
         return None
     if not kd.teacher:
         raise SnnkdError(f"--loss {kd.loss} needs --teacher TEACHER.safetensors (train one with 'snnkd train-teacher')")
-    if Path(kd.teacher).suffix in (".pth", ".pt"):
+    if is_foreign_teacher(kd.teacher, kd.teacher_arch):
         return load_foreign_teacher(cfg, info, device)
     ckpt = load_checkpoint(kd.teacher, expect="teacher")
     tm = ckpt.config.model
@@ -77,67 +83,46 @@ def load_teacher(cfg: RunConfig, info: DataInfo, device: torch.device) -> nn.Mod
     return teacher
 
 
-def _first_line(err: BaseException) -> str:
-    """The first line of an error's message, without terminal colour codes (torch's load errors have them)."""
-    return re.sub(r"\x1b\[[0-9;]*m", "", str(err).splitlines()[0]) if str(err) else ""
+FOREIGN_SUFFIXES = (".pth", ".pt", ".bin")
+
+
+def is_foreign_teacher(path: str | Path, teacher_arch: str) -> bool:
+    """True when ``--teacher`` is a state dict saved by other code rather than a snnkd checkpoint: a
+    ``.pth``/``.pt``/``.bin`` file, or (with ``--teacher-arch``) any file without snnkd metadata."""
+    path = Path(path)
+    if path.suffix in FOREIGN_SUFFIXES:
+        return True
+    if not teacher_arch or not path.is_file():
+        return False
+    if not is_safetensors(path):
+        return True
+    try:
+        return read_metadata(path).get("format") != FORMAT
+    except SnnkdError:
+        return True
 
 
 def load_foreign_teacher(cfg: RunConfig, info: DataInfo, device: torch.device) -> nn.Module:
-    """A teacher trained elsewhere: a torchvision/timm-style state dict (``.pth``/``.pt``), read with
-    ``weights_only=True``, into the ANN named by ``--teacher-arch``."""
+    """A teacher trained elsewhere, loaded into the ANN named by ``--teacher-arch``: a state dict in any layout
+    :mod:`snnkd_cli.convert` maps (torchvision, timm, the paper's ``{"best_net": ...}`` ANN teachers, snnkd's
+    own), read weights-only and converted in memory. Width, stem and input channels come from the weights."""
     kd, path = cfg.kd, Path(cfg.kd.teacher)
     if not kd.teacher_arch:
         raise SnnkdError(f"--teacher {path} is a state dict: also give --teacher-arch (e.g. resnet34)")
-    if not path.is_file():
-        raise SnnkdError(f"teacher state dict not found: {path}")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as e:
-        if "Unsupported global" not in str(e):  # not a pickle torch can read at all
-            raise SnnkdError(f"{path} is not a PyTorch state dict file (it cannot be unpickled)") from None
-        raise SnnkdError(  # torch's weights-only unpickler met an object other than tensors
-            f"{path} holds pickled Python objects (a whole model?), not only tensors: snnkd reads .pth files "
-            "weights-only and never runs their code; save model.state_dict() and pass that file"
-        ) from None
-    except Exception as e:  # noqa: BLE001  (a file torch cannot parse at all: refuse it in one line)
-        raise SnnkdError(f"{path} is not a PyTorch state dict file ({type(e).__name__}: {_first_line(e)})") from None
-    for key in ("state_dict", "model", "model_state_dict"):  # common wrappers
-        if isinstance(state, dict) and isinstance(state.get(key), dict):
-            state = state[key]
-    if not isinstance(state, dict) or not all(torch.is_tensor(v) for v in state.values()):
-        raise SnnkdError(f"{path} does not hold a state dict of tensors")
-    state = {k.removeprefix("module."): v for k, v in state.items()}
-    stem = "imagenet" if info.image_size >= 128 else "cifar"
-    tm = ModelConfig(
-        arch=kd.teacher_arch, kind="ann", num_classes=info.num_classes, in_channels=info.in_channels, stem=stem
-    )
-    teacher = build_model(tm)
-    want = teacher.state_dict()
-    missing = sorted(set(want) - set(state))
-    extra = sorted(set(state) - set(want))
-    shapes = [k for k in want if k in state and state[k].shape != want[k].shape]
-    if {"conv1.weight", "fc.weight", "layer1.0.conv1.weight"} <= set(state):
+    state = read_state_dict(path)
+    label = f"--teacher-arch {kd.teacher_arch}"
+    conv = convert_state(state, kd.teacher_arch, "ann", source=str(path), label=label, kind_option=None)
+    if conv.num_classes != info.num_classes:
         raise SnnkdError(
-            f"{path} has a conv1/layer1..4/fc ResNet layout (torchvision, timm, the paper's code), not mapped onto "
-            f"snnkd's {kd.teacher_arch} (stem, blocks, and a 3x3 stem for small images): train the teacher with "
-            "'snnkd train-teacher'"
+            f"teacher {path} has {conv.num_classes} classes but {info.name} has "
+            f"{info.num_classes}: use a teacher trained on this dataset"
         )
-    if missing or extra or shapes:
-        parts = []
-        if missing:
-            parts.append(f"{len(missing)} missing (first {missing[0]})")
-        if extra:
-            parts.append(f"{len(extra)} unexpected (first {extra[0]})")
-        if shapes:
-            k = shapes[0]
-            parts.append(
-                f"{len(shapes)} of another shape (first {k}: {tuple(state[k].shape)} vs {tuple(want[k].shape)})"
-            )
+    if conv.in_channels != info.in_channels:
         raise SnnkdError(
-            f"{path} does not fit --teacher-arch {kd.teacher_arch} with {info.num_classes} classes: "
-            + "; ".join(parts)
-            + " keys"
+            f"teacher {path} takes {conv.in_channels} input channels but {info.name} has {info.in_channels}"
         )
-    teacher.load_state_dict(state)
+    tm = ModelConfig(arch=kd.teacher_arch, kind="ann", num_classes=conv.num_classes, in_channels=conv.in_channels)
+    tm.width = conv.options.get("width", tm.width)
+    tm.stem = conv.options.get("stem", tm.stem)
     cfg.teacher_model = tm
-    return teacher.to(device).eval().requires_grad_(False)
+    return conv.model.to(device).eval().requires_grad_(False)

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 import torch
 
+from snnkd_cli.config import PRESETS, RunConfig
 from snnkd_cli.errors import SnnkdError
 
 
@@ -36,6 +37,22 @@ def dist_env() -> DistEnv:
     return DistEnv(
         int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)), int(os.environ.get("LOCAL_RANK", 0))
     )
+
+
+def resolve_sync_bn(cfg: RunConfig, env: DistEnv | None = None) -> bool:
+    """Whether the run synchronises BatchNorm over ranks: ``--sync-bn``/``--no-sync-bn`` when given, else
+    what the recipe does: on for the ImageNet preset (as the paper's code) when torchrun started more than
+    one process, off otherwise.
+
+    Args:
+        cfg: the run (its ``train.sync_bn`` and ``data.dataset``).
+        env: this process's place (default: read from torchrun's environment by :func:`dist_env`).
+    """
+    if cfg.train.sync_bn is not None:  # --sync-bn or --no-sync-bn given
+        return bool(cfg.train.sync_bn)
+    env = env or dist_env()
+    preset = PRESETS.get(cfg.data.dataset)
+    return env.distributed and preset is not None and preset.sync_bn
 
 
 def init_distributed(env: DistEnv) -> torch.device:

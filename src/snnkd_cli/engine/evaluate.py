@@ -148,9 +148,8 @@ def _reframed_sweep(
     """Row T' from a run of T' steps over the recordings framed into T' frames (one pass per T')."""
     from snnkd_cli.data.dvs import DVSFrames, open_dvs_cache, preprocess_dvs, read_manifest
 
-    cache = open_dvs_cache(
-        Path(cfg.data.data_dir), frames=cfg.data.frames, size=cfg.data.image_size, split=cfg.data.split
-    )
+    d = cfg.data
+    cache = open_dvs_cache(Path(d.data_dir), frames=d.frames, size=d.image_size, split=d.split, resize=d.resize)
     man = read_manifest(cache)
     p = man["params"]
     rows, n = [], 0
@@ -163,6 +162,7 @@ def _reframed_sweep(
             size=p["size"],
             split=p["split"],
             workers=max(1, min(4, os.cpu_count() or 1)),
+            resize=p.get("resize", "area"),  # the training cache's (older manifests: area, the only mode then)
         )
         val = DVSFrames(rep.cache_dir, train=False)
         loader = make_loader(val, batch_size, train=False, workers=cfg.data.workers, seed=0, device=device)

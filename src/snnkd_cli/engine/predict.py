@@ -15,6 +15,7 @@ from pathlib import Path
 
 import torch
 
+from snnkd_cli.data import CIFAR10_NAMES
 from snnkd_cli.data.inputs import InputError, expand_inputs, image_transform, is_temporal, load_frames, load_image
 from snnkd_cli.engine.builders import model_from_checkpoint
 from snnkd_cli.engine.checkpoint import Checkpoint, load_checkpoint
@@ -24,8 +25,6 @@ from snnkd_cli.engine.precision import default_device
 from snnkd_cli.errors import SnnkdError
 from snnkd_cli.models.contract import reset_state, teacher_input, time_major
 from snnkd_cli.progress import track
-
-CIFAR10_NAMES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 
 
 @dataclass

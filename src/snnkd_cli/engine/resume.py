@@ -22,8 +22,9 @@ from snnkd_cli.errors import SnnkdError
 from snnkd_cli.fsutil import atomic_write_bytes, read_safetensors
 
 FORMAT = "snnkd-resume"
-# Fields that may differ between the interrupted run and its resumption.
-MAY_CHANGE = {"data.workers", "data.data_dir", "data.download", "train.out", "train.compile"}
+# Fields that may differ between the interrupted run and its resumption. train.sync_bn: the ImageNet recipe
+# turns it on by the number of processes, which may change on resumption (as the per-rank batch does).
+MAY_CHANGE = {"data.workers", "data.data_dir", "data.download", "train.out", "train.compile", "train.sync_bn"}
 
 
 @dataclass

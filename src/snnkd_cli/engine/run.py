@@ -23,7 +23,13 @@ from snnkd_cli.data import DataInfo, build_datasets, resolved, without_calibrati
 from snnkd_cli.data.loaders import check_T_fits, make_loader
 from snnkd_cli.engine.builders import load_teacher
 from snnkd_cli.engine.checkpoint import RUN_FILES, check_fresh_out, save_checkpoint
-from snnkd_cli.engine.distributed import convert_sync_bn, dist_env, finish_distributed, init_distributed
+from snnkd_cli.engine.distributed import (
+    convert_sync_bn,
+    dist_env,
+    finish_distributed,
+    init_distributed,
+    resolve_sync_bn,
+)
 from snnkd_cli.engine.loop import Checkpointer, FitResult, fit
 from snnkd_cli.engine.precision import default_device, precision_note, resolve_precision
 from snnkd_cli.engine.report import Reporter
@@ -184,6 +190,19 @@ def _model(cfg: RunConfig, tr: Dataset, info: DataInfo, device: torch.device) ->
     return model
 
 
+def _device(cfg: RunConfig, env, device: torch.device | None) -> torch.device:
+    """The run's device: this process's GPU under torchrun (the process group started), else ``device`` or the
+    default one. The global batch must split evenly over the processes."""
+    if env.distributed:
+        device = init_distributed(env)
+        if cfg.train.batch_size % env.world_size:
+            raise SnnkdError(
+                f"--batch-size {cfg.train.batch_size} is the global batch and must be divisible by the "
+                f"world size {env.world_size}: use a multiple of {env.world_size}"
+            )
+    return device or default_device()
+
+
 def train(
     cfg: RunConfig,
     reporter: Reporter | None = None,
@@ -210,19 +229,12 @@ def train(
             without it such a folder is refused unless ``resume`` is given.
     """
     env = dist_env()
-    if env.distributed:
-        device = init_distributed(env)
-        if cfg.train.batch_size % env.world_size:
-            raise SnnkdError(
-                f"--batch-size {cfg.train.batch_size} is the global batch and must be divisible by the "
-                f"world size {env.world_size}: use a multiple of {env.world_size}"
-            )
+    device = _device(cfg, env, device)
     reporter = (reporter or Reporter()) if env.is_primary else Reporter()
-    device = device or default_device()
-    # the run's own copy (the caller's config is never changed); "auto" becomes what runs (bf16 or fp32):
-    # the checkpoints and a resume compare the real value
+    # the run's own copy (the caller's is never changed) with what runs: precision "auto" -> bf16 or fp32, sync_bn
+    # on for the ImageNet recipe under torchrun; the checkpoints and a resume compare the real values
     cfg = copy.deepcopy(cfg)
-    cfg.train.precision = resolve_precision(cfg.train.precision, device)
+    cfg.train.precision, cfg.train.sync_bn = resolve_precision(cfg.train.precision, device), resolve_sync_bn(cfg, env)
     if save_every is not None and save_every < 1:
         raise SnnkdError(f"--save-every must be >= 1, got {save_every}")
     if resume is None:

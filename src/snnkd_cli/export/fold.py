@@ -2,8 +2,9 @@
 
 :func:`fold_bn` replaces, inside every ``nn.Sequential`` (spikingjelly's ``SeqToANNContainer`` is
 one), a ``Conv2d`` + ``BatchNorm2d`` or ``Linear`` + ``BatchNorm1d`` pair by the fused layer and an
-``nn.Identity``. A BatchNorm that follows no convolution (pre-activation blocks, after a residual
-sum, or one kept as a separate attribute as in torchvision's ResNet) stays and is reported.
+``nn.Identity``. A BatchNorm that follows no convolution (after a residual sum, or one kept as a
+separate attribute as in torchvision's ResNet) stays and is reported. Every BatchNorm of the spiking
+ResNets, ``preact_resnet34``'s shortcut BNs included, follows its convolution and folds.
 
 A folded file keeps the checkpoint's metadata (``kind``, ``config``...) and adds ``"folded": "1"``
 and ``"fold_report"``; :func:`build_folded` rebuilds the same structure from the config, so

@@ -50,16 +50,16 @@ class NirBasicBlock(nn.Module):
 
 
 class NirPreActBlock(nn.Module):
-    """``conv2(act2(conv1(a))) + (shortcut(a) or x)`` with ``a = act1(bn1(x))``; traceable by torch.fx."""
+    """``conv2(act2(conv1(act1(x)))) + (shortcut(x) or x)`` on the real-valued stream ``x [T, B, C, H, W]``;
+    traceable by torch.fx."""
 
-    def __init__(self, bn1: nn.Module, act1: nn.Module, conv1: nn.Module, act2: nn.Module, conv2: nn.Module, shortcut):
+    def __init__(self, act1: nn.Module, conv1: nn.Module, act2: nn.Module, conv2: nn.Module, shortcut):
         super().__init__()
-        self.bn1, self.act1, self.conv1, self.act2, self.conv2, self.shortcut = bn1, act1, conv1, act2, conv2, shortcut
+        self.act1, self.conv1, self.act2, self.conv2, self.shortcut = act1, conv1, act2, conv2, shortcut
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        a = self.act1(self.bn1(x))
-        s = x if self.shortcut is None else self.shortcut(a)
-        return self.conv2(self.act2(self.conv1(a))) + s
+        s = x if self.shortcut is None else self.shortcut(x)
+        return self.conv2(self.act2(self.conv1(self.act1(x)))) + s
 
 
 class _Converter:
@@ -156,7 +156,8 @@ class _Converter:
 
     def resnet(self, net: ResNet) -> nn.Module:
         mods = self.flat(net.stem, "stem") + self.flat(net.stem_act, "stem_act")
-        mods += self.flat(net.stem_pool, "stem_pool", after_spikes=True)
+        spikes = not isinstance(net.stem_act, nn.Identity)  # no stem LIF (pre-activation): real values
+        mods += self.flat(net.stem_pool, "stem_pool", after_spikes=spikes)
         for i, b in enumerate(net.blocks):
             n = f"blocks.{i}"
             if isinstance(b, BasicBlock):
@@ -170,7 +171,7 @@ class _Converter:
                     )
                 )
             elif isinstance(b, PreActBlock):
-                parts = [self.seq(getattr(b, a), f"{n}.{a}") for a in ("bn1", "act1", "conv1", "act2", "conv2")]
+                parts = [self.seq(getattr(b, a), f"{n}.{a}") for a in ("act1", "conv1", "act2", "conv2")]
                 mods.append(NirPreActBlock(*parts, self.seq(b.shortcut, f"{n}.shortcut")))
             else:
                 self.problems.setdefault(f"{type(b).__name__} (unknown block)", []).append(n)

@@ -36,12 +36,24 @@ class Ops:
         return make_lif(self.decay, self.soft_reset) if self.spiking else nn.ReLU(inplace=True)
 
 
-def conv3x3(cin: int, cout: int, stride: int = 1) -> nn.Conv2d:
-    return nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+def conv3x3(cin: int, cout: int, stride: int = 1, bias: bool = False) -> nn.Conv2d:
+    return nn.Conv2d(cin, cout, 3, stride, 1, bias=bias)
 
 
-def conv1x1(cin: int, cout: int, stride: int = 1) -> nn.Conv2d:
-    return nn.Conv2d(cin, cout, 1, stride, 0, bias=False)
+def conv1x1(cin: int, cout: int, stride: int = 1, bias: bool = False) -> nn.Conv2d:
+    return nn.Conv2d(cin, cout, 1, stride, 0, bias=bias)
+
+
+def kaiming_init(model: nn.Module) -> nn.Module:
+    """The paper's initialisation (torchvision's): every conv weight kaiming-normal (fan_out, relu), every
+    BatchNorm/GroupNorm weight 1 and bias 0; conv biases and linear layers keep PyTorch's default."""
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+        elif isinstance(m, (nn.modules.batchnorm._BatchNorm, nn.GroupNorm)):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+    return model
 
 
 class BasicBlock(nn.Module):
@@ -63,22 +75,27 @@ class BasicBlock(nn.Module):
 
 
 class PreActBlock(nn.Module):
-    """BN-act-conv-BN-act-conv plus shortcut (pre-activation, for PreAct-ResNet-34)."""
+    """The paper's spiking pre-activation block (PreAct-ResNet-34): LIF-conv-BN-LIF-conv-BN plus a shortcut.
+
+    ``x [T, B, cin, H, W]`` is the real-valued residual stream; the block adds to it, so no LIF follows
+    the sum. Every convolution has a bias. Where the shape changes, the shortcut is conv1x1 + BN applied to
+    ``x`` itself (not to its spikes); elsewhere it is the identity.
+    """
 
     def __init__(self, ops: Ops, cin: int, cout: int, stride: int) -> None:
         super().__init__()
-        self.bn1 = ops.seq(nn.BatchNorm2d(cin))
         self.act1 = ops.act()
-        self.conv1 = ops.seq(conv3x3(cin, cout, stride), nn.BatchNorm2d(cout))
+        self.conv1 = ops.seq(conv3x3(cin, cout, stride, bias=True), nn.BatchNorm2d(cout))
         self.act2 = ops.act()
-        self.conv2 = ops.seq(conv3x3(cout, cout))
-        self.shortcut = ops.seq(conv1x1(cin, cout, stride)) if stride != 1 or cin != cout else None
+        self.conv2 = ops.seq(conv3x3(cout, cout, bias=True), nn.BatchNorm2d(cout))
+        self.shortcut = (
+            ops.seq(conv1x1(cin, cout, stride, bias=True), nn.BatchNorm2d(cout)) if stride != 1 or cin != cout else None
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.act1(self.bn1(x))
-        short = self.shortcut(out) if self.shortcut is not None else x
-        out = self.conv2(self.act2(self.conv1(out)))
-        return out + short
+        """``[T, B, cin, H, W] -> [T, B, cout, H/stride, W/stride]``."""
+        out = self.conv2(self.act2(self.conv1(self.act1(x))))
+        return out + (x if self.shortcut is None else self.shortcut(x))
 
 
 class ResNet(nn.Module):
@@ -86,7 +103,13 @@ class ResNet(nn.Module):
 
     For an SNN fed a static image repeated over time as a stride-0 view
     (``x[None].expand(T, ...)``, see :func:`snnkd_cli.models.contract.time_major`), the stem's
-    conv and BN run once on ``[B,...]`` and are broadcast over T: the same result, T times cheaper.
+    conv and BN (and its max-pool, when no LIF precedes it) run once on ``[B,...]`` and are broadcast
+    over T: the same result, T times cheaper.
+
+    Args:
+        stem_act: a LIF (ReLU) after the stem's BN; False: the stem feeds the blocks real values
+            (the pre-activation network, whose blocks start with a LIF).
+        stem_bias: the stem's convolution has a bias.
     """
 
     def __init__(
@@ -102,6 +125,8 @@ class ResNet(nn.Module):
         stem_width: int | None = None,
         head_hidden: int | None = None,
         final_norm: bool = False,
+        stem_act: bool = True,
+        stem_bias: bool = False,
     ) -> None:
         super().__init__()
         if stem not in ("cifar", "imagenet"):
@@ -109,13 +134,12 @@ class ResNet(nn.Module):
         self.spiking = ops.spiking
         c = stem_width or widths[0]
         if stem == "cifar":
-            self.stem = ops.seq(nn.Conv2d(in_channels, c, 3, 1, 1, bias=False), nn.BatchNorm2d(c))
-            self.stem_act = ops.act()
+            self.stem = ops.seq(nn.Conv2d(in_channels, c, 3, 1, 1, bias=stem_bias), nn.BatchNorm2d(c))
             self.stem_pool = nn.Identity()
         else:
-            self.stem = ops.seq(nn.Conv2d(in_channels, c, 7, 2, 3, bias=False), nn.BatchNorm2d(c))
-            self.stem_act = ops.act()
+            self.stem = ops.seq(nn.Conv2d(in_channels, c, 7, 2, 3, bias=stem_bias), nn.BatchNorm2d(c))
             self.stem_pool = ops.seq(nn.MaxPool2d(3, 2, 1))
+        self.stem_act = ops.act() if stem_act else nn.Identity()
         blocks: list[nn.Module] = []
         for n, w, s in zip(layers, widths, strides, strict=True):
             for i in range(n):
@@ -133,19 +157,27 @@ class ResNet(nn.Module):
         self.num_classes = num_classes
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.spiking:
-            if x.dim() != 5:
-                raise ValueError(f"spiking ResNet expects [T, B, C, H, W], got shape {tuple(x.shape)}")
-            if x.stride(0) == 0 and x.shape[0] > 1:  # the same image at every step: stem once
-                h = nn.Sequential.forward(self.stem, x[0])  # [B, c, H, W]
-                h = h.unsqueeze(0).expand(x.shape[0], *h.shape)  # [T, B, c, H, W]
-            else:
-                h = self.stem(x)
+        if not self.spiking:
+            h = self.stem_pool(self.stem_act(self.stem(x)))  # [B, c, H', W']
+        elif x.dim() != 5:
+            raise ValueError(f"spiking ResNet expects [T, B, C, H, W], got shape {tuple(x.shape)}")
+        elif x.stride(0) == 0 and x.shape[0] > 1:  # the same image at every step
+            h = self._stem_once(x)
         else:
-            h = self.stem(x)
-        h = self.stem_pool(self.stem_act(h))
+            h = self.stem_pool(self.stem_act(self.stem(x)))  # [T, B, c, H', W']
         h = self.final(self.blocks(h))
         return self.head(self.pool(h))  # [T, B, classes] or [B, classes]
+
+    def _stem_once(self, x: torch.Tensor) -> torch.Tensor:
+        """Stem of a stride-0 repeated image ``[T, B, C, H, W]``: its stateless layers run once on ``[B, ...]``
+        and are broadcast over T (the max-pool too when no LIF precedes it) -> ``[T, B, c, H', W']``."""
+        T = x.shape[0]
+        h = nn.Sequential.forward(self.stem, x[0])  # [B, c, H, W]
+        if isinstance(self.stem_act, nn.Identity):
+            if not isinstance(self.stem_pool, nn.Identity):
+                h = nn.Sequential.forward(self.stem_pool, h)  # [B, c, H', W']
+            return h.unsqueeze(0).expand(T, *h.shape)
+        return self.stem_pool(self.stem_act(h.unsqueeze(0).expand(T, *h.shape)))
 
 
 def _ops(kind: str, kw: dict) -> Ops:
@@ -158,14 +190,21 @@ def _basic(
     ops = _ops(kind, kw)
     _no_extra(kw)
     w = [width, 2 * width, 4 * width, 8 * width][: len(layers)]
-    return ResNet(ops, BasicBlock, layers, w, [1, 2, 2, 2], num_classes, in_channels, stem)
+    return _init(kind, ResNet(ops, BasicBlock, layers, w, [1, 2, 2, 2], num_classes, in_channels, stem))
 
 
 def _resnet19(kind: str, num_classes: int, in_channels: int = 3, width: int = 64, stem: str = "cifar", **kw) -> ResNet:
     ops = _ops(kind, kw)
     _no_extra(kw)
     w = [2 * width, 4 * width, 8 * width]  # 128/256/512 at width 64
-    return ResNet(ops, BasicBlock, [3, 3, 2], w, [1, 2, 2], num_classes, in_channels, stem, head_hidden=4 * width)
+    net = ResNet(ops, BasicBlock, [3, 3, 2], w, [1, 2, 2], num_classes, in_channels, stem, head_hidden=4 * width)
+    return _init(kind, net)
+
+
+def _init(kind: str, net: ResNet) -> ResNet:
+    """As the paper's code: its ANN teachers are initialised by :func:`kaiming_init`, its spiking ResNet-18/19
+    students keep PyTorch's default initialisation (``model/resnet.py`` has no init code)."""
+    return kaiming_init(net) if kind == "ann" else net
 
 
 def _no_extra(kw: dict) -> None:
@@ -189,8 +228,8 @@ def ann_resnet34(num_classes: int, in_channels: int = 3, width: int = 64, stem: 
         if width != 64:
             raise SnnkdError("the ImageNet-stem resnet34 is torchvision's model: --width must be 64")
         net = torchvision.models.resnet34(num_classes=num_classes)
-        if in_channels != 3:
-            net.conv1 = nn.Conv2d(in_channels, 64, 7, 2, 3, bias=False)
+        if in_channels != 3:  # torchvision initialised the rest the same way
+            net.conv1 = kaiming_init(nn.Conv2d(in_channels, 64, 7, 2, 3, bias=False))
         return net
     return _basic("ann", [3, 4, 6, 3], num_classes, in_channels, width, stem)
 
@@ -210,7 +249,16 @@ def snn_preact_resnet34(
     decay: float = 0.2,
     soft_reset: bool = True,
 ) -> nn.Module:
-    """Spiking PreAct-ResNet-34 (ImageNet student): 7x7/2 stem + max-pool, pre-activation blocks [3,4,6,3]."""
+    """The paper's spiking PreAct-ResNet-34 (ImageNet student), ``[T, B, C, H, W] -> [T, B, classes]``.
+
+    Stem: conv 7x7/2 with bias -> BN -> max-pool 3/2, no LIF (``stem="cifar"``: conv 3x3/1, no pool);
+    then :class:`PreActBlock` x [3, 4, 6, 3] at 64/128/256/512 channels (32 LIF layers), average pool
+    of the real-valued residual stream (no final BN or LIF), linear head. Convolutions are initialised
+    kaiming-normal (fan_out), BN to 1/0. 21,806,184 parameters at 1,000 classes.
+    """
     ops = Ops(True, decay, soft_reset)
     w = [width, 2 * width, 4 * width, 8 * width]
-    return ResNet(ops, PreActBlock, [3, 4, 6, 3], w, [1, 2, 2, 2], num_classes, in_channels, stem, final_norm=True)
+    net = ResNet(
+        ops, PreActBlock, [3, 4, 6, 3], w, [1, 2, 2, 2], num_classes, in_channels, stem, stem_act=False, stem_bias=True
+    )
+    return kaiming_init(net)
