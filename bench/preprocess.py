@@ -2,7 +2,7 @@
 
     python bench/preprocess.py --files 200 --events 200000 [--json out.json]
 
-Writes a CIFAR10-DVS-layout tree of AEDAT 2.0 files (snnkd_cli.data.dvs_synthetic), then runs
+Writes a CIFAR10-DVS-layout tree of AEDAT 2.0 files (snnkd_cli.testing), then runs
 ``preprocess_dvs`` on it into two fresh caches, one per worker count, in the same run.
 """
 
@@ -15,7 +15,7 @@ import tempfile
 from pathlib import Path
 
 from snnkd_cli.data.dvs import preprocess_dvs
-from snnkd_cli.data.dvs_synthetic import make_cifar10dvs_tree
+from snnkd_cli.testing import make_cifar10dvs_tree
 
 
 def main() -> None:

@@ -290,7 +290,7 @@ def recording_choice(labels: np.ndarray, per_class: int, seed: int) -> dict[int,
 
 def write_events(out: Path, images: np.ndarray, labels: np.ndarray, per_class: int, seed: int, **sim) -> dict:
     """Write ``out/<digit>/digits_<digit>_<i>.aedat``; returns ``{relative path: {"index", "events"}}``."""
-    from snnkd_cli.data.dvs_synthetic import write_aedat2
+    from snnkd_cli.testing import write_aedat2
 
     files = {}
     for c, chosen in recording_choice(labels, per_class, seed).items():
