@@ -1,7 +1,7 @@
 """The shapes, variants and timed steps of ``bench/gpu.py``, and its check of which LIF code runs.
 
-Each timed step is the engine's own ``engine.loop.train_step`` (as ``bench/step.py`` times it): reset, the
-task under ``engine.precision.autocast``, backward, SGD and schedule (``engine.loop.build_optimiser``).
+Each timed step is the engine's own ``train.loop.train_step`` (as ``bench/step.py`` times it): reset, the
+task under ``precision.autocast``, backward, SGD and schedule (``train.loop.build_optimiser``).
 """
 
 from __future__ import annotations
@@ -23,13 +23,13 @@ from step import sync  # bench/step.py
 from torch import nn
 
 from snnkd_cli.config import RunConfig, from_preset
-from snnkd_cli.engine.loop import build_optimiser, compile_for_training, cudnn_autotune, train_step
-from snnkd_cli.engine.precision import autocast
-from snnkd_cli.engine.report import Reporter
 from snnkd_cli.kd.tasks import DistillTask
 from snnkd_cli.models.contract import reset_state, time_major
 from snnkd_cli.models.neurons import set_neuron_precision
 from snnkd_cli.models.registry import build_model, list_models
+from snnkd_cli.precision import autocast
+from snnkd_cli.train.loop import build_optimiser, compile_for_training, cudnn_autotune, train_step
+from snnkd_cli.train.report import Reporter
 
 
 @dataclass(frozen=True)

@@ -28,8 +28,8 @@ from pathlib import Path
 import torch
 
 from snnkd_cli.config import from_preset
-from snnkd_cli.engine.evaluate import evaluate_checkpoint
-from snnkd_cli.engine.run import train
+from snnkd_cli.evaluation.evaluate import evaluate_checkpoint
+from snnkd_cli.train.run import train
 
 # the budget per dataset: teacher epochs, student epochs, training T, sweep max-T
 BUDGET = {"synthetic": (8, 10, 4, 8), "synthetic-dvs": (6, 6, 8, 8)}

@@ -30,11 +30,10 @@ import time
 import torch
 from torch.utils.data import DataLoader
 
+from snnkd_cli.checkpoint import load_checkpoint, model_from_checkpoint
 from snnkd_cli.data import build_datasets
-from snnkd_cli.engine.builders import model_from_checkpoint
-from snnkd_cli.engine.checkpoint import load_checkpoint
-from snnkd_cli.engine.early_exit import early_exit, stored_exit_rule
-from snnkd_cli.engine.exit_runtime import EarlyExitClassifier
+from snnkd_cli.evaluation.early_exit import early_exit, stored_exit_rule
+from snnkd_cli.inference.exit_runtime import EarlyExitClassifier
 from snnkd_cli.models.contract import reset_state, time_major
 
 

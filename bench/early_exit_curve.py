@@ -25,9 +25,9 @@ import torch
 from ablation import markers, write_doc  # bench/: the same marked-block writer as the ablation
 
 from snnkd_cli.config import from_preset
-from snnkd_cli.engine.early_exit import DynamicOptions
-from snnkd_cli.engine.evaluate import evaluate_checkpoint
-from snnkd_cli.engine.run import train
+from snnkd_cli.evaluation.early_exit import DynamicOptions
+from snnkd_cli.evaluation.evaluate import evaluate_checkpoint
+from snnkd_cli.train.run import train
 
 LOSSES = ("full-range", "standard-kd")
 

@@ -43,11 +43,11 @@ from torch import nn
 from snnkd_cli.config import DataConfig, from_preset
 from snnkd_cli.data import build_datasets
 from snnkd_cli.data.loaders import make_loader
-from snnkd_cli.engine.evaluate import evaluate_checkpoint
-from snnkd_cli.engine.run import seed_everything, train
-from snnkd_cli.engine.sweep import sweep
+from snnkd_cli.evaluation.evaluate import evaluate_checkpoint
+from snnkd_cli.evaluation.sweep import sweep
 from snnkd_cli.models.contract import reset_state, teacher_input, time_major
 from snnkd_cli.models.registry import create_model
+from snnkd_cli.train.run import seed_everything, train
 
 _ablation = importlib.util.spec_from_file_location("ablation", Path(__file__).with_name("ablation.py"))
 ablation = importlib.util.module_from_spec(_ablation)

@@ -3,14 +3,14 @@
 Variants (all: ResNet-18 student, ANN ResNet-34 teacher, CIFAR-size 32x32 input, 10 classes):
 
 * ``snnkd-fp32``, ``snnkd-bf16``, ``snnkd-fp32-cl``, ``snnkd-bf16-cl``: exactly what
-  ``snnkd_cli.engine.loop.fit`` does per step, through its ``train_step``: ``reset_state(model)``,
-  ``DistillTask(teacher, T, 'full-range')(model, x, y)`` under ``engine.precision.autocast``,
+  ``snnkd_cli.train.loop.fit`` does per step, through its ``train_step``: ``reset_state(model)``,
+  ``DistillTask(teacher, T, 'full-range')(model, x, y)`` under ``precision.autocast``,
   backward, SGD step (``-cl``: model and batch in channels-last, as ``--channels-last``).
 * ``ref-fp32``: a plain reference in the paper's code style: single-step spikingjelly
   ``LIFNode`` (``step_mode='s'``), conv/BN applied per step in a Python loop over T, the
   stem included, the same full-range loss, fp32, eager.
 * ``snnkd-fp32-compile``, ``snnkd-bf16-compile`` (only when named): the same with the model
-  through ``engine.loop.compile_for_training`` (``--compile``); the warm-up rounds compile.
+  through ``train.loop.compile_for_training`` (``--compile``); the warm-up rounds compile.
 * ``snnkd-bf16-lifbf16`` (only when named): ``--neuron-precision autocast``, the LIF state in bf16 and
   spikingjelly's bf16 path (the default ``snnkd-bf16`` keeps the neurons in fp32).
 * ``ann-fp32``, ``ann-bf16``: the ANN floor: an ANN ResNet-18 of the student's shape trained
@@ -45,16 +45,16 @@ import torch.nn.functional as F
 from spikingjelly.activation_based import neuron, surrogate
 from torch import nn
 
-from snnkd_cli.engine.loop import Optimiser, compile_for_training, param_groups, train_step
-from snnkd_cli.engine.precision import autocast, grad_scaler
 from snnkd_cli.kd.losses import full_range_kd_loss
 from snnkd_cli.kd.tasks import DistillTask
 from snnkd_cli.models.contract import reset_state
 from snnkd_cli.models.neurons import set_neuron_precision
 from snnkd_cli.models.registry import create_model
+from snnkd_cli.precision import autocast, grad_scaler
+from snnkd_cli.train.loop import Optimiser, compile_for_training, param_groups, train_step
 
 VARIANTS = ["snnkd-fp32", "snnkd-bf16", "snnkd-fp32-cl", "snnkd-bf16-cl", "ref-fp32", "ann-fp32", "ann-bf16"]
-# --compile (engine.loop.compile_for_training): not in the default set, the first step compiles for minutes on a CPU
+# --compile (train.loop.compile_for_training): not in the default set, the first step compiles for minutes on a CPU
 COMPILED = ["snnkd-fp32-compile", "snnkd-bf16-compile"]
 # --neuron-precision autocast (LIF state in bf16; the default keeps it in fp32): named to compare
 NEURON_BF16 = ["snnkd-bf16-lifbf16"]
@@ -157,7 +157,7 @@ class Bench:
 
     def step(self) -> float:
         m, opt = self.model, self.opt
-        if self.kind == "snnkd":  # the engine's own step (engine.loop.train_step), as fit runs it
+        if self.kind == "snnkd":  # the engine's own step (train.loop.train_step), as fit runs it
             loss, _ = train_step(m, self.task, self.x, self.y, self.optim, self.precision, self.device, self.net)
             return float(loss)
         if self.kind == "ref":

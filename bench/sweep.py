@@ -2,7 +2,7 @@
 
 Three timings, measured in one run and interleaved (round-robin), median over ``--repeats``:
 
-* ``one-pass``: ``snnkd_cli.engine.sweep.sweep(model, loader, Tmax)`` (what ``eval-sweep``
+* ``one-pass``: ``snnkd_cli.evaluation.sweep.sweep(model, loader, Tmax)`` (what ``eval-sweep``
   does: one forward at Tmax, ``cumsum/t`` for every T', top-1/top-5 and spike counting hooks).
 * ``separate``: ``sweep(model, loader, t)`` for t = 1..Tmax, each read at its own T.
 * ``single``: one plain evaluation at Tmax (reset, forward, top-1 of ``logits.mean(0)``,
@@ -25,7 +25,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from snnkd_cli.data.synthetic import SyntheticImages
-from snnkd_cli.engine.sweep import sweep
+from snnkd_cli.evaluation.sweep import sweep
 from snnkd_cli.models.contract import reset_state, time_major
 from snnkd_cli.models.registry import create_model
 

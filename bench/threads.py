@@ -6,7 +6,7 @@ workers. "Competing" runs it beside a second copy of the same worker with the sa
 until the first is done (two jobs of one user on one machine). Settings:
 
 * ``torch``: torch's defaults (one thread per core, OpenMP's active wait), what snnkd did before;
-* ``snnkd``: what snnkd does now (``engine.threads.set_threads(None)``: the usable cores, and OpenMP's
+* ``snnkd``: what snnkd does now (``train.threads.set_threads(None)``: the usable cores, and OpenMP's
   passive wait, ``OMP_WAIT_POLICY=PASSIVE``, which the console script sets before torch loads);
 * ``1-thread``: one thread, active wait; ``minus-workers``: passive wait and a core left per loader worker.
 
@@ -39,8 +39,8 @@ def worker(args: argparse.Namespace) -> None:
     from snnkd_cli.config import DataConfig
     from snnkd_cli.data import build_datasets
     from snnkd_cli.data.loaders import make_loader
-    from snnkd_cli.engine.threads import set_threads, usable_cores
     from snnkd_cli.models.registry import create_model
+    from snnkd_cli.train.threads import set_threads, usable_cores
 
     if args.threads == "snnkd":
         set_threads(None)

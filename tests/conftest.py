@@ -32,6 +32,15 @@ def one_torch_thread() -> Iterator[None]:
         torch.set_num_threads(threads)
 
 
+@pytest.fixture(autouse=True)
+def _keep_torch_threads() -> Iterator[None]:
+    """Every test leaves torch's intra-op thread count as it found it (a test or an in-process CLI run that
+    sets it must not slow the tests after it: two threads beside another job made one 10x slower)."""
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture
 def one_thread() -> Iterator[None]:
     """A test that runs with one intra-op thread (``pytestmark = pytest.mark.usefixtures("one_thread")``)."""

@@ -2,26 +2,16 @@
 
 import pytest
 import torch
-from spikingjelly.activation_based import layer
 from torch import nn
 from torch.utils.data import DataLoader
 from typer.testing import CliRunner
 
+from helpers import user_student
 from snnkd_cli.cli.app import app
 from snnkd_cli.data.synthetic import SyntheticImages
 from snnkd_cli.errors import SnnkdError
 from snnkd_cli.models import create_model
 from snnkd_cli.models.contract import check_student, time_major
-from snnkd_cli.models.neurons import make_lif
-
-
-def user_student(num_classes=10):
-    """A student a user writes: [T, B, 3, 16, 16] -> [T, B, classes]."""
-    return nn.Sequential(
-        layer.SeqToANNContainer(nn.Conv2d(3, 16, 3, padding=1), nn.BatchNorm2d(16)),
-        make_lif(0.5),
-        layer.SeqToANNContainer(nn.AdaptiveAvgPool2d(4), nn.Flatten(), nn.Linear(256, num_classes)),
-    )
 
 
 def test_api_distils_a_user_defined_student_and_sweeps(tmp_path):
@@ -54,10 +44,11 @@ def _api_run(out, dataset=None):
     return out / "best.safetensors"
 
 
+@pytest.mark.slow
 def test_a_checkpoint_of_the_api_opens_in_eval_sweep_export_and_predict(tmp_path):
     from PIL import Image
 
-    from snnkd_cli.engine.evaluate import evaluate_checkpoint
+    from snnkd_cli.evaluation.evaluate import evaluate_checkpoint
 
     best = _api_run(tmp_path / "run", dataset="synthetic")
     j = tmp_path / "s.json"
@@ -128,7 +119,7 @@ def test_student_by_import_path_through_the_cli(tmp_path, monkeypatch):
     from typer.testing import CliRunner
 
     from snnkd_cli.cli.app import app
-    from snnkd_cli.engine.evaluate import evaluate_checkpoint
+    from snnkd_cli.evaluation.evaluate import evaluate_checkpoint
 
     (tmp_path / "my_snn_models.py").write_text(USER_MODULE)
     monkeypatch.syspath_prepend(str(tmp_path))
@@ -179,7 +170,7 @@ def test_teacher_from_a_pth_state_dict(tmp_path):
     ]
     ok = CliRunner().invoke(app, [*base, "--teacher-arch", "resnet18", "--out", str(tmp_path / "s")])
     assert ok.exit_code == 0, ok.output
-    from snnkd_cli.engine.checkpoint import load_checkpoint
+    from snnkd_cli.checkpoint import load_checkpoint
 
     assert load_checkpoint(tmp_path / "s" / "best.safetensors").config.teacher_model.arch == "resnet18"
     bad = CliRunner().invoke(app, [*base, "--teacher-arch", "resnet34", "--out", str(tmp_path / "b")])

@@ -14,6 +14,7 @@ BENCH = Path(__file__).resolve().parents[1] / "bench" / "threads.py"
 
 
 @pytest.mark.parametrize(("threads", "want"), [("1", 1), ("snnkd", None)])
+@pytest.mark.slow
 def test_worker_reports_steps_per_second_and_threads(threads: str, want: int | None) -> None:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, str(BENCH), "--worker", "--threads", threads, "--workers", "0", "--steps", "1"]

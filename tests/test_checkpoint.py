@@ -6,8 +6,8 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
+from snnkd_cli.checkpoint import load_checkpoint, read_metadata, save_checkpoint
 from snnkd_cli.config import RunConfig, from_preset
-from snnkd_cli.engine.checkpoint import load_checkpoint, read_metadata, save_checkpoint
 from snnkd_cli.errors import SnnkdError
 
 

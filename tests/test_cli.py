@@ -23,10 +23,11 @@ from safetensors.torch import save_file
 
 import paper_nets
 from conftest import STUDENT_T, TINY, one_torch_thread
+from helpers import assert_clean_run_dir, assert_one_line_error, files_under
 from snnkd_cli import __version__
+from snnkd_cli.checkpoint import load_checkpoint, read_metadata
 from snnkd_cli.cli.app import app
-from snnkd_cli.engine.checkpoint import load_checkpoint, read_metadata
-from snnkd_cli.engine.evaluate import evaluate_checkpoint
+from snnkd_cli.evaluation.evaluate import evaluate_checkpoint
 
 COMMANDS = (
     "train-teacher",
@@ -39,7 +40,6 @@ COMMANDS = (
     "models",
     "import",
 )
-RUN_FILES = ["best.safetensors", "config.json", "last.safetensors"]
 SWEEP_MAX_T = 3
 SWEEP_ENTRY_KEYS = {
     *("path", "kind", "arch", "dataset", "train_T", "loss", "num_samples", "sweep", "precision", "results")
@@ -56,31 +56,6 @@ def _one_thread() -> Iterator[None]:
 def _in_tmp_cwd(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A command that ignored --out would write runs/... here, not in the repository."""
     monkeypatch.chdir(tmp_path)
-
-
-def assert_one_line_error(res, fragment: str, stdout_empty: bool = True) -> str:
-    """Exit 2, nothing on stdout, exactly one stderr line ``error: ...`` containing ``fragment``, no traceback."""
-    assert "Traceback" not in res.output
-    assert res.exception is None or isinstance(res.exception, SystemExit), repr(res.exception)
-    assert res.exit_code == 2, res.output
-    lines = res.stderr.splitlines()
-    assert len(lines) == 1, res.stderr
-    assert lines[0].startswith("error: "), lines[0]
-    assert fragment in lines[0], lines[0]
-    if stdout_empty:
-        assert res.stdout == ""
-    return lines[0]
-
-
-def files_under(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.rglob("*") if p.is_file()) if folder.exists() else []
-
-
-def assert_clean_run_dir(folder: Path) -> None:
-    """The documented files are there, and no temporary file (``.name.xxx.tmp``) or write probe is left behind."""
-    names = {p.name for p in folder.iterdir()}
-    assert set(RUN_FILES) <= names, sorted(names)
-    assert not [n for n in names if n.startswith(".")], sorted(names)
 
 
 # --- version and help --------------------------------------------------------------------------
@@ -178,6 +153,7 @@ def test_distill_twce_needs_no_teacher(cli, tmp_path: Path) -> None:
     assert "best epoch 1" in res.stderr and "loss twce" in " ".join(res.stdout.split())
 
 
+@pytest.mark.slow
 def test_quickstart_trains_both_and_sweeps(cli, tmp_path: Path) -> None:
     out = tmp_path / "qs"
     res = cli(

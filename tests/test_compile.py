@@ -6,9 +6,9 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
+from helpers import user_student
 from snnkd_cli.data.synthetic import SyntheticImages
 from snnkd_cli.models import create_model
-from test_api import user_student
 
 
 def _run(tmp_path, compile):
@@ -39,6 +39,7 @@ def _run(tmp_path, compile):
 @pytest.mark.skipif(
     not any(shutil.which(c) for c in ("g++", "c++", "clang++")), reason="inductor on CPU needs a C++ compiler"
 )
+@pytest.mark.slow
 def test_compiled_training_matches_eager(tmp_path):
     from torch._dynamo.utils import counters
 

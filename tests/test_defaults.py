@@ -14,9 +14,9 @@ from torchvision import transforms as tvt
 
 from snnkd_cli.config import MAX_WARMUP_SHARE, PRESETS, RunConfig, from_preset, warmup_steps
 from snnkd_cli.data import transforms as tf
-from snnkd_cli.engine.loop import lr_lambda
 from snnkd_cli.errors import SnnkdError
 from snnkd_cli.models.neurons import LIF, make_lif, set_neuron_precision
+from snnkd_cli.train.loop import lr_lambda
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -151,7 +151,7 @@ def _folder(root: Path, n_train: int = 48, n_val: int = 10, size: int = 16) -> P
 def test_a_two_epoch_run_trains_on_every_preset_kind(tmp_path):
     """--epochs 2 with each dataset kind's preset schedule (no warm-up, lr 0.1, cosine to 0) learns well
     above chance: the teachers of an image folder and of the built-in image and event data."""
-    from snnkd_cli.engine.run import train
+    from snnkd_cli.train.run import train
 
     small = {"width": 8, "epochs": 2, "precision": "fp32"}
     folder = _folder(tmp_path / "folder")

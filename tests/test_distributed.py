@@ -9,7 +9,7 @@ import sys
 import pytest
 import torch
 
-from snnkd_cli.engine.checkpoint import load_checkpoint
+from snnkd_cli.checkpoint import load_checkpoint
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 COMMON = [
@@ -58,6 +58,7 @@ def run(args, nproc=None):
 # torch's BN; spikingjelly's multi-step BN, for one step: later, spikes flipped by float rounding make the
 # two runs drift apart (1e-3 after 6 steps), while the gradients of a step agree to 1e-6
 @pytest.mark.parametrize(("arch", "steps"), [("resnet18", []), ("sew_resnet18", ["--epochs", "1", "--max-steps", "1"])])
+@pytest.mark.slow
 def test_two_gloo_processes_match_one_process(tmp_path, arch, steps):
     teacher = tmp_path / "teacher"
     run(["train-teacher", *COMMON, "--out", str(teacher)])
@@ -80,6 +81,7 @@ def test_two_gloo_processes_match_one_process(tmp_path, arch, steps):
     assert [r["val"] for r in logs] == [r["val"] for r in one_logs]
 
 
+@pytest.mark.slow
 def test_world_size_must_divide_the_batch(tmp_path):
     cmd = [
         sys.executable,
@@ -107,8 +109,8 @@ def test_world_size_must_divide_the_batch(tmp_path):
 def test_sync_bn_converts_every_batchnorm_and_keeps_the_function():
     from spikingjelly.activation_based import functional
 
-    from snnkd_cli.engine.distributed import CPUSyncBatchNorm, convert_sync_bn
     from snnkd_cli.models.registry import create_model
+    from snnkd_cli.train.distributed import CPUSyncBatchNorm, convert_sync_bn
 
     torch.manual_seed(0)
     net = create_model("sew_resnet18", 10, width=8)
@@ -140,7 +142,7 @@ def test_sync_bn_converts_every_batchnorm_and_keeps_the_function():
 def test_imagenet_recipe_syncs_bn_under_torchrun(monkeypatch, dataset, sync_bn, world, want):
     """The world size is read from torchrun's environment, as the training run does."""
     from snnkd_cli.config import from_preset
-    from snnkd_cli.engine.distributed import resolve_sync_bn
+    from snnkd_cli.train.distributed import resolve_sync_bn
 
     if world is None:
         monkeypatch.delenv("WORLD_SIZE", raising=False)

@@ -13,10 +13,12 @@ from spikingjelly.activation_based import functional
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
+from helpers import firing_student, hand_rule
+from snnkd_cli.checkpoint import load_checkpoint, read_metadata, save_checkpoint
 from snnkd_cli.config import DataConfig, ModelConfig, RunConfig, TrainConfig
 from snnkd_cli.data import calibration_split
-from snnkd_cli.engine.checkpoint import load_checkpoint, read_metadata, save_checkpoint
-from snnkd_cli.engine.early_exit import (
+from snnkd_cli.errors import SnnkdError
+from snnkd_cli.evaluation.early_exit import (
     DynamicOptions,
     ExitTrace,
     choose_threshold,
@@ -29,49 +31,14 @@ from snnkd_cli.engine.early_exit import (
     store_exit_rule,
     stored_exit_rule,
 )
-from snnkd_cli.engine.exit_runtime import EarlyExitClassifier
-from snnkd_cli.engine.sweep import sweep
-from snnkd_cli.errors import SnnkdError
-from snnkd_cli.models import create_model
+from snnkd_cli.evaluation.sweep import sweep
+from snnkd_cli.inference.exit_runtime import EarlyExitClassifier
 from snnkd_cli.models.contract import time_major
 
 TMAX = 5
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors on a busy 2-core machine: faster
-
-
-def firing_student(dtype=torch.float64, in_channels: int = 3, seed: int = 0) -> nn.Module:
-    """A width-8 spiking ResNet-18 in eval mode whose BN statistics make neurons fire and outputs vary."""
-    torch.manual_seed(seed)
-    net = create_model("resnet18", 10, kind="snn", width=8, in_channels=in_channels)
-    for m in net.modules():
-        if isinstance(m, nn.BatchNorm2d):
-            nn.init.uniform_(m.weight, 1.0, 3.0)
-            nn.init.uniform_(m.bias, -0.5, 1.0)
-            m.running_var.fill_(0.3)
-    with torch.no_grad():
-        net.head[0].weight.mul_(8.0)  # confident predictions for some inputs, unsure ones for others
-    return net.to(dtype).eval()
-
-
-def hand_rule(logits: torch.Tensor, threshold: float | None, rule: str) -> tuple[list[int], list[int]]:
-    """The rule written out: per sample, step by step, the softmax of the mean of the first t logits."""
-    T, N, _ = logits.shape
-    steps, preds = [], []
-    for n in range(N):
-        for t in range(1, T + 1):
-            mean = logits[:t, n].mean(0)
-            p = torch.softmax(mean, -1)
-            if rule == "confidence":
-                passes = threshold is not None and float(p.max()) >= threshold
-            else:
-                passes = threshold is not None and float(-(p * p.log()).sum()) <= threshold
-            if passes or t == T:
-                steps.append(t)
-                preds.append(int(mean.argmax()))
-                break
-    return steps, preds
 
 
 def random_logits(T=6, N=40, C=5, seed=0) -> torch.Tensor:
@@ -352,7 +319,7 @@ def test_store_exit_rule_rewrites_only_the_metadata(tmp_path):
 def test_held_out_slice_is_left_out_of_training():
     from snnkd_cli.config import from_preset
     from snnkd_cli.data import calibration_indices
-    from snnkd_cli.engine.run import _resolve_data
+    from snnkd_cli.train.run import _resolve_data
 
     small, large = calibration_indices(200, 0.05), calibration_indices(200, 0.1)
     assert set(small) < set(large) and len(large) == 20  # a smaller fraction is a subset of a larger one

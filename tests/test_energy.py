@@ -10,8 +10,8 @@ from spikingjelly.activation_based.op_counter.ac import _spike_convolution
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from snnkd_cli.engine.energy import E_AC_PJ, E_MAC_PJ, conv_synops, measure_energy
 from snnkd_cli.errors import SnnkdError
+from snnkd_cli.evaluation.energy import E_AC_PJ, E_MAC_PJ, conv_synops, measure_energy
 from snnkd_cli.models.contract import reset_state, time_major
 from snnkd_cli.models.neurons import make_lif
 

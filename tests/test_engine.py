@@ -3,14 +3,13 @@
 import math
 
 import pytest
-import torch
 
 from snnkd_cli.config import from_preset
-from snnkd_cli.engine.evaluate import evaluate_checkpoint
-from snnkd_cli.engine.loop import lr_lambda, param_groups
-from snnkd_cli.engine.run import train
 from snnkd_cli.errors import SnnkdError
+from snnkd_cli.evaluation.evaluate import evaluate_checkpoint
 from snnkd_cli.models import create_model
+from snnkd_cli.train.loop import lr_lambda, param_groups
+from snnkd_cli.train.run import train
 
 
 def test_cifar_preset_is_the_paper_recipe():
@@ -60,9 +59,9 @@ def test_no_weight_decay_on_bn_and_bias():
     assert len(decay["params"]) + len(no_decay["params"]) == len(list(net.parameters()))
 
 
+@pytest.mark.slow
 def test_distillation_learns_at_every_T(tmp_path):
     """Teacher then full-range student on synthetic: every T from 1 to 6 far above chance (10%)."""
-    torch.set_num_threads(2)
     # fp32: in a run this short bf16 learns slower (26% vs 51% here; equal at the quickstart budget,
     # docs/results.md); the default precision is tested in test_cli
     fp32 = {"precision": "fp32"}
@@ -79,6 +78,7 @@ def test_distillation_learns_at_every_T(tmp_path):
     assert res.at(2)["top1"] == s.fit.best.at(2)["top1"]
 
 
+@pytest.mark.slow
 def test_event_distillation_learns_at_every_T(tmp_path):
     """synthetic-dvs: ANN teacher on the frame mean, student on frame t at step t; every T far above chance."""
     small = {"synthetic_train": 640, "synthetic_val": 200, "image_size": 24, "frames": 4, "width": 8, "lr": 0.1}
@@ -101,9 +101,9 @@ def test_reframed_sweep_equals_runs_on_caches_framed_at_each_T(tmp_path):
 
     from torch.utils.data import DataLoader
 
+    from snnkd_cli.checkpoint import model_from_checkpoint
     from snnkd_cli.data.dvs import DVSFrames, preprocess_dvs
-    from snnkd_cli.engine.builders import model_from_checkpoint
-    from snnkd_cli.engine.sweep import sweep
+    from snnkd_cli.evaluation.sweep import sweep
     from snnkd_cli.testing import make_cifar10dvs_tree
 
     make_cifar10dvs_tree(tmp_path / "src", per_class=2, classes=3, events=3000, seed=1)

@@ -18,6 +18,7 @@ from safetensors import safe_open
 from spikingjelly.activation_based import functional, neuron
 from torch import nn
 
+from helpers import README_EARLY_EXIT_SNIPPET, README_SNIPPET
 from snnkd_cli.config import DataConfig, ModelConfig, RunConfig, TrainConfig
 from snnkd_cli.errors import SnnkdError
 from snnkd_cli.export import SingleStepSNN, build_folded, export_checkpoint, fold_bn, load_exported
@@ -26,65 +27,6 @@ from snnkd_cli.models import create_model
 TMAX = 4
 SHAPE = (3, 16, 16)
 IMAGENET_STUDENT = {"stem": "imagenet", "soft_reset": True, "decay": 0.2}  # max-pool stem, soft reset, tau 1.25
-
-# The README's snippet, run literally by test_readme_snippet (in a folder holding student.onnx).
-README_SNIPPET = """
-import numpy as np
-import onnxruntime as ort
-
-sess = ort.InferenceSession("student.onnx", providers=["CPUExecutionProvider"])
-image, *states_in = sess.get_inputs()  # "input" [B, C, H, W], then v0, v1, ...: one membrane potential per LIF layer
-
-
-def predict(x: np.ndarray, T: int) -> np.ndarray:
-    \"\"\"Images x [B, C, H, W] (float32, normalised as in training) -> logits averaged over T steps [B, classes].\"\"\"
-    states = [np.zeros((len(x), *s.shape[1:]), np.float32) for s in states_in]  # zeros: the initial state
-    total = 0.0
-    for _ in range(T):  # for event data, feed frame t at step t instead of the same x
-        logits, *states = sess.run(None, {"input": x, **{s.name: v for s, v in zip(states_in, states)}})
-        total = total + logits
-    return total / T
-
-
-x = np.random.default_rng(0).standard_normal((4, *image.shape[1:])).astype(np.float32)
-print(predict(x, T=2).argmax(1))  # T is chosen here, at run time
-"""
-
-
-# The README's early-exit loop over the same graph, run literally by test_readme_early_exit_snippet.
-README_EARLY_EXIT_SNIPPET = """
-import numpy as np
-import onnxruntime as ort
-
-sess = ort.InferenceSession("student.onnx", providers=["CPUExecutionProvider"])
-image, *states_in = sess.get_inputs()
-
-
-def predict_early_exit(x: np.ndarray, threshold: float, max_T: int) -> tuple[np.ndarray, np.ndarray]:
-    \"\"\"Images x [B, C, H, W] -> (class [B], steps used [B]): a sample stops at the first step where the
-    softmax of its running mean of logits has a maximum >= threshold (all stop at max_T).\"\"\"
-    states = [np.zeros((len(x), *s.shape[1:]), np.float32) for s in states_in]
-    active = np.arange(len(x))  # the samples still running
-    total = np.zeros(0, np.float32)
-    pred, steps = np.zeros(len(x), np.int64), np.zeros(len(x), np.int64)
-    for t in range(1, max_T + 1):
-        logits, *states = sess.run(None, {"input": x[active], **{s.name: v for s, v in zip(states_in, states)}})
-        total = logits if t == 1 else total + logits
-        mean = total / t  # the running mean [B', classes]
-        p = np.exp(mean - mean.max(1, keepdims=True))
-        done = (p.max(1) / p.sum(1) >= threshold) | (t == max_T)
-        pred[active[done]], steps[active[done]] = mean[done].argmax(1), t
-        keep = ~done  # the others go on with their own membrane potentials
-        active, total, states = active[keep], total[keep], [v[keep] for v in states]
-        if len(active) == 0:
-            break
-    return pred, steps
-
-
-x = np.random.default_rng(0).standard_normal((4, *image.shape[1:])).astype(np.float32)
-print(*predict_early_exit(x, threshold=0.9, max_T=4))  # threshold: from snnkd eval-sweep --dynamic
-"""
-
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors on a busy 2-core machine: faster
 
@@ -246,6 +188,7 @@ def test_single_step_module_soft_reset_and_max_pool_match_spikingjelly():
     torch.testing.assert_close(step.run(frames), running_mean(net.double(), frames), atol=1e-9, rtol=0)
 
 
+@pytest.mark.slow
 def test_onnx_imagenet_student_soft_reset_and_max_pool(tmp_path):
     """The ImageNet student's graph: soft reset (v -= v_th), decay 0.2, max-pool stem on real values."""
     net, cfg = make("preact_resnet34", **IMAGENET_STUDENT)
@@ -296,7 +239,7 @@ def test_readme_snippet(student, student_onnx, monkeypatch, capsys):
 
 def test_readme_early_exit_snippet(student, student_onnx, monkeypatch, capsys):
     """The README's ONNX early-exit loop gives the exits and predictions of the post-hoc rule on the PyTorch model."""
-    from snnkd_cli.engine.early_exit import early_exit, exit_scores
+    from snnkd_cli.evaluation.early_exit import early_exit, exit_scores
 
     net, _ = student
     path, _ = student_onnx
@@ -369,8 +312,7 @@ def test_nir_round_trip(arch, kw, tmp_path):
 
 
 def test_export_a_trained_checkpoint(student_ckpt, tmp_path):
-    from snnkd_cli.engine.builders import model_from_checkpoint
-    from snnkd_cli.engine.checkpoint import load_checkpoint, read_metadata
+    from snnkd_cli.checkpoint import load_checkpoint, model_from_checkpoint, read_metadata
     from snnkd_cli.export import default_out
 
     ckpt = load_checkpoint(student_ckpt)

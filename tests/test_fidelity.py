@@ -130,9 +130,8 @@ def test_initialisation_is_the_papers():
 
 
 def test_an_old_layout_preact_checkpoint_is_named_as_such(tmp_path):
+    from snnkd_cli.checkpoint import Checkpoint, model_from_checkpoint
     from snnkd_cli.config import ModelConfig, RunConfig
-    from snnkd_cli.engine.builders import model_from_checkpoint
-    from snnkd_cli.engine.checkpoint import Checkpoint
     from snnkd_cli.errors import SnnkdError
 
     cfg = RunConfig(task="distill", model=ModelConfig(arch="preact_resnet34", width=8, stem="imagenet"))

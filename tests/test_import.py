@@ -14,9 +14,8 @@ from torch import nn
 
 import paper_nets as paper
 from conftest import TINY
+from snnkd_cli.checkpoint import load_checkpoint, model_from_checkpoint
 from snnkd_cli.convert import convert_state, detect_layout
-from snnkd_cli.engine.builders import model_from_checkpoint
-from snnkd_cli.engine.checkpoint import load_checkpoint
 from snnkd_cli.errors import SnnkdError
 from snnkd_cli.models import create_model
 from snnkd_cli.models.contract import reset_state, time_major
@@ -177,12 +176,13 @@ def test_a_teacher_import_sweeps(cli, tmp_path):
     assert load_checkpoint(tmp_path / "t.safetensors").kind == "teacher"
 
 
+@pytest.mark.slow
 def test_distill_takes_the_papers_teacher_pth(cli, tmp_path):
     """``--teacher X.pth --teacher-arch``: the paper's ``{"best_net": ...}`` and torchvision's bare state dict,
     converted in memory; the teacher the run uses computes the source network's logits."""
     from snnkd_cli.config import from_preset
     from snnkd_cli.data import build_datasets
-    from snnkd_cli.engine.builders import load_teacher
+    from snnkd_cli.train.teacher import load_teacher
 
     torch.manual_seed(0)
     for name, net, arch in (
@@ -212,7 +212,7 @@ def test_a_plain_safetensors_state_dict_is_foreign(cli, tmp_path):
 
     from snnkd_cli.config import from_preset
     from snnkd_cli.data import build_datasets
-    from snnkd_cli.engine.builders import load_teacher
+    from snnkd_cli.train.teacher import load_teacher
 
     net = paper.randomise_bn(torchvision.models.resnet18(num_classes=10)).eval()
     src = tmp_path / "hub" / "model.safetensors"

@@ -10,11 +10,11 @@ from torch.utils.data import DataLoader
 from snnkd_cli.config import from_preset
 from snnkd_cli.data.loaders import make_loader
 from snnkd_cli.data.synthetic import SyntheticImages
-from snnkd_cli.engine import loop
-from snnkd_cli.engine.report import Reporter
 from snnkd_cli.errors import SnnkdError
 from snnkd_cli.kd.tasks import TeacherTask
 from snnkd_cli.models import create_model
+from snnkd_cli.train import loop
+from snnkd_cli.train.report import Reporter
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 STEPS = 5  # per epoch: reads every 3 steps fall at steps 3 and 5 (the epoch's end)
@@ -98,8 +98,8 @@ class DivergesAt(TeacherTask):
 
 
 def test_a_nan_found_at_a_later_read_names_its_step_and_writes_no_checkpoint(tmp_path, monkeypatch) -> None:
-    from snnkd_cli.engine.checkpoint import load_checkpoint
-    from snnkd_cli.engine.run import RunCheckpointer
+    from snnkd_cli.checkpoint import load_checkpoint
+    from snnkd_cli.train.run import RunCheckpointer
 
     monkeypatch.setattr(loop, "_read_every", lambda device: 3)
     cfg = from_preset("teacher", "synthetic", epochs=3, batch_size=16, width=4, max_steps=STEPS, out=str(tmp_path))

@@ -16,13 +16,13 @@ from safetensors.torch import load_file, save_file
 from spikingjelly.activation_based import functional
 from torchvision.transforms import functional as TF
 
+from helpers import firing_student, hand_rule
+from snnkd_cli.checkpoint import read_metadata, save_checkpoint
 from snnkd_cli.config import DataConfig, KDConfig, ModelConfig, RunConfig, TrainConfig
 from snnkd_cli.data import calibration_split
 from snnkd_cli.data.synthetic import PIXEL_RANGE, SyntheticImages, from_unit, to_image
-from snnkd_cli.engine.checkpoint import read_metadata, save_checkpoint
-from snnkd_cli.engine.early_exit import ExitTrace, choose_threshold, early_exit, exit_scores, running_mean
+from snnkd_cli.evaluation.early_exit import ExitTrace, choose_threshold, early_exit, exit_scores, running_mean
 from snnkd_cli.models.contract import time_major
-from test_early_exit import firing_student, hand_rule
 
 T = 3
 N_VAL, N_TRAIN = 100, 200

@@ -10,10 +10,10 @@ from rich.console import Console
 from torch.utils.data import DataLoader, TensorDataset
 
 from snnkd_cli.cli._progress import ConsoleProgress
-from snnkd_cli.engine.report import RichReporter
-from snnkd_cli.engine.sweep import sweep
+from snnkd_cli.evaluation.sweep import sweep
 from snnkd_cli.models.registry import create_model
 from snnkd_cli.progress import reporting, track
+from snnkd_cli.train.report import RichReporter
 
 
 class Clock:
@@ -92,8 +92,7 @@ def test_training_in_a_log_prints_a_step_line_now_and_then() -> None:
 
 
 def test_export_reports_its_stages(student_ckpt, tmp_path) -> None:
-    from snnkd_cli.engine.builders import model_from_checkpoint
-    from snnkd_cli.engine.checkpoint import load_checkpoint
+    from snnkd_cli.checkpoint import load_checkpoint, model_from_checkpoint
     from snnkd_cli.export import export_checkpoint
 
     ckpt = load_checkpoint(student_ckpt)

@@ -11,11 +11,11 @@ import pytest
 import torch
 
 from conftest import TINY
+from helpers import assert_clean_run_dir, assert_one_line_error, files_under
 from snnkd_cli.api import distill
-from snnkd_cli.engine.checkpoint import check_fresh_out, load_checkpoint
+from snnkd_cli.checkpoint import check_fresh_out, load_checkpoint
 from snnkd_cli.errors import SnnkdError
 from snnkd_cli.fsutil import atomic_write_bytes
-from test_cli import assert_clean_run_dir, assert_one_line_error, files_under
 
 
 def _snapshot(folder: Path) -> dict[Path, bytes]:
@@ -87,6 +87,7 @@ def test_a_training_run_writes_files_the_group_can_read(cli, tmp_path: Path, uma
     assert modes and set(modes.values()) == {0o644}, modes
 
 
+@pytest.mark.slow
 def test_resume_extends_epochs_exactly_as_an_uninterrupted_run(cli, tmp_path: Path) -> None:
     """Epoch 1 runs at the peak lr under any length of the per-epoch cosine, so 1 epoch resumed to 3
     must give the weights of a 3-epoch run, bit for bit."""

@@ -3,6 +3,8 @@
 import re
 from pathlib import Path
 
+from helpers import README_EARLY_EXIT_SNIPPET, README_SNIPPET
+
 README = Path(__file__).resolve().parents[1] / "README.md"
 
 
@@ -20,13 +22,9 @@ def test_api_example_runs(tmp_path, monkeypatch, capsys):
 
 
 def test_onnx_example_is_the_tested_one():
-    """tests/test_export.py runs README_SNIPPET literally; the README shows that same code."""
-    from test_export import README_SNIPPET
-
+    """tests/test_export.py runs README_SNIPPET (tests/helpers.py) literally; the README shows that same code."""
     assert README_SNIPPET.strip() in [b.strip() for b in _blocks()]
 
 
 def test_onnx_early_exit_example_is_the_tested_one():
-    from test_export import README_EARLY_EXIT_SNIPPET
-
     assert README_EARLY_EXIT_SNIPPET.strip() in [b.strip() for b in _blocks()]

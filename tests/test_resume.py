@@ -11,7 +11,7 @@ import pytest
 import torch
 from safetensors import safe_open
 
-from snnkd_cli.engine.checkpoint import load_checkpoint
+from snnkd_cli.checkpoint import load_checkpoint
 
 ARGS = ["train-teacher", "--epochs", "2", "--max-steps", "6", "--batch-size", "32", "--width", "8", "--save-every", "2"]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
@@ -37,6 +37,7 @@ def resume_position(path):
         return None
 
 
+@pytest.mark.slow
 def test_sigkill_mid_epoch_then_resume_matches_uninterrupted(tmp_path):
     full, killed = tmp_path / "full", tmp_path / "killed"
     ref = snnkd(*ARGS, "--out", str(full))
@@ -69,17 +70,18 @@ def test_sigkill_mid_epoch_then_resume_matches_uninterrupted(tmp_path):
     assert [r["epoch"] for r in log] == [1, 2]
 
 
+@pytest.mark.slow
 def test_nan_loss_stops_naming_the_step_and_keeps_the_last_good_checkpoint(tmp_path):
     from torch.utils.data import DataLoader
 
     from snnkd_cli.config import from_preset
     from snnkd_cli.data.loaders import make_loader
     from snnkd_cli.data.synthetic import SyntheticImages
-    from snnkd_cli.engine.loop import fit
-    from snnkd_cli.engine.run import RunCheckpointer
     from snnkd_cli.errors import SnnkdError
     from snnkd_cli.kd.tasks import TeacherTask
     from snnkd_cli.models import create_model
+    from snnkd_cli.train.loop import fit
+    from snnkd_cli.train.run import RunCheckpointer
 
     class DivergesAt(TeacherTask):
         """Cross-entropy that turns NaN at epoch 2, step 3 (counted by calls: 4 steps per epoch)."""
@@ -116,6 +118,7 @@ def _file_size_limit(limit):
 
 
 @pytest.mark.skipif(not hasattr(signal, "SIGXFSZ"), reason="needs POSIX file size limits")
+@pytest.mark.slow
 def test_full_disk_is_one_line_and_keeps_the_last_good_checkpoint(tmp_path):
     out = tmp_path / "run"
     args = ["train-teacher", "--epochs", "2", "--max-steps", "4", "--batch-size", "32", "--width", "8"]

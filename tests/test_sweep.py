@@ -4,7 +4,7 @@ import torch
 from spikingjelly.activation_based import functional, neuron
 from torch.utils.data import DataLoader, TensorDataset
 
-from snnkd_cli.engine.sweep import sweep
+from snnkd_cli.evaluation.sweep import sweep
 from snnkd_cli.models import create_model
 from snnkd_cli.models.contract import time_major
 

@@ -13,8 +13,8 @@ import pytest
 import torch
 
 from conftest import TINY
-from snnkd_cli.engine import threads
-from test_cli import assert_one_line_error
+from helpers import assert_one_line_error
+from snnkd_cli.train import threads
 
 
 @pytest.mark.parametrize(

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from conftest import TINY
-from test_cli import assert_one_line_error
+from helpers import assert_one_line_error
 
 ZOO = '''
 import torch

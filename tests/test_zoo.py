@@ -19,12 +19,11 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from conftest import one_torch_thread
+from snnkd_cli.checkpoint import load_checkpoint, model_from_checkpoint
 from snnkd_cli.config import DataConfig
 from snnkd_cli.data import build_datasets
-from snnkd_cli.engine.builders import model_from_checkpoint
-from snnkd_cli.engine.checkpoint import load_checkpoint
-from snnkd_cli.engine.sweep import SpikeCounter, sweep
 from snnkd_cli.errors import SnnkdError
+from snnkd_cli.evaluation.sweep import SpikeCounter, sweep
 from snnkd_cli.models import create_model, list_models, model_info
 from snnkd_cli.models.contract import check_student, mixes_time, reset_state, time_major
 from snnkd_cli.models.neurons import make_lif
@@ -260,6 +259,7 @@ def test_spikformer_distils_and_eval_sweep_equals_runs_at_each_T(cli, spikformer
     assert entry["results"][-1]["spike_rate"] > 0.005  # the numbers compared come from a spiking network
 
 
+@pytest.mark.slow
 def test_spikformer_exports_to_onnx_and_refuses_nir_in_one_line(cli, spikformer_dir: Path, tmp_path: Path) -> None:
     pytest.importorskip("onnxruntime")
     ok = cli(["export", spikformer_dir / "best.safetensors", "--format", "onnx", "--out", tmp_path / "s.onnx"])

@@ -35,15 +35,15 @@ def __getattr__(name: str):
 
         return getattr(api, name)
     if name == "import_checkpoint":
-        from snnkd_cli.engine.importer import import_checkpoint
+        from snnkd_cli.convert.importer import import_checkpoint
 
         return import_checkpoint
     if name == "EarlyExitClassifier":
-        from snnkd_cli.engine.exit_runtime import EarlyExitClassifier
+        from snnkd_cli.inference.exit_runtime import EarlyExitClassifier
 
         return EarlyExitClassifier
     if name == "early_exit":
-        from snnkd_cli.engine.early_exit import early_exit
+        from snnkd_cli.evaluation.early_exit import early_exit
 
         return early_exit
     raise AttributeError(f"module 'snnkd_cli' has no attribute {name!r}")

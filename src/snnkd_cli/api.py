@@ -14,16 +14,16 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
+from snnkd_cli.checkpoint import check_fresh_out, save_checkpoint
 from snnkd_cli.config import DATASETS, LOSSES, DataConfig, KDConfig, ModelConfig, RunConfig, TrainConfig, check_choice
 from snnkd_cli.convert import convert_state, read_state_dict
-from snnkd_cli.engine.checkpoint import check_fresh_out, save_checkpoint
-from snnkd_cli.engine.loop import Checkpointer, FitResult, fit
-from snnkd_cli.engine.precision import default_device
-from snnkd_cli.engine.report import Reporter, RichReporter
-from snnkd_cli.engine.sweep import sweep as _sweep
+from snnkd_cli.evaluation.sweep import sweep as _sweep
 from snnkd_cli.kd.tasks import DistillTask
 from snnkd_cli.models.contract import check_student, time_major
 from snnkd_cli.models.registry import model_spec
+from snnkd_cli.precision import default_device
+from snnkd_cli.train.loop import Checkpointer, FitResult, fit
+from snnkd_cli.train.report import Reporter, RichReporter
 
 _TRAIN_FIELDS = {f.name for f in dataclasses.fields(TrainConfig)}
 

@@ -1,5 +1,5 @@
 """The checkpoint format's fields, in one place: every writer (training, the Python API, export) takes its
-metadata from :func:`checkpoint_metadata`; :mod:`snnkd_cli.engine.checkpoint` reads and writes the files."""
+metadata from :func:`checkpoint_metadata`; :mod:`snnkd_cli.checkpoint` reads and writes the files."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """Files for tests and benchmarks: synthetic event recordings in the CIFAR10-DVS layout and format.
 
-Nothing in the engine imports this module. :func:`make_cifar10dvs_tree` writes
+Nothing in train, evaluation or inference imports this module. :func:`make_cifar10dvs_tree` writes
 ``root/<class>/cifar10_<class>_<index>.aedat`` (AEDAT 2.0, DVS128 addresses), the layout of the
 original CIFAR10-DVS release, so the real loaders can be tested without a download.
 """

@@ -13,9 +13,9 @@ from rich.measure import Measurement
 from rich.table import Table
 from rich.text import Text
 
-from snnkd_cli.engine.checkpoint import Checkpoint
-from snnkd_cli.engine.energy import SOURCE as ENERGY_SOURCE
-from snnkd_cli.engine.sweep import SweepResult
+from snnkd_cli.checkpoint import Checkpoint
+from snnkd_cli.evaluation.energy import SOURCE as ENERGY_SOURCE
+from snnkd_cli.evaluation.sweep import SweepResult
 from snnkd_cli.fsutil import STDOUT, atomic_write_bytes
 
 out_console = Console()  # tables: stdout
@@ -160,7 +160,7 @@ def cost_table(results: list[tuple[Checkpoint, SweepResult]], first: int = 1) ->
 
 
 def layer_table(ckpt: Checkpoint, energy) -> Group:
-    """Spike rate per spiking layer (an :class:`snnkd_cli.engine.energy.EnergyResult`), in network order."""
+    """Spike rate per spiking layer (an :class:`snnkd_cli.evaluation.energy.EnergyResult`), in network order."""
     T = energy.rows[-1]["T"]
     table = Table(title=f"spike rate per layer (T={T}, {energy.num_samples} samples)", title_justify="left")
     for col in ("layer", "neurons", "spikes %"):
@@ -235,7 +235,7 @@ def _dynamic_table(index: int, res: SweepResult, shares: bool) -> Table:
 
 def predict_table(report, console: Console | None = None) -> Group:
     """``snnkd predict``: per input the class, its probability and the steps used
-    (a :class:`snnkd_cli.engine.predict.PredictReport`). Inputs are printed whole: where the boxed table
+    (a :class:`snnkd_cli.inference.predict.PredictReport`). Inputs are printed whole: where the boxed table
     would cut them at ``console``'s width, plain columns list them last, unwrapped."""
     if report.mode == "ann":
         how = "ANN teacher"
@@ -351,7 +351,7 @@ def export_table(summary) -> Group:
 
 
 def import_table(report) -> Group:
-    """What ``snnkd import`` wrote (a :class:`snnkd_cli.engine.importer.ImportReport`) and the next command."""
+    """What ``snnkd import`` wrote (a :class:`snnkd_cli.convert.importer.ImportReport`) and the next command."""
     m, conv = report.config.model, report.converted
     table = Table(title=f"import: {report.checkpoint_kind} {m.arch}", title_justify="left", show_header=False)
     table.add_column(style="bold", no_wrap=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from snnkd_cli.checkpoint import load_checkpoint, read_metadata, run_files_in
 from snnkd_cli.cli._output import (
     cost_table,
     dynamic_table,
@@ -22,15 +23,14 @@ from snnkd_cli.cli._output import (
     write_sweep_csv,
 )
 from snnkd_cli.config import RunConfig, from_preset
-from snnkd_cli.engine.checkpoint import load_checkpoint, read_metadata, run_files_in
-from snnkd_cli.engine.distributed import dist_env
-from snnkd_cli.engine.early_exit import DynamicOptions, store_exit_rule
-from snnkd_cli.engine.evaluate import evaluate_checkpoint
-from snnkd_cli.engine.report import RichReporter
-from snnkd_cli.engine.run import TrainOutcome, train
-from snnkd_cli.engine.threads import set_threads
 from snnkd_cli.errors import SnnkdError
+from snnkd_cli.evaluation.early_exit import DynamicOptions, store_exit_rule
+from snnkd_cli.evaluation.evaluate import evaluate_checkpoint
 from snnkd_cli.fsutil import STDOUT, check_output_file
+from snnkd_cli.train.distributed import dist_env
+from snnkd_cli.train.report import RichReporter
+from snnkd_cli.train.run import TrainOutcome, train
+from snnkd_cli.train.threads import set_threads
 
 
 def run_training(
@@ -174,7 +174,7 @@ def run_predict(
 ) -> int:
     """Classify the inputs, print the table and one ``error:`` line per bad input; the exit code (2 if any)."""
     from snnkd_cli.cli._output import print_error
-    from snnkd_cli.engine.predict import predict_files
+    from snnkd_cli.inference.predict import predict_files
 
     check_output_file(json_path, "--json")
     set_threads(threads)
@@ -275,8 +275,8 @@ def run_preprocess_dvs(
 
 def run_export(checkpoint: Path, fmt: str, out: Path | None, verify_T: int | None) -> None:
     """Load a checkpoint, export it (the export verifies itself), print what was written."""
+    from snnkd_cli.checkpoint import model_from_checkpoint
     from snnkd_cli.config import check_choice
-    from snnkd_cli.engine.builders import model_from_checkpoint
     from snnkd_cli.export import FORMATS, default_out, export_checkpoint
 
     check_choice(fmt, FORMATS, "export format")
@@ -307,7 +307,7 @@ def run_import(
 ) -> None:
     """Convert ``src`` into a snnkd checkpoint at ``out``, then print what was written and what to run next."""
     from snnkd_cli.cli._output import import_table
-    from snnkd_cli.engine.importer import import_checkpoint
+    from snnkd_cli.convert.importer import import_checkpoint
 
     report = import_checkpoint(
         src,

@@ -1,5 +1,5 @@
 """``snnkd import``: a state dict saved by other code (the paper's released code, torchvision, timm) as a snnkd
-checkpoint. Registered on the app by :mod:`snnkd_cli.cli.app`; the work is :mod:`snnkd_cli.engine.importer`'s."""
+checkpoint. Registered on the app by :mod:`snnkd_cli.cli.app`; the work is :mod:`snnkd_cli.convert.importer`'s."""
 
 from __future__ import annotations
 

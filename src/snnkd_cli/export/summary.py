@@ -1,7 +1,7 @@
 """``export_checkpoint``: one entry point for the three formats, returning a summary to print.
 
-The CLI loads the checkpoint with the engine and passes the model and its config here (this
-package does not import the engine or the CLI).
+The CLI loads the checkpoint (:mod:`snnkd_cli.checkpoint`) and passes the model and its config here (this
+package does not import train or the CLI).
 """
 
 from __future__ import annotations

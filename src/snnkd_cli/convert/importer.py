@@ -8,11 +8,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from snnkd_cli.checkpoint import save_checkpoint
 from snnkd_cli.config import DATASETS, RunConfig, check_choice, from_preset
 from snnkd_cli.convert import Converted, convert_state, read_state_dict
 from snnkd_cli.data import build_datasets, resolved
 from snnkd_cli.data.loaders import check_T_fits
-from snnkd_cli.engine.checkpoint import save_checkpoint
 from snnkd_cli.errors import SnnkdError
 from snnkd_cli.fsutil import check_output_file
 

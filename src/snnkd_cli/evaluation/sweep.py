@@ -17,12 +17,12 @@ from spikingjelly.activation_based.neuron import BaseNode
 from torch import nn
 from torch.utils.data import DataLoader
 
-from snnkd_cli.engine.distributed import all_reduce_sum
-from snnkd_cli.engine.early_exit import DynamicResult, ExitTrace, running_mean
-from snnkd_cli.engine.precision import autocast, resolve_precision
 from snnkd_cli.errors import SnnkdError
+from snnkd_cli.evaluation.early_exit import DynamicResult, ExitTrace, running_mean
 from snnkd_cli.models.contract import mixes_time, reset_state, teacher_input, time_major
+from snnkd_cli.precision import autocast, resolve_precision
 from snnkd_cli.progress import track
+from snnkd_cli.train.distributed import all_reduce_sum
 
 
 @dataclass
@@ -38,7 +38,7 @@ class SweepResult:
     # "one-pass"; "per-T": a model that mixes timesteps, one pass per T'; "reframed": event recordings
     # framed into T' frames, one pass per T'
     method: str = "one-pass"
-    energy: object | None = None  # an engine.energy.EnergyResult when costs were counted (--energy)
+    energy: object | None = None  # an evaluation.energy.EnergyResult when costs were counted (--energy)
     trace: ExitTrace | None = None  # per-sample running-mean statistics (keep_trace=True, early exit)
     dynamic: DynamicResult | None = None  # the early-exit curve and chosen threshold (eval-sweep --dynamic)
     precision: str = "fp32"  # the forward's precision ("auto" resolved)

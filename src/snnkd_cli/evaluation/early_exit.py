@@ -10,7 +10,7 @@ A full-range student is good at every prefix t of its run, so the prediction aft
 
 Everything here is post hoc, on per-step logits that a one-pass sweep already computed
 (:class:`ExitTrace` keeps the few numbers per sample and step the rule needs), so a whole grid of
-thresholds is evaluated without another forward pass. :mod:`snnkd_cli.engine.exit_runtime` runs the
+thresholds is evaluated without another forward pass. :mod:`snnkd_cli.inference.exit_runtime` runs the
 same rule while the network runs and really stops.
 """
 
@@ -85,7 +85,7 @@ class ExitTrace:
     """What the exit rules need of a one-pass run, per step and sample (all on the CPU).
 
     ``confidence``, ``entropy`` and ``pred`` are ``[T, N]`` (of the running mean after each step),
-    ``target`` is ``[N]``. :func:`snnkd_cli.engine.sweep.sweep` fills one with ``keep_trace=True``.
+    ``target`` is ``[N]``. :func:`snnkd_cli.evaluation.sweep.sweep` fills one with ``keep_trace=True``.
     """
 
     confidence: torch.Tensor
@@ -300,7 +300,7 @@ def evaluate_dynamic(evaluation: ExitTrace, calibration: ExitTrace, opts: Dynami
 
 def store_exit_rule(path: Path, result: DynamicResult) -> dict:
     """Write the chosen rule and threshold into the checkpoint's metadata (atomically); returns what was stored."""
-    from snnkd_cli.engine.checkpoint import update_metadata
+    from snnkd_cli.checkpoint import update_metadata
 
     stored = {
         "rule": result.rule,

@@ -1,4 +1,5 @@
-"""Checkpoints: safetensors tensors plus string metadata (the run config as JSON).
+"""Checkpoints: safetensors tensors plus string metadata (the run config as JSON), and the network a
+checkpoint rebuilds from its own config.
 
 Nothing is unpickled. Files are written to a temporary file in the same folder, flushed,
 and renamed over the target, so a crash never leaves a half-written checkpoint.
@@ -13,11 +14,13 @@ from typing import Any
 
 import torch
 from safetensors.torch import save as st_save
+from torch import nn
 
 from snnkd_cli.config import RunConfig
 from snnkd_cli.errors import SnnkdError
 from snnkd_cli.format import FORMAT, KINDS, checkpoint_metadata
 from snnkd_cli.fsutil import atomic_write_bytes, read_safetensors
+from snnkd_cli.models import build_model
 
 
 @dataclass
@@ -87,6 +90,41 @@ def load_checkpoint(path: str | Path, expect: str | None = None) -> Checkpoint:
     except (KeyError, ValueError, TypeError, AttributeError) as e:
         raise SnnkdError(f"{path}: its stored configuration cannot be read ({e}); re-create the checkpoint") from None
     return Checkpoint(path, kind, config, state, meta)
+
+
+def check_rebuildable(ckpt: Checkpoint) -> None:
+    """A checkpoint names the network it holds (the Python API stores an empty arch for a module it did
+    not build), else one line saying how to make one that does."""
+    if not ckpt.config.model.arch:
+        raise SnnkdError(
+            f"{ckpt.path} holds a student the Python API trained from a module snnkd cannot rebuild: build it with "
+            "snnkd_cli.models.create_model (a registered arch or 'package.module:factory') to use it here"
+        )
+
+
+def model_from_checkpoint(ckpt: Checkpoint) -> nn.Module:
+    """Rebuild a checkpoint's network from its own config and load its weights (strict).
+
+    A file from ``snnkd export --format safetensors`` (BN folded) is rebuilt folded.
+    """
+    check_rebuildable(ckpt)
+    if ckpt.meta.get("folded") == "1":
+        from snnkd_cli.export import build_folded
+
+        net = build_folded(ckpt.config)
+    else:
+        net = build_model(ckpt.config.model)
+    try:
+        net.load_state_dict(ckpt.state, strict=True)
+    except RuntimeError as e:
+        first = str(e).splitlines()[0]
+        if ckpt.config.model.arch == "preact_resnet34" and any(k.startswith("final.") for k in ckpt.state):
+            first = (
+                "it has the layout of snnkd's earlier preact_resnet34 (BN before each LIF, a final BN and LIF), "
+                "replaced by the paper's network; train the student again"
+            )
+        raise SnnkdError(f"{ckpt.path}: weights do not match its stored architecture ({first})") from None
+    return net
 
 
 def _open(path: Path, tensors: bool) -> tuple[dict[str, torch.Tensor], dict[str, str]]:

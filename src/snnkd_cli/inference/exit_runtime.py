@@ -2,7 +2,7 @@
 
 The model is fed one step at a time as ``[1, B', ...]`` (spikingjelly's multi-step mode carries
 the membrane potentials from one call to the next until ``reset_net``). After each step the
-running mean of the logits is tested with the exit rule of :mod:`snnkd_cli.engine.early_exit`;
+running mean of the logits is tested with the exit rule of :mod:`snnkd_cli.evaluation.early_exit`;
 the samples that pass leave the batch, and so do their rows of every neuron's state, so later
 steps run on fewer samples. Its exits and predictions are those of the post-hoc rule on a run at
 Tmax (tested), up to float rounding of the smaller batches.
@@ -19,8 +19,8 @@ import torch
 from spikingjelly.activation_based.base import MemoryModule
 from torch import nn
 
-from snnkd_cli.engine.early_exit import at_least_fp32, check_rule, exit_scores, should_exit
 from snnkd_cli.errors import SnnkdError
+from snnkd_cli.evaluation.early_exit import at_least_fp32, check_rule, exit_scores, should_exit
 from snnkd_cli.models.contract import reset_state
 
 

@@ -1,7 +1,7 @@
 """``snnkd predict``: classify files with a checkpoint, at a fixed T or with early exit.
 
 A student runs ``T`` steps (default: its training T) and predicts from the mean of the per-step
-logits, or, with ``dynamic``, runs the :class:`~snnkd_cli.engine.exit_runtime.EarlyExitClassifier`
+logits, or, with ``dynamic``, runs the :class:`~snnkd_cli.inference.exit_runtime.EarlyExitClassifier`
 with the rule and threshold stored by ``eval-sweep --dynamic --save-threshold`` (or given). A teacher
 (ANN) predicts in one step.
 """
@@ -15,15 +15,14 @@ from pathlib import Path
 
 import torch
 
+from snnkd_cli.checkpoint import Checkpoint, load_checkpoint, model_from_checkpoint
 from snnkd_cli.data import CIFAR10_NAMES
 from snnkd_cli.data.inputs import InputError, expand_inputs, image_transform, is_temporal, load_frames, load_image
-from snnkd_cli.engine.builders import model_from_checkpoint
-from snnkd_cli.engine.checkpoint import Checkpoint, load_checkpoint
-from snnkd_cli.engine.early_exit import check_rule, running_mean, stored_exit_rule
-from snnkd_cli.engine.exit_runtime import EarlyExitClassifier
-from snnkd_cli.engine.precision import default_device
 from snnkd_cli.errors import SnnkdError
+from snnkd_cli.evaluation.early_exit import check_rule, running_mean, stored_exit_rule
+from snnkd_cli.inference.exit_runtime import EarlyExitClassifier
 from snnkd_cli.models.contract import reset_state, teacher_input, time_major
+from snnkd_cli.precision import default_device
 from snnkd_cli.progress import track
 
 

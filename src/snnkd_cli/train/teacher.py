@@ -1,4 +1,4 @@
-"""Networks from configs and files: the model a config describes, a checkpoint's model, the teacher."""
+"""The teacher of a distillation run: a snnkd teacher checkpoint, or a state dict saved by other code."""
 
 from __future__ import annotations
 
@@ -7,49 +7,13 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from snnkd_cli.checkpoint import load_checkpoint, model_from_checkpoint, read_metadata
 from snnkd_cli.config import ModelConfig, RunConfig
 from snnkd_cli.convert import convert_state, read_state_dict
 from snnkd_cli.convert.reader import is_safetensors
 from snnkd_cli.data import DataInfo
-from snnkd_cli.engine.checkpoint import Checkpoint, load_checkpoint, read_metadata
 from snnkd_cli.errors import SnnkdError
 from snnkd_cli.format import FORMAT
-from snnkd_cli.models import build_model
-
-
-def check_rebuildable(ckpt: Checkpoint) -> None:
-    """A checkpoint names the network it holds (the Python API stores an empty arch for a module it did
-    not build), else one line saying how to make one that does."""
-    if not ckpt.config.model.arch:
-        raise SnnkdError(
-            f"{ckpt.path} holds a student the Python API trained from a module snnkd cannot rebuild: build it with "
-            "snnkd_cli.models.create_model (a registered arch or 'package.module:factory') to use it here"
-        )
-
-
-def model_from_checkpoint(ckpt: Checkpoint) -> nn.Module:
-    """Rebuild a checkpoint's network from its own config and load its weights (strict).
-
-    A file from ``snnkd export --format safetensors`` (BN folded) is rebuilt folded.
-    """
-    check_rebuildable(ckpt)
-    if ckpt.meta.get("folded") == "1":
-        from snnkd_cli.export import build_folded
-
-        net = build_folded(ckpt.config)
-    else:
-        net = build_model(ckpt.config.model)
-    try:
-        net.load_state_dict(ckpt.state, strict=True)
-    except RuntimeError as e:
-        first = str(e).splitlines()[0]
-        if ckpt.config.model.arch == "preact_resnet34" and any(k.startswith("final.") for k in ckpt.state):
-            first = (
-                "it has the layout of snnkd's earlier preact_resnet34 (BN before each LIF, a final BN and LIF), "
-                "replaced by the paper's network; train the student again"
-            )
-        raise SnnkdError(f"{ckpt.path}: weights do not match its stored architecture ({first})") from None
-    return net
 
 
 def load_teacher(cfg: RunConfig, info: DataInfo, device: torch.device) -> nn.Module | None:

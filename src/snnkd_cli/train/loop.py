@@ -21,13 +21,13 @@ from torch.utils.data import DataLoader
 
 from snnkd_cli.config import MAX_WARMUP_SHARE, TrainConfig, warmup_steps
 from snnkd_cli.data.loaders import EpochSampler
-from snnkd_cli.engine.precision import autocast, grad_scaler
-from snnkd_cli.engine.report import Reporter
-from snnkd_cli.engine.resume import LoopState, ResumeFile, restore
-from snnkd_cli.engine.sweep import SweepResult, sweep
 from snnkd_cli.errors import SnnkdError
+from snnkd_cli.evaluation.sweep import SweepResult, sweep
 from snnkd_cli.kd.tasks import Task
 from snnkd_cli.models.contract import reset_state
+from snnkd_cli.precision import autocast, grad_scaler
+from snnkd_cli.train.report import Reporter
+from snnkd_cli.train.resume import LoopState, ResumeFile, restore
 
 
 @dataclass

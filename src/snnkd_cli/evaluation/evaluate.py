@@ -10,17 +10,16 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from snnkd_cli.checkpoint import Checkpoint, check_rebuildable, load_checkpoint, model_from_checkpoint
 from snnkd_cli.config import RunConfig
 from snnkd_cli.data import build_datasets, calibration_split
 from snnkd_cli.data.loaders import check_T_fits, make_loader
 from snnkd_cli.data.static import CIFAR, CIFAR_SIZE
-from snnkd_cli.engine.builders import check_rebuildable, model_from_checkpoint
-from snnkd_cli.engine.checkpoint import Checkpoint, load_checkpoint
-from snnkd_cli.engine.early_exit import DynamicOptions, evaluate_dynamic, relative_energy
-from snnkd_cli.engine.energy import measure_energy
-from snnkd_cli.engine.precision import default_device
-from snnkd_cli.engine.sweep import SweepResult, sweep
 from snnkd_cli.errors import SnnkdError
+from snnkd_cli.evaluation.early_exit import DynamicOptions, evaluate_dynamic, relative_energy
+from snnkd_cli.evaluation.energy import measure_energy
+from snnkd_cli.evaluation.sweep import SweepResult, sweep
+from snnkd_cli.precision import default_device
 
 
 def evaluate_checkpoint(

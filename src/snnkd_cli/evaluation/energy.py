@@ -27,10 +27,10 @@ from spikingjelly.activation_based.op_counter.ac import _spike_convolution, _spi
 from torch import nn
 from torch.utils.data import DataLoader
 
-from snnkd_cli.engine.precision import autocast
-from snnkd_cli.engine.sweep import SpikeCounter
 from snnkd_cli.errors import SnnkdError
+from snnkd_cli.evaluation.sweep import SpikeCounter
 from snnkd_cli.models.contract import mixes_time, reset_state, teacher_input, time_major
+from snnkd_cli.precision import autocast
 from snnkd_cli.progress import track
 
 E_AC_PJ = 0.9  # Horowitz (ISSCC 2014), 45 nm, 32-bit float add

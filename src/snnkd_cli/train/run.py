@@ -1,7 +1,7 @@
 """From a :class:`RunConfig` to trained checkpoints, and from a checkpoint to a sweep.
 
 These are what the commands call: ``train`` (teacher or distillation, chosen by
-``cfg.task``); evaluation of a saved checkpoint is in :mod:`snnkd_cli.engine.evaluate`.
+``cfg.task``); evaluation of a saved checkpoint is in :mod:`snnkd_cli.evaluation.evaluate`.
 """
 
 from __future__ import annotations
@@ -18,28 +18,28 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
+from snnkd_cli.checkpoint import RUN_FILES, check_fresh_out, save_checkpoint
 from snnkd_cli.config import RunConfig, notes
 from snnkd_cli.data import DataInfo, build_datasets, resolved, without_calibration
 from snnkd_cli.data.loaders import check_T_fits, make_loader
-from snnkd_cli.engine.builders import load_teacher
-from snnkd_cli.engine.checkpoint import RUN_FILES, check_fresh_out, save_checkpoint
-from snnkd_cli.engine.distributed import (
-    convert_sync_bn,
-    dist_env,
-    finish_distributed,
-    init_distributed,
-    resolve_sync_bn,
-)
-from snnkd_cli.engine.loop import Checkpointer, FitResult, fit
-from snnkd_cli.engine.precision import default_device, precision_note, resolve_precision
-from snnkd_cli.engine.report import Reporter
-from snnkd_cli.engine.resume import LoopState, ResumeFile, config_differences, read_resume, save_resume
 from snnkd_cli.errors import SnnkdError
 from snnkd_cli.fsutil import atomic_write_bytes
 from snnkd_cli.kd.tasks import DistillTask, TeacherTask
 from snnkd_cli.models import build_model
 from snnkd_cli.models.contract import check_student, time_major
 from snnkd_cli.models.neurons import set_neuron_precision
+from snnkd_cli.precision import default_device, precision_note, resolve_precision
+from snnkd_cli.train.distributed import (
+    convert_sync_bn,
+    dist_env,
+    finish_distributed,
+    init_distributed,
+    resolve_sync_bn,
+)
+from snnkd_cli.train.loop import Checkpointer, FitResult, fit
+from snnkd_cli.train.report import Reporter
+from snnkd_cli.train.resume import LoopState, ResumeFile, config_differences, read_resume, save_resume
+from snnkd_cli.train.teacher import load_teacher
 
 
 @dataclass

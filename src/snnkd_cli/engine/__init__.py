@@ -1,1 +1,0 @@
-"""The one engine: training loop, evaluation sweep, checkpoints, precision, reporting."""

@@ -1,0 +1,1 @@
+"""Inference on files: the step-by-step early-exit runtime and predict."""
