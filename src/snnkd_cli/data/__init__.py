@@ -4,42 +4,28 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from dataclasses import dataclass
 
 import torch
 from torch.utils.data import Dataset, Subset
 
-from snnkd_cli.config import DATASETS, DataConfig, check_choice
-from snnkd_cli.data.synthetic import SyntheticImages
+from snnkd_cli.config import DataConfig
+from snnkd_cli.data.registry import CIFAR10_NAMES, SPECS, DataInfo, DatasetSpec, dataset_spec
 
-CIFAR10_NAMES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+__all__ = [
+    "CIFAR10_NAMES",
+    "DEFAULT_IMAGE_SIZE",
+    "DataInfo",
+    "DatasetSpec",
+    "augment_policy",
+    "build_datasets",
+    "calibration_indices",
+    "calibration_split",
+    "dataset_spec",
+    "resolved",
+    "without_calibration",
+]
 
-DEFAULT_IMAGE_SIZE = {
-    "synthetic": 16,
-    "cifar10": 32,
-    "cifar100": 32,
-    "imagefolder": 64,
-    "imagenet": 224,
-    "cifar10dvs": 48,
-    "synthetic-dvs": 32,
-}
-
-
-@dataclass(frozen=True)
-class DataInfo:
-    """What the models and the engine need to know about a dataset.
-
-    ``temporal`` is False for static images (``[C,H,W]``, repeated at every step) and True
-    for event frames (``[T,C,H,W]``, frame t fed at step t).
-    """
-
-    name: str
-    num_classes: int
-    in_channels: int
-    image_size: int
-    temporal: bool = False
-    classes: tuple[str, ...] = ()
-    frames: int | None = None  # event data: frames per sample (the largest T it supports)
+DEFAULT_IMAGE_SIZE = {name: spec.image_size for name, spec in SPECS.items()}  # the registry's, by name
 
 
 def augment_policy(cfg: DataConfig, size: int | None = None) -> str:
@@ -65,44 +51,17 @@ def resolved(cfg: DataConfig, info: DataInfo) -> DataConfig:
 def build_datasets(
     cfg: DataConfig, *, train: bool = True, augment: bool = True
 ) -> tuple[Dataset | None, Dataset, DataInfo]:
-    """Build ``(train_set, val_set, info)``; ``train_set`` is None when ``train`` is False.
+    """Build ``(train_set, val_set, info)`` with the dataset's :class:`DatasetSpec`; ``train_set`` is None when
+    ``train`` is False.
 
     The training split uses the policy :func:`augment_policy` gives, unless ``augment`` is False.
 
     Raises:
         SnnkdError: unknown dataset, missing files, wrong layout (one line, what to do).
     """
-    check_choice(cfg.dataset, DATASETS, "dataset")
-    size = cfg.image_size or DEFAULT_IMAGE_SIZE[cfg.dataset]
-    if cfg.dataset == "synthetic":
-        n_cls = cfg.num_classes or 10
-        make = lambda n, split: SyntheticImages(n, n_cls, size, cfg.in_channels or 3, seed=0, split_seed=split)  # noqa: E731
-        val = make(cfg.synthetic_val, 1)
-        tr = make(cfg.synthetic_train, 0) if train else None
-        return tr, val, DataInfo("synthetic", n_cls, cfg.in_channels or 3, size, False, val.classes)
-    if cfg.dataset == "synthetic-dvs":
-        from snnkd_cli.data.dvs_synthetic import SyntheticEvents
-
-        n_cls, frames = cfg.num_classes or 10, cfg.frames or 8
-        make = lambda n, split: SyntheticEvents(n, n_cls, frames, size, seed=0, split_seed=split)  # noqa: E731
-        val = make(cfg.synthetic_val, 1)
-        tr = make(cfg.synthetic_train, 0) if train else None
-        classes = tuple(f"class_{i}" for i in range(n_cls))
-        return tr, val, DataInfo("synthetic-dvs", n_cls, 2, size, True, classes, frames)
-    if cfg.dataset == "cifar10dvs":
-        from pathlib import Path
-
-        from snnkd_cli.data.dvs import DVSFrames, open_dvs_cache
-
-        cache = open_dvs_cache(
-            Path(cfg.data_dir), frames=cfg.frames, size=cfg.image_size, split=cfg.split, resize=cfg.resize
-        )
-        val = DVSFrames(cache, train=False)
-        tr = DVSFrames(cache, train=True, augment=augment and augment_policy(cfg, val.size) == "dvs") if train else None
-        return tr, val, DataInfo("cifar10dvs", len(val.classes), 2, val.size, True, tuple(val.classes), val.frames)
-    from snnkd_cli.data.static import build_static
-
-    return build_static(cfg, size, train=train, augment=augment, policy=augment_policy(cfg, size))
+    spec = dataset_spec(cfg.dataset)
+    size = cfg.image_size or spec.image_size
+    return spec.build(cfg, size, train, augment, augment_policy(cfg, size))
 
 
 CALIB_SEED = 0  # the permutation that defines the calibration slice of a training split

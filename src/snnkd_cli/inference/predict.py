@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 from snnkd_cli.checkpoint import Checkpoint, load_checkpoint, model_from_checkpoint
-from snnkd_cli.data import CIFAR10_NAMES
+from snnkd_cli.data import dataset_spec
 from snnkd_cli.data.inputs import InputError, expand_inputs, image_transform, is_temporal, load_frames, load_image
 from snnkd_cli.errors import SnnkdError
 from snnkd_cli.evaluation.early_exit import check_rule, running_mean, stored_exit_rule
@@ -53,8 +53,8 @@ class PredictReport:
 
 
 def class_names(ckpt: Checkpoint) -> list[str]:
-    """The checkpoint's class names: stored at training (metadata ``classes``), known for CIFAR-10 data,
-    read from an image folder's ``val/`` if it is still there, else ``class_<i>``."""
+    """The checkpoint's class names: stored at training (metadata ``classes``), the names its dataset's spec
+    knows (CIFAR-10), read from an image folder's ``val/`` if it is still there, else ``class_<i>``."""
     n, data = ckpt.config.model.num_classes, ckpt.config.data
     try:
         stored = json.loads(ckpt.meta.get("classes", "[]"))
@@ -62,10 +62,11 @@ def class_names(ckpt: Checkpoint) -> list[str]:
         stored = []
     if isinstance(stored, list) and len(stored) == n:
         return [str(c) for c in stored]
-    if data.dataset in ("cifar10", "cifar10dvs") and n == 10:
-        return list(CIFAR10_NAMES)
+    spec = dataset_spec(data.dataset)
+    if len(spec.class_names) == n:
+        return list(spec.class_names)
     val = Path(data.data_dir) / "val"
-    if data.dataset in ("imagefolder", "imagenet") and val.is_dir():
+    if spec.folder_classes and val.is_dir():
         names = sorted(e.name for e in val.iterdir() if e.is_dir() and not e.name.startswith("."))
         if len(names) == n:
             return names
