@@ -324,7 +324,7 @@ def test_held_out_slice_is_left_out_of_training():
     small, large = calibration_indices(200, 0.05), calibration_indices(200, 0.1)
     assert set(small) < set(large) and len(large) == 20  # a smaller fraction is a subset of a larger one
     cfg = from_preset("distill", "synthetic", calib_holdout=0.1, loss="twce")
-    tr, _, _ = _resolve_data(cfg)
+    tr, _, _, cfg = _resolve_data(cfg)
     assert len(tr) == 1800 and cfg.data.calib_holdout == 0.1
     assert not set(tr.indices) & set(calibration_split(cfg.data, 0.1).indices)
     with pytest.raises(SnnkdError, match="--calib-holdout must be in"):

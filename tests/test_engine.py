@@ -1,9 +1,11 @@
 """Presets, the schedule, and an end-to-end distillation that must learn at every T."""
 
+import dataclasses
 import math
 
 import pytest
 
+from snnkd_cli.checkpoint import load_checkpoint
 from snnkd_cli.config import from_preset
 from snnkd_cli.errors import SnnkdError
 from snnkd_cli.evaluation.evaluate import evaluate_checkpoint
@@ -139,6 +141,35 @@ def test_train_leaves_the_callers_config_unchanged(tmp_path) -> None:
     outcome = train(cfg)
     assert cfg == before  # resolved values (channels, classes, precision) went to the run's own copy
     assert outcome.config.model.in_channels == 2 and before.model.in_channels == 3
+
+
+def test_the_resolved_config_is_frozen_for_the_whole_run(tmp_path) -> None:
+    """train() resolves its config once (data, precision, teacher) and freezes it: a distillation with a teacher
+    runs to the end without any change to it, and what it stores is what was resolved."""
+    from snnkd_cli.config import freeze
+
+    t = train(from_preset("teacher", "synthetic", epochs=1, max_steps=1, width=4, out=str(tmp_path / "t")))
+    s = train(
+        from_preset(
+            "distill",
+            "synthetic",
+            epochs=2,
+            max_steps=1,
+            width=4,
+            T=2,
+            teacher=str(t.best_path),
+            out=str(tmp_path / "s"),
+        )
+    )
+    with pytest.raises(AttributeError, match="frozen"):
+        s.config.train.epochs = 3  # the run's config is the frozen one
+    stored = load_checkpoint(s.best_path).config
+    assert stored == s.config and stored.teacher_model.arch == "resnet18" and stored.model.num_classes == 10
+    frozen = freeze(stored)
+    with pytest.raises(AttributeError, match="frozen"):
+        frozen.data.dataset = "cifar10"
+    assert dataclasses.replace(frozen.data, dataset="cifar10").dataset == "cifar10"  # a changed copy is free
+    assert stored.data.dataset == "synthetic"  # freeze() copies: the given config stays as it was
 
 
 @pytest.mark.parametrize("key", ["num_classes", "in_channels"])

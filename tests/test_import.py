@@ -193,11 +193,11 @@ def test_distill_takes_the_papers_teacher_pth(cli, tmp_path):
         src = _save(tmp_path, name, net, wrap=name == "paper.pth")
         cfg = from_preset("distill", "synthetic", teacher=str(src), teacher_arch=arch)
         _, _, info = build_datasets(cfg.data, train=False)
-        teacher = load_teacher(cfg, info, torch.device("cpu"))
+        teacher, tm = load_teacher(cfg, info, torch.device("cpu"))
         x = _image()
         with torch.no_grad():
             assert (teacher(x) - net(x)).abs().max().item() <= TOL
-        assert cfg.teacher_model.arch == arch
+        assert tm.arch == arch
     args = ["distill", *TINY, "--T", "2", "--teacher", tmp_path / "paper.pth", "--teacher-arch", "resnet34"]
     res = cli([*args, "--out", tmp_path / "run"])
     assert res.exit_code == 0, res.output
@@ -225,7 +225,7 @@ def test_a_plain_safetensors_state_dict_is_foreign(cli, tmp_path):
     cfg = from_preset("distill", "synthetic", teacher=str(src), teacher_arch="resnet18")
     _, _, info = build_datasets(cfg.data, train=False)
     with torch.no_grad():
-        assert (load_teacher(cfg, info, torch.device("cpu"))(x) - net(x)).abs().max().item() <= TOL
+        assert (load_teacher(cfg, info, torch.device("cpu"))[0](x) - net(x)).abs().max().item() <= TOL
     cfg.kd.teacher_arch = ""
     with pytest.raises(SnnkdError, match="not a snnkd checkpoint"):
         load_teacher(cfg, info, torch.device("cpu"))

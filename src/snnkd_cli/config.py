@@ -27,8 +27,21 @@ EVENT_AUGMENTS = ("none", "dvs")
 MAX_WARMUP_SHARE = 0.25  # warm-up never takes more than this share of a run's steps
 
 
+class Freezable:
+    """A config section that :func:`freeze` can make read-only: once a run's config is resolved, setting a
+    field raises (``dataclasses.replace`` makes a changed, unfrozen copy)."""
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if self.__dict__.get("_frozen_"):
+            raise AttributeError(
+                f"the run's config is resolved and frozen: {type(self).__name__}.{name} cannot change "
+                "(make a changed copy with dataclasses.replace)"
+            )
+        object.__setattr__(self, name, value)
+
+
 @dataclass
-class DataConfig:
+class DataConfig(Freezable):
     """Where the data comes from and how it is shaped.
 
     ``num_classes``/``in_channels``/``image_size`` are resolved from the dataset when the
@@ -52,7 +65,7 @@ class DataConfig:
 
 
 @dataclass
-class ModelConfig:
+class ModelConfig(Freezable):
     """Everything :func:`snnkd_cli.models.create_model` needs to rebuild a network."""
 
     arch: str = "resnet18"
@@ -78,7 +91,7 @@ class ModelConfig:
 
 
 @dataclass
-class TrainConfig:
+class TrainConfig(Freezable):
     """Optimiser, schedule and run settings shared by teacher training and distillation."""
 
     epochs: int = 5
@@ -100,7 +113,7 @@ class TrainConfig:
 
 
 @dataclass
-class KDConfig:
+class KDConfig(Freezable):
     """The distillation loss and its weights (METHOD.md)."""
 
     loss: str = "full-range"
@@ -112,7 +125,7 @@ class KDConfig:
 
 
 @dataclass
-class RunConfig:
+class RunConfig(Freezable):
     """One whole run. ``task`` is "teacher" (ANN, cross-entropy) or "distill" (SNN student)."""
 
     task: str = "teacher"
@@ -148,6 +161,17 @@ class RunConfig:
             kd=build(KDConfig, d.get("kd")),
             teacher_model=build(ModelConfig, d.get("teacher_model")),
         )
+
+
+def freeze(cfg: RunConfig) -> RunConfig:
+    """A deep copy of ``cfg`` whose sections refuse any change (what a run holds once it is resolved)."""
+    import copy
+
+    cfg = copy.deepcopy(cfg)
+    for section in (cfg, cfg.data, cfg.model, cfg.train, cfg.kd, cfg.teacher_model):
+        if section is not None:
+            object.__setattr__(section, "_frozen_", True)
+    return cfg
 
 
 @dataclass(frozen=True)

@@ -56,10 +56,11 @@ def evaluate_checkpoint(
     precision = precision or "fp32"
     ckpt = load_checkpoint(path)
     check_rebuildable(ckpt)
-    cfg = ckpt.config
     spiking = ckpt.kind == "student"
     _check_options(max_T, batch_size, energy, energy_samples, reframe, dynamic is not None)
-    val, info = _evaluation_data(path, cfg, dataset, data_dir)
+    val, info, data = _evaluation_data(path, ckpt.config, dataset, data_dir)
+    ckpt = dataclasses.replace(ckpt, config=dataclasses.replace(ckpt.config, data=data))  # the data evaluated on
+    cfg = ckpt.config
     model = model_from_checkpoint(ckpt).to(device)
     loader = make_loader(
         val, batch_size or cfg.train.batch_size, train=False, workers=cfg.data.workers, seed=0, device=device
@@ -103,13 +104,13 @@ def _check_options(
 
 
 def _evaluation_data(path: str | Path, cfg: RunConfig, dataset: str | None, data_dir: str | None):
-    """``(val set, info)``: the checkpoint's own data or the one asked for (``cfg.data`` is updated), checked
-    against the model's classes, channels and (CIFAR) image size."""
+    """``(val set, info, data config)``: the checkpoint's own data or the one asked for (a new data config;
+    ``cfg`` is not changed), checked against the model's classes, channels and (CIFAR) image size."""
     changes = {k: v for k, v in (("dataset", dataset), ("data_dir", data_dir)) if v is not None}
     own = (cfg.data.dataset, cfg.data.data_dir)
-    cfg.data = dataclasses.replace(cfg.data, **changes)
-    if (cfg.data.dataset, cfg.data.data_dir) != own:
-        cfg.data.calib_holdout = 0.0  # another dataset's training split: the student may have seen none of it
+    if (changes.get("dataset", own[0]), changes.get("data_dir", own[1])) != own:
+        changes["calib_holdout"] = 0.0  # another dataset's training split: the student may have seen none of it
+    cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, **changes))
     if not cfg.data.dataset:
         raise SnnkdError(
             f"{path} was trained from the Python API on loaders of its own: pass --dataset (and --data-dir) to "
@@ -128,7 +129,7 @@ def _evaluation_data(path: str | Path, cfg: RunConfig, dataset: str | None, data
             f"{path} takes {cfg.model.in_channels}-channel input but {info.name} has {info.in_channels} channels: "
             f"evaluate it on data like its own ({own[0]})"
         )
-    return val, info
+    return val, info, cfg.data
 
 
 def _exit_energy(res: SweepResult, T: int) -> None:

@@ -19,7 +19,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from snnkd_cli.checkpoint import RUN_FILES, check_fresh_out, save_checkpoint
-from snnkd_cli.config import RunConfig, notes
+from snnkd_cli.config import ModelConfig, RunConfig, freeze, notes
 from snnkd_cli.data import DataInfo, build_datasets, resolved, without_calibration
 from snnkd_cli.data.loaders import check_T_fits, make_loader
 from snnkd_cli.errors import SnnkdError
@@ -64,18 +64,18 @@ def seed_everything(seed: int) -> None:
         pass
 
 
-def _resolve_data(cfg: RunConfig, train: bool = True) -> tuple[Dataset | None, Dataset, DataInfo]:
+def _resolve_data(cfg: RunConfig, train: bool = True) -> tuple[Dataset | None, Dataset, DataInfo, RunConfig]:
+    """The splits, what the data is, and ``cfg`` resolved against it (a new config: classes, channels, image
+    size and augmentation from the data; the ImageNet stem for large images)."""
     tr, val, info = build_datasets(cfg.data, train=train)
     if tr is not None:  # --calib-holdout: the calibration slice of early exit is never trained on
         tr = without_calibration(tr, cfg.data.calib_holdout)
-    cfg.data = resolved(cfg.data, info)
-    cfg.model.num_classes = info.num_classes
-    cfg.model.in_channels = info.in_channels
-    if info.image_size >= 128 and cfg.data.dataset != "imagenet":
-        cfg.model.stem = "imagenet"
+    stem = "imagenet" if info.image_size >= 128 and cfg.data.dataset != "imagenet" else cfg.model.stem
+    model = dataclasses.replace(cfg.model, num_classes=info.num_classes, in_channels=info.in_channels, stem=stem)
+    cfg = dataclasses.replace(cfg, data=resolved(cfg.data, info), model=model)
     if cfg.task == "distill":
         check_T_fits(cfg.train.T, info, "--T")
-    return tr, val, info
+    return tr, val, info, cfg
 
 
 def check_resumable(res: ResumeFile, cfg: RunConfig, reporter: Reporter) -> None:
@@ -166,13 +166,14 @@ class RunCheckpointer(Checkpointer):
             self.writer.flush()
 
 
-def _task(cfg: RunConfig, info: DataInfo, device: torch.device) -> DistillTask | TeacherTask:
-    """Distillation (the teacher loaded and checked against the data) or the teacher's cross-entropy."""
+def _task(cfg: RunConfig, info: DataInfo, device: torch.device) -> tuple[DistillTask | TeacherTask, ModelConfig | None]:
+    """Distillation (the teacher loaded and checked against the data) or the teacher's cross-entropy, and the
+    teacher network's config (None without one)."""
     if cfg.task != "distill":
-        return TeacherTask(info.temporal)
-    teacher = load_teacher(cfg, info, device)
+        return TeacherTask(info.temporal), None
+    teacher, tm = load_teacher(cfg, info, device)
     kd = cfg.kd
-    return DistillTask(teacher, cfg.train.T, kd.loss, kd.alpha, kd.beta, kd.tau, info.temporal)
+    return DistillTask(teacher, cfg.train.T, kd.loss, kd.alpha, kd.beta, kd.tau, info.temporal), tm
 
 
 def _model(cfg: RunConfig, tr: Dataset, info: DataInfo, device: torch.device) -> nn.Module:
@@ -233,15 +234,16 @@ def train(
     reporter = (reporter or Reporter()) if env.is_primary else Reporter()
     # the run's own copy (the caller's is never changed) with what runs: precision "auto" -> bf16 or fp32, sync_bn
     # on for the ImageNet recipe under torchrun; the checkpoints and a resume compare the real values
-    cfg = copy.deepcopy(cfg)
-    cfg.train.precision, cfg.train.sync_bn = resolve_precision(cfg.train.precision, device), resolve_sync_bn(cfg, env)
+    run_train = {"precision": resolve_precision(cfg.train.precision, device), "sync_bn": resolve_sync_bn(cfg, env)}
+    cfg = dataclasses.replace(copy.deepcopy(cfg), train=dataclasses.replace(cfg.train, **run_train))
     if save_every is not None and save_every < 1:
         raise SnnkdError(f"--save-every must be >= 1, got {save_every}")
     if resume is None:
         check_fresh_out(cfg.train.out, overwrite)
     seed_everything(cfg.train.seed)
-    tr, val, info = _resolve_data(cfg)
-    task = _task(cfg, info, device)
+    tr, val, info, cfg = _resolve_data(cfg)
+    task, teacher_model = _task(cfg, info, device)
+    cfg = freeze(dataclasses.replace(cfg, teacher_model=teacher_model))  # resolved once: nothing changes it now
     res = read_resume(resume) if resume is not None else None
     if res is not None:
         check_resumable(res, cfg, reporter)

@@ -16,10 +16,16 @@ from snnkd_cli.errors import SnnkdError
 from snnkd_cli.format import FORMAT
 
 
-def load_teacher(cfg: RunConfig, info: DataInfo, device: torch.device) -> nn.Module | None:
+def load_teacher(cfg: RunConfig, info: DataInfo, device: torch.device) -> tuple[nn.Module | None, ModelConfig | None]:
+    """The teacher of a distillation run, checked against the data, and the config of its network (what the
+    run's ``teacher_model`` records); ``(None, None)`` for ``--loss twce``.
+
+    Raises:
+        SnnkdError: no teacher given, a file of the wrong kind, or classes/channels that differ from the data.
+    """
     kd = cfg.kd
     if kd.loss == "twce":
-        return None
+        return None, None
     if not kd.teacher:
         raise SnnkdError(f"--loss {kd.loss} needs --teacher TEACHER.safetensors (train one with 'snnkd train-teacher')")
     if is_foreign_teacher(kd.teacher, kd.teacher_arch):
@@ -40,11 +46,10 @@ def load_teacher(cfg: RunConfig, info: DataInfo, device: torch.device) -> nn.Mod
         raise SnnkdError(
             f"teacher {kd.teacher} takes {tm.in_channels} input channels but {info.name} has {info.in_channels}"
         )
-    cfg.teacher_model = tm
     teacher = model_from_checkpoint(ckpt).to(device).eval()
     for p in teacher.parameters():
         p.requires_grad_(False)
-    return teacher
+    return teacher, tm
 
 
 FOREIGN_SUFFIXES = (".pth", ".pt", ".bin")
@@ -66,7 +71,7 @@ def is_foreign_teacher(path: str | Path, teacher_arch: str) -> bool:
         return True
 
 
-def load_foreign_teacher(cfg: RunConfig, info: DataInfo, device: torch.device) -> nn.Module:
+def load_foreign_teacher(cfg: RunConfig, info: DataInfo, device: torch.device) -> tuple[nn.Module, ModelConfig]:
     """A teacher trained elsewhere, loaded into the ANN named by ``--teacher-arch``: a state dict in any layout
     :mod:`snnkd_cli.convert` maps (torchvision, timm, the paper's ``{"best_net": ...}`` ANN teachers, snnkd's
     own), read weights-only and converted in memory. Width, stem and input channels come from the weights."""
@@ -88,5 +93,4 @@ def load_foreign_teacher(cfg: RunConfig, info: DataInfo, device: torch.device) -
     tm = ModelConfig(arch=kd.teacher_arch, kind="ann", num_classes=conv.num_classes, in_channels=conv.in_channels)
     tm.width = conv.options.get("width", tm.width)
     tm.stem = conv.options.get("stem", tm.stem)
-    cfg.teacher_model = tm
-    return conv.model.to(device).eval().requires_grad_(False)
+    return conv.model.to(device).eval().requires_grad_(False), tm
