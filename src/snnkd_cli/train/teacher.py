@@ -16,6 +16,17 @@ from snnkd_cli.errors import SnnkdError
 from snnkd_cli.format import FORMAT
 
 
+def _check_fits(teacher: str | Path, num_classes: int, in_channels: int, info: DataInfo) -> None:
+    """A teacher must predict the data's classes from its input channels (one line if not)."""
+    if num_classes != info.num_classes:
+        raise SnnkdError(
+            f"teacher {teacher} has {num_classes} classes but {info.name} has "
+            f"{info.num_classes}: use a teacher trained on this dataset"
+        )
+    if in_channels != info.in_channels:
+        raise SnnkdError(f"teacher {teacher} takes {in_channels} input channels but {info.name} has {info.in_channels}")
+
+
 def load_teacher(cfg: RunConfig, info: DataInfo, device: torch.device) -> tuple[nn.Module | None, ModelConfig | None]:
     """The teacher of a distillation run, checked against the data, and the config of its network (what the
     run's ``teacher_model`` records); ``(None, None)`` for ``--loss twce``.
@@ -37,15 +48,7 @@ def load_teacher(cfg: RunConfig, info: DataInfo, device: torch.device) -> tuple[
             f"--teacher-arch {kd.teacher_arch} contradicts {kd.teacher}, a {tm.arch} checkpoint: "
             "drop --teacher-arch (it is for .pth/.pt state dicts)"
         )
-    if tm.num_classes != info.num_classes:
-        raise SnnkdError(
-            f"teacher {kd.teacher} has {tm.num_classes} classes but {info.name} has "
-            f"{info.num_classes}: use a teacher trained on this dataset"
-        )
-    if tm.in_channels != info.in_channels:
-        raise SnnkdError(
-            f"teacher {kd.teacher} takes {tm.in_channels} input channels but {info.name} has {info.in_channels}"
-        )
+    _check_fits(kd.teacher, tm.num_classes, tm.in_channels, info)
     teacher = model_from_checkpoint(ckpt).to(device).eval()
     for p in teacher.parameters():
         p.requires_grad_(False)
@@ -81,15 +84,7 @@ def load_foreign_teacher(cfg: RunConfig, info: DataInfo, device: torch.device) -
     state = read_state_dict(path)
     label = f"--teacher-arch {kd.teacher_arch}"
     conv = convert_state(state, kd.teacher_arch, "ann", source=str(path), label=label, kind_option=None)
-    if conv.num_classes != info.num_classes:
-        raise SnnkdError(
-            f"teacher {path} has {conv.num_classes} classes but {info.name} has "
-            f"{info.num_classes}: use a teacher trained on this dataset"
-        )
-    if conv.in_channels != info.in_channels:
-        raise SnnkdError(
-            f"teacher {path} takes {conv.in_channels} input channels but {info.name} has {info.in_channels}"
-        )
+    _check_fits(path, conv.num_classes, conv.in_channels, info)
     tm = ModelConfig(arch=kd.teacher_arch, kind="ann", num_classes=conv.num_classes, in_channels=conv.in_channels)
     tm.width = conv.options.get("width", tm.width)
     tm.stem = conv.options.get("stem", tm.stem)
