@@ -327,3 +327,32 @@ def test_synthetic_events_deterministic_and_learnable() -> None:
     seq, mean_image = nearest_mean(lambda v: v.flatten(1)), nearest_mean(lambda v: v.mean(1).flatten(1))
     assert seq > 0.8  # chance is 0.1
     assert mean_image < seq - 0.2  # pairs differ only in the order of their frames
+
+
+@pytest.mark.slow
+def test_the_cifar10dvs_preset_runs_end_to_end_on_small_files(cli, tmp_path):
+    """The paper's CIFAR10-DVS recipe (T=10, batch 32, ResNet-19 teacher and student) through the CLI on
+    recordings written here: preprocess, train-teacher, distill, eval-sweep; the stored configs are the preset's."""
+    from snnkd_cli.checkpoint import load_checkpoint
+
+    make_cifar10dvs_tree(tmp_path / "src", per_class=12, classes=3, events=2000, seed=2)
+    res = cli(["preprocess-dvs", tmp_path / "src", tmp_path / "cache", "--size", "16"])
+    assert res.exit_code == 0, res.output
+    common = ["--dataset", "cifar10dvs", "--data-dir", tmp_path / "cache", "--width", "4", "--epochs", "1"]
+    res = cli(["train-teacher", *common, "--out", tmp_path / "t"])
+    assert res.exit_code == 0, res.output
+    res = cli(["distill", *common, "--teacher", tmp_path / "t" / "best.safetensors", "--out", tmp_path / "s"])
+    assert res.exit_code == 0, res.output
+    cfg = load_checkpoint(tmp_path / "s" / "best.safetensors").config
+    assert (cfg.train.T, cfg.train.batch_size, cfg.model.arch, cfg.teacher_model.arch) == (
+        10,
+        32,
+        "resnet19",
+        "resnet19",
+    )
+    assert (cfg.data.frames, cfg.data.image_size, cfg.data.resize, cfg.model.in_channels) == (10, 16, "bilinear", 2)
+    assert cfg.data.augment == "dvs" and cfg.kd.loss == "full-range"
+    res = cli(["eval-sweep", tmp_path / "s" / "best.safetensors", "--json", tmp_path / "sweep.json"])
+    assert res.exit_code == 0, res.output
+    (entry,) = json.loads((tmp_path / "sweep.json").read_text())["checkpoints"]
+    assert [r["T"] for r in entry["results"]] == list(range(1, 11)) and entry["train_T"] == 10, entry
