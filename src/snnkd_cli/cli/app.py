@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import functools
-import inspect
 import os
 import sys
-from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -14,43 +11,19 @@ import typer
 
 from snnkd_cli import __version__
 from snnkd_cli.cli._runner import bare_resume, handle_errors
+from snnkd_cli.cli._training import _train, training_command
 from snnkd_cli.cli.import_cmd import import_command
 from snnkd_cli.cli.options import (
-    Augment,
-    BatchSize,
     CalibFraction,
     CalibHoldout,
-    ChannelsLast,
-    Compile,
-    DataDir,
-    Dataset,
-    Download,
     Energy,
     EnergySamples,
-    Epochs,
     EvalExitRule,
-    ImageSize,
-    Lr,
     MaxDrop,
-    MaxSteps,
-    NeuronPrecision,
-    Out,
-    Overwrite,
     Precision,
-    Resize,
-    Resume,
-    SaveEvery,
     SaveThreshold,
-    Schedule,
-    Seed,
-    SyncBN,
-    TensorBoard,
     Threads,
     Thresholds,  # shared by train-teacher and distill
-    Warmup,
-    WeightDecay,
-    Width,
-    Workers,
 )
 from snnkd_cli.errors import SnnkdError
 
@@ -78,66 +51,6 @@ def root(
     ] = None,
 ) -> None:
     """Full-range logit distillation of spiking neural networks (ICML 2025 method)."""
-
-
-def _training_options(
-    dataset: Dataset = "synthetic",
-    data_dir: DataDir = Path("./data"),
-    download: Download = False,
-    image_size: ImageSize = None,
-    width: Width = None,
-    epochs: Epochs = None,
-    batch_size: BatchSize = None,
-    lr: Lr = None,
-    weight_decay: WeightDecay = None,
-    warmup_epochs: Warmup = None,
-    schedule: Schedule = None,
-    augment: Augment = None,
-    resize: Resize = None,
-    seed: Seed = 60,
-    workers: Workers = None,
-    threads: Threads = None,
-    out: Out = None,
-    precision: Precision = "auto",
-    neuron_precision: NeuronPrecision = None,
-    channels_last: ChannelsLast = False,
-    compile: Compile = False,
-    max_steps: MaxSteps = None,
-    sync_bn: SyncBN = None,
-    resume: Resume = None,
-    overwrite: Overwrite = False,
-    save_every: SaveEvery = None,
-    tensorboard: TensorBoard = False,
-) -> None:
-    """The options ``train-teacher`` and ``distill`` share (the dataset's recipe where None)."""
-
-
-def training_command(fn: Callable) -> Callable:
-    """Give ``fn(own options, **shared)`` the options of :func:`_training_options` after its own, for Typer
-    (which reads the signature and the annotations): one list of shared options, not two copies."""
-    own = [p for p in inspect.signature(fn, eval_str=True).parameters.values() if p.kind is not p.VAR_KEYWORD]
-    shared = list(inspect.signature(_training_options, eval_str=True).parameters.values())
-
-    @functools.wraps(fn)
-    def wrapper(**kwargs: Any) -> None:
-        return fn(**kwargs)
-
-    wrapper.__signature__ = inspect.Signature([*own, *shared], return_annotation=None)  # type: ignore[attr-defined]
-    wrapper.__annotations__ = {**_training_options.__annotations__, **fn.__annotations__}
-    wrapper.__annotations__.pop("shared", None)
-    return wrapper
-
-
-def _train(task: str, opts: dict) -> None:
-    """Build the run's config from the command's options (the recipe where None) and train."""
-    from snnkd_cli.cli.commands import run_training
-    from snnkd_cli.config import from_preset
-
-    run_opts = {k: opts.pop(k) for k in ("resume", "overwrite", "save_every", "tensorboard", "threads")}
-    dataset = opts.pop("dataset")
-    opts["data_dir"] = str(opts["data_dir"])
-    opts["out"] = str(opts["out"]) if opts["out"] is not None else None
-    run_training(from_preset(task, dataset, **opts), **run_opts)
 
 
 @app.command("train-teacher")
@@ -252,8 +165,21 @@ def eval_sweep(
     data = str(data_dir) if data_dir else None
     dyn = dynamic_options(dynamic, exit_rule, thresholds, max_drop, calib_fraction, save_threshold)
     energy_n = energy_samples if energy else None
-    args = (checkpoints, max_T, dataset, data, batch_size, precision, json_path, csv_path, reframe, energy_n)
-    run_sweep(*args, dyn, save_threshold, threads)
+    run_sweep(
+        checkpoints,
+        max_T=max_T,
+        dataset=dataset,
+        data_dir=data,
+        batch_size=batch_size,
+        precision=precision,
+        json_path=json_path,
+        csv_path=csv_path,
+        reframe=reframe,
+        energy=energy_n,
+        dynamic=dyn,
+        save_threshold=save_threshold,
+        threads=threads,
+    )
 
 
 @app.command()
@@ -300,7 +226,17 @@ def predict(
     """Classify image files (or event frames) with a checkpoint: class, probability and steps used per input."""
     from snnkd_cli.cli.commands import run_predict
 
-    code = run_predict(checkpoint, inputs, T, dynamic, threshold, exit_rule, batch_size, json_path, threads)
+    code = run_predict(
+        checkpoint,
+        inputs,
+        T=T,
+        dynamic=dynamic,
+        threshold=threshold,
+        exit_rule=exit_rule,
+        batch_size=batch_size,
+        json_path=json_path,
+        threads=threads,
+    )
     if code:
         raise typer.Exit(code)
 
@@ -322,7 +258,16 @@ def quickstart(
     """Teacher, full-range student and sweep on the built-in synthetic data (a few minutes on a CPU)."""
     from snnkd_cli.cli.commands import run_quickstart
 
-    run_quickstart(out, teacher_epochs, student_epochs, T, max_T, precision, overwrite, threads)
+    run_quickstart(
+        out,
+        teacher_epochs=teacher_epochs,
+        student_epochs=student_epochs,
+        T=T,
+        max_T=max_T,
+        precision=precision,
+        overwrite=overwrite,
+        threads=threads,
+    )
 
 
 @app.command("preprocess-dvs")
@@ -348,7 +293,9 @@ def preprocess_dvs(
     """Turn event recordings into cached frames [T, 2, H, W] (safetensors) for --dataset cifar10dvs."""
     from snnkd_cli.cli.commands import run_preprocess_dvs
 
-    run_preprocess_dvs(src, out, frames, split_by, size, split, workers, resize)
+    run_preprocess_dvs(
+        src, out, frames=frames, split_by=split_by, size=size, split=split, workers=workers, resize=resize
+    )
 
 
 @app.command()
@@ -385,7 +332,7 @@ def export(
     """Export a checkpoint to BN-folded safetensors, a single-step ONNX graph or NIR, verified before it is written."""
     from snnkd_cli.cli.commands import run_export
 
-    run_export(checkpoint, fmt, out, verify_T)
+    run_export(checkpoint, fmt=fmt, out=out, verify_T=verify_T)
 
 
 def main() -> None:

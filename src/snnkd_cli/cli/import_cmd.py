@@ -58,4 +58,16 @@ def import_command(
     if soft_reset and hard_reset:
         raise SnnkdError("--soft-reset and --hard-reset contradict each other: give one (or neither: the recipe's)")
     reset = True if soft_reset else False if hard_reset else None
-    run_import(src, out, arch, kind, dataset, T, data_dir, image_size, decay, reset, overwrite)
+    run_import(
+        src,
+        out,
+        arch=arch,
+        kind=kind,
+        dataset=dataset,
+        T=T,
+        data_dir=data_dir,
+        image_size=image_size,
+        decay=decay,
+        soft_reset=reset,
+        overwrite=overwrite,
+    )

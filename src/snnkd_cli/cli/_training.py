@@ -1,0 +1,99 @@
+"""The options ``train-teacher`` and ``distill`` share, declared once, and the hand-off to the training run."""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from snnkd_cli.cli.options import (
+    Augment,
+    BatchSize,
+    ChannelsLast,
+    Compile,
+    DataDir,
+    Dataset,
+    Download,
+    Epochs,
+    ImageSize,
+    Lr,
+    MaxSteps,
+    NeuronPrecision,
+    Out,
+    Overwrite,
+    Precision,
+    Resize,
+    Resume,
+    SaveEvery,
+    Schedule,
+    Seed,
+    SyncBN,
+    TensorBoard,
+    Threads,
+    Warmup,
+    WeightDecay,
+    Width,
+    Workers,
+)
+
+
+def _training_options(
+    dataset: Dataset = "synthetic",
+    data_dir: DataDir = Path("./data"),
+    download: Download = False,
+    image_size: ImageSize = None,
+    width: Width = None,
+    epochs: Epochs = None,
+    batch_size: BatchSize = None,
+    lr: Lr = None,
+    weight_decay: WeightDecay = None,
+    warmup_epochs: Warmup = None,
+    schedule: Schedule = None,
+    augment: Augment = None,
+    resize: Resize = None,
+    seed: Seed = 60,
+    workers: Workers = None,
+    threads: Threads = None,
+    out: Out = None,
+    precision: Precision = "auto",
+    neuron_precision: NeuronPrecision = None,
+    channels_last: ChannelsLast = False,
+    compile: Compile = False,
+    max_steps: MaxSteps = None,
+    sync_bn: SyncBN = None,
+    resume: Resume = None,
+    overwrite: Overwrite = False,
+    save_every: SaveEvery = None,
+    tensorboard: TensorBoard = False,
+) -> None:
+    """The options ``train-teacher`` and ``distill`` share (the dataset's recipe where None)."""
+
+
+def training_command(fn: Callable) -> Callable:
+    """Give ``fn(own options, **shared)`` the options of :func:`_training_options` after its own, for Typer
+    (which reads the signature and the annotations): one list of shared options, not two copies."""
+    own = [p for p in inspect.signature(fn, eval_str=True).parameters.values() if p.kind is not p.VAR_KEYWORD]
+    shared = list(inspect.signature(_training_options, eval_str=True).parameters.values())
+
+    @functools.wraps(fn)
+    def wrapper(**kwargs: Any) -> None:
+        return fn(**kwargs)
+
+    wrapper.__signature__ = inspect.Signature([*own, *shared], return_annotation=None)  # type: ignore[attr-defined]
+    # evaluated here: the string annotations name options this module imports, not the command's module
+    wrapper.__annotations__ = {p.name: p.annotation for p in [*own, *shared]}
+    return wrapper
+
+
+def _train(task: str, opts: dict) -> None:
+    """Build the run's config from the command's options (the recipe where None) and train."""
+    from snnkd_cli.cli.commands import run_training
+    from snnkd_cli.config import from_preset
+
+    run_opts = {k: opts.pop(k) for k in ("resume", "overwrite", "save_every", "tensorboard", "threads")}
+    dataset = opts.pop("dataset")
+    opts["data_dir"] = str(opts["data_dir"])
+    opts["out"] = str(opts["out"]) if opts["out"] is not None else None
+    run_training(from_preset(task, dataset, **opts), **run_opts)
