@@ -192,19 +192,21 @@ class _Tally:
 
     loss_sum: torch.Tensor
     correct: torch.Tensor
+    deferred: bool = False  # the losses are checked at the reads (CUDA), not by train_step
     pending: list[torch.Tensor] = field(default_factory=list)  # losses ``[]`` of the steps since the last read
 
     @classmethod
-    def start(cls, st: LoopState, device: torch.device) -> _Tally:
+    def start(cls, st: LoopState, device: torch.device, deferred: bool) -> _Tally:
         """Continue from ``st``'s figures (a resumed epoch starts from the saved sums)."""
         loss_sum = torch.tensor(st.loss_sum, dtype=torch.float64, device=device)
-        return cls(loss_sum, torch.tensor(st.correct, dtype=torch.int64, device=device))
+        return cls(loss_sum, torch.tensor(st.correct, dtype=torch.int64, device=device), deferred)
 
     def add(self, loss: torch.Tensor, logits: torch.Tensor, y: torch.Tensor) -> None:
         """One step: ``loss []``, ``logits [B, C]``, ``y [B]``, all on the device (no sync)."""
         self.loss_sum += loss.double() * len(y)
         self.correct += (logits.argmax(-1) == y).sum()
-        self.pending.append(loss)
+        if self.deferred:  # else train_step checked it already
+            self.pending.append(loss)
 
     def read(self, st: LoopState, first_step: int) -> None:
         """Check the unread losses (steps ``first_step + 1``...), then copy the sums into ``st`` (one sync).
@@ -332,8 +334,8 @@ class _Run:
         if loader.generator is not None:  # worker seeds depend on (seed, epoch) only
             loader.generator.manual_seed(cfg.seed * 1_000_003 + st.epoch)
         # on CUDA the loss and accuracy stay on the device between reads (a read waits for the GPU)
-        every, tally, first = _read_every(self.device), _Tally.start(st, self.device), st.step
-        stats = _running(st)
+        every, first = _read_every(self.device), st.step
+        tally, stats = _Tally.start(st, self.device, deferred=every > 1), _running(st)
         for x, y in loader:
             if st.step >= steps:
                 break
@@ -342,7 +344,7 @@ class _Run:
             y = y.to(self.device, non_blocking=True)
             try:
                 step = (self.model, self.task, x, y, self.optim, cfg.precision, self.device, self.net)
-                loss, logits = train_step(*step, check_finite=every == 1)  # deferred to the reads on CUDA
+                loss, logits = train_step(*step, check_finite=not tally.deferred)  # at the reads on CUDA
             except SnnkdError as e:
                 raise SnnkdError(_diverged(e.message, st.epoch, st.step + 1)) from None
             st.step += 1
