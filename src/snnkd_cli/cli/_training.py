@@ -37,6 +37,7 @@ from snnkd_cli.cli.options import (
     Width,
     Workers,
 )
+from snnkd_cli.errors import SnnkdError
 
 
 def _training_options(
@@ -97,3 +98,14 @@ def _train(task: str, opts: dict) -> None:
     opts["data_dir"] = str(opts["data_dir"])
     opts["out"] = str(opts["out"]) if opts["out"] is not None else None
     run_training(from_preset(task, dataset, **opts), **run_opts)
+
+
+def reset_choice(soft_reset: bool, hard_reset: bool) -> bool | None:
+    """``--soft-reset``/``--hard-reset`` as the config's ``soft_reset``: True, False, or None (the recipe's).
+
+    Raises:
+        SnnkdError: both given.
+    """
+    if soft_reset and hard_reset:
+        raise SnnkdError("--soft-reset and --hard-reset contradict each other: give one (or neither: the recipe's)")
+    return True if soft_reset else False if hard_reset else None

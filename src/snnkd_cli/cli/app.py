@@ -11,7 +11,7 @@ import typer
 
 from snnkd_cli import __version__
 from snnkd_cli.cli._runner import bare_resume, handle_errors
-from snnkd_cli.cli._training import _train, training_command
+from snnkd_cli.cli._training import _train, reset_choice, training_command
 from snnkd_cli.cli.import_cmd import import_command
 from snnkd_cli.cli.options import (
     CalibFraction,
@@ -25,7 +25,6 @@ from snnkd_cli.cli.options import (
     Threads,
     Thresholds,  # shared by train-teacher and distill
 )
-from snnkd_cli.errors import SnnkdError
 
 app = typer.Typer(
     name="snnkd",
@@ -101,9 +100,7 @@ def distill(
 ) -> None:
     """Distil a spiking student from an ANN teacher so that it works at every T from 1 to Tmax."""
     opts = {k: v for k, v in locals().items() if k != "shared"} | shared
-    if soft_reset and hard_reset:
-        raise SnnkdError("--soft-reset and --hard-reset contradict each other: give one (or neither: the recipe's)")
-    opts["soft_reset"] = True if soft_reset else False if opts.pop("hard_reset") else None
+    opts["soft_reset"] = reset_choice(soft_reset, opts.pop("hard_reset"))
     opts["arch"] = opts.pop("student_arch")
     opts["teacher"] = str(teacher) if teacher else None
     _train("distill", opts)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Any
 
 from snnkd_cli.checkpoint import load_checkpoint, read_metadata, run_files_in
 from snnkd_cli.cli._output import (
@@ -292,34 +293,10 @@ def run_export(checkpoint: Path, fmt: str, out: Path | None, verify_T: int | Non
     out_console.print(export_table(summary), crop=False)
 
 
-def run_import(
-    src: Path,
-    out: Path,
-    arch: str,
-    kind: str,
-    dataset: str,
-    T: int | None,
-    data_dir: Path,
-    image_size: int | None,
-    decay: float | None,
-    soft_reset: bool | None,
-    overwrite: bool,
-) -> None:
-    """Convert ``src`` into a snnkd checkpoint at ``out``, then print what was written and what to run next."""
+def run_import(src: Path, out: Path, **options: Any) -> None:
+    """Convert ``src`` into a snnkd checkpoint at ``out`` (``options``: :func:`import_checkpoint`'s keywords),
+    then print what was written and what to run next."""
     from snnkd_cli.cli._output import import_table
     from snnkd_cli.convert.importer import import_checkpoint
 
-    report = import_checkpoint(
-        src,
-        out,
-        arch=arch,
-        kind=kind,
-        dataset=dataset,
-        T=T,
-        data_dir=data_dir,
-        image_size=image_size,
-        decay=decay,
-        soft_reset=soft_reset,
-        overwrite=overwrite,
-    )
-    out_console.print(import_table(report), crop=False)
+    out_console.print(import_table(import_checkpoint(src, out, **options)), crop=False)

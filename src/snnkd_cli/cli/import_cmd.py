@@ -8,8 +8,8 @@ from typing import Annotated
 
 import typer
 
+from snnkd_cli.cli._training import reset_choice
 from snnkd_cli.cli.options import DataDir, ImageSize
-from snnkd_cli.errors import SnnkdError
 
 
 def import_command(
@@ -55,9 +55,6 @@ def import_command(
     """Import weights trained elsewhere (the paper's code, torchvision, timm) as a snnkd checkpoint."""
     from snnkd_cli.cli.commands import run_import
 
-    if soft_reset and hard_reset:
-        raise SnnkdError("--soft-reset and --hard-reset contradict each other: give one (or neither: the recipe's)")
-    reset = True if soft_reset else False if hard_reset else None
     run_import(
         src,
         out,
@@ -68,6 +65,6 @@ def import_command(
         data_dir=data_dir,
         image_size=image_size,
         decay=decay,
-        soft_reset=reset,
+        soft_reset=reset_choice(soft_reset, hard_reset),
         overwrite=overwrite,
     )
