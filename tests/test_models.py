@@ -80,3 +80,33 @@ def test_input_adapters():
     torch.testing.assert_close(teacher_input(frames, True), frames.mean(1))
     with pytest.raises(ValueError, match="T>=6"):
         time_major(frames, 6, temporal=True)
+
+
+@pytest.mark.parametrize(
+    "name,kind,kw,message",
+    [
+        ("resnet18", "snn", {"colour": 1}, "unexpected model option(s): colour"),
+        ("sew_resnet18", "snn", {"colour": 1, "alpha": 2}, "unexpected model option(s): alpha, colour"),
+        ("resnet19", "ann", {"depth": 3}, "unexpected model option(s): depth (resnet19 has a fixed depth)"),
+        ("ms_resnet18", "snn", {"stem": "tiny"}, "unknown stem 'tiny': choose cifar or imagenet"),
+        ("tv_resnet18", "ann", {"stem": "tiny"}, "unknown stem 'tiny': choose cifar or imagenet"),
+        ("spikformer", "snn", {"width": 1}, "--width must be >= 2 for this model, got 1"),
+        ("tv_resnet34", "ann", {"width": 32}, "its width is 64 (got --width 32)"),
+    ],
+)
+def test_architecture_options_are_checked_in_one_place(name, kind, kw, message):
+    with pytest.raises(SnnkdError) as e:
+        create_model(name, 10, kind=kind, **kw)
+    assert message in str(e.value)
+
+
+def test_network_defaults_apply_where_options_are_not_given():
+    """preact_resnet34 defaults to the ImageNet recipe (7x7 stem, decay 0.2, soft reset); tv_resnet to the
+    ImageNet stem; a given option wins over both."""
+    pre = create_model("preact_resnet34", 10, kind="snn", width=8)
+    lifs = [m for m in pre.modules() if isinstance(m, neuron.LIFNode)]
+    assert pre.stem[0].kernel_size == (7, 7) and all(m.v_reset is None and m.tau == 1.25 for m in lifs)
+    cifar = create_model("preact_resnet34", 10, kind="snn", width=8, stem="cifar", soft_reset=False)
+    assert cifar.stem[0].kernel_size == (3, 3)
+    assert all(m.v_reset == 0.0 for m in cifar.modules() if isinstance(m, neuron.LIFNode))
+    assert create_model("tv_resnet18", 10, kind="ann").conv1.kernel_size == (7, 7)

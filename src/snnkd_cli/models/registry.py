@@ -6,9 +6,11 @@ and ``kind="ann"`` (teachers, ``[B,...] -> [B,C]``).
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import inspect
 from collections.abc import Callable
+from dataclasses import dataclass
 from importlib.metadata import entry_points
 
 from torch import nn
@@ -33,6 +35,70 @@ def register_model(kind: str, name: str, **info: str) -> Callable[[Callable[...,
         _REGISTRY[(kind, name)] = fn
         _INFO[(kind, name)] = dict(info)
         return fn
+
+    return deco
+
+
+@dataclass(frozen=True)
+class ArchOptions:
+    """The architecture options ``create_model(name, num_classes, **kw)`` hands a registered network.
+
+    A network ignores what it has no use for (an ANN's ``decay``); a key not named here is refused.
+    """
+
+    in_channels: int = 3
+    width: int = 64
+    stem: str = "cifar"  # "cifar": small-image layout (3x3 stride-1 stem); "imagenet": 7x7/2 stem + max-pool
+    decay: float = 0.5  # LIF leak
+    soft_reset: bool = False
+    depth: int | None = None  # transformers: blocks (None: the model's own)
+
+    def __post_init__(self) -> None:
+        if self.stem not in ("cifar", "imagenet"):
+            raise SnnkdError(f"unknown stem '{self.stem}': choose cifar or imagenet")
+
+    @property
+    def cifar(self) -> bool:
+        """True for the CIFAR-size layout."""
+        return self.stem == "cifar"
+
+    def least_width(self, least: int) -> int:
+        """``width``, refused in one line below ``least``."""
+        if self.width < least:
+            raise SnnkdError(f"--width must be >= {least} for this model, got {self.width}")
+        return self.width
+
+    @classmethod
+    def parse(cls, kw: dict, defaults: dict | None = None) -> ArchOptions:
+        """``create_model``'s keywords over the network's ``defaults``; an unknown key is refused in one line."""
+        extra = set(kw) - {f.name for f in dataclasses.fields(cls)}
+        if extra:
+            raise SnnkdError(f"unexpected model option(s): {', '.join(sorted(extra))}")
+        return cls(**{**(defaults or {}), **kw})
+
+
+Build = Callable[[int, ArchOptions], nn.Module]
+
+
+def register_arch(
+    kind: str, name: str, defaults: dict | None = None, takes_depth: bool = False, **info: str
+) -> Callable[[Build], Build]:
+    """:func:`register_model` for ``build(num_classes, o: ArchOptions)``: the keywords are parsed in one place.
+
+    ``defaults`` overrides :class:`ArchOptions`' own for this network (e.g. ``{"stem": "imagenet"}``);
+    ``depth`` is refused unless ``takes_depth``.
+    """
+
+    def deco(build: Build) -> Build:
+        def factory(num_classes: int, **kw) -> nn.Module:
+            if not takes_depth and kw.get("depth") is not None:
+                raise SnnkdError(f"unexpected model option(s): depth ({name} has a fixed depth)")
+            return build(num_classes, ArchOptions.parse(kw, defaults))
+
+        factory.__name__, factory.__qualname__, factory.__doc__ = build.__name__, build.__qualname__, build.__doc__
+
+        register_model(kind, name, **info)(factory)
+        return build
 
     return deco
 

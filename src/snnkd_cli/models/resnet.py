@@ -17,7 +17,7 @@ from torch import nn
 
 from snnkd_cli.errors import SnnkdError
 from snnkd_cli.models.neurons import make_lif
-from snnkd_cli.models.registry import register_model
+from snnkd_cli.models.registry import ArchOptions, register_arch
 
 
 class Ops:
@@ -180,24 +180,20 @@ class ResNet(nn.Module):
         return self.stem_pool(self.stem_act(h.unsqueeze(0).expand(T, *h.shape)))
 
 
-def _ops(kind: str, kw: dict) -> Ops:
-    return Ops(kind == "snn", kw.pop("decay", 0.5), kw.pop("soft_reset", False))
+def _ops(kind: str, o: ArchOptions) -> Ops:
+    return Ops(kind == "snn", o.decay, o.soft_reset)
 
 
-def _basic(
-    kind: str, layers: list[int], num_classes: int, in_channels: int = 3, width: int = 64, stem: str = "cifar", **kw
-) -> ResNet:
-    ops = _ops(kind, kw)
-    _no_extra(kw)
-    w = [width, 2 * width, 4 * width, 8 * width][: len(layers)]
-    return _init(kind, ResNet(ops, BasicBlock, layers, w, [1, 2, 2, 2], num_classes, in_channels, stem))
+def _basic(kind: str, layers: list[int], num_classes: int, o: ArchOptions) -> ResNet:
+    w = [o.width, 2 * o.width, 4 * o.width, 8 * o.width][: len(layers)]
+    return _init(kind, ResNet(_ops(kind, o), BasicBlock, layers, w, [1, 2, 2, 2], num_classes, o.in_channels, o.stem))
 
 
-def _resnet19(kind: str, num_classes: int, in_channels: int = 3, width: int = 64, stem: str = "cifar", **kw) -> ResNet:
-    ops = _ops(kind, kw)
-    _no_extra(kw)
-    w = [2 * width, 4 * width, 8 * width]  # 128/256/512 at width 64
-    net = ResNet(ops, BasicBlock, [3, 3, 2], w, [1, 2, 2], num_classes, in_channels, stem, head_hidden=4 * width)
+def _resnet19(kind: str, num_classes: int, o: ArchOptions) -> ResNet:
+    w = [2 * o.width, 4 * o.width, 8 * o.width]  # 128/256/512 at width 64
+    net = ResNet(
+        _ops(kind, o), BasicBlock, [3, 3, 2], w, [1, 2, 2], num_classes, o.in_channels, o.stem, head_hidden=4 * o.width
+    )
     return _init(kind, net)
 
 
@@ -207,58 +203,55 @@ def _init(kind: str, net: ResNet) -> ResNet:
     return kaiming_init(net) if kind == "ann" else net
 
 
-def _no_extra(kw: dict) -> None:
-    if kw:
-        raise SnnkdError(f"unexpected model option(s): {', '.join(sorted(kw))}")
-
-
-def _register_both(name: str, build: Callable[..., nn.Module]) -> None:
+def _register_both(name: str, build: Callable[[str, int, ArchOptions], nn.Module]) -> None:
     for kind in ("snn", "ann"):
-        register_model(kind, name)(lambda num_classes, _k=kind, **kw: build(_k, num_classes, **kw))
+        register_arch(kind, name)(lambda num_classes, o, _k=kind: build(_k, num_classes, o))
 
 
-_register_both("resnet18", lambda kind, nc, **kw: _basic(kind, [2, 2, 2, 2], nc, **kw))
+_register_both("resnet18", lambda kind, nc, o: _basic(kind, [2, 2, 2, 2], nc, o))
 _register_both("resnet19", _resnet19)
 
 
-@register_model("ann", "resnet34")
-def ann_resnet34(num_classes: int, in_channels: int = 3, width: int = 64, stem: str = "cifar") -> nn.Module:
+@register_arch("ann", "resnet34")
+def ann_resnet34(num_classes: int, o: ArchOptions) -> nn.Module:
     """ANN ResNet-34 teacher: CIFAR stem (3x3 conv), or torchvision's own model for the ImageNet stem."""
-    if stem == "imagenet":
-        if width != 64:
-            raise SnnkdError("the ImageNet-stem resnet34 is torchvision's model: --width must be 64")
-        net = torchvision.models.resnet34(num_classes=num_classes)
-        if in_channels != 3:  # torchvision initialised the rest the same way
-            net.conv1 = kaiming_init(nn.Conv2d(in_channels, 64, 7, 2, 3, bias=False))
-        return net
-    return _basic("ann", [3, 4, 6, 3], num_classes, in_channels, width, stem)
+    if o.cifar:
+        return _basic("ann", [3, 4, 6, 3], num_classes, o)
+    if o.width != 64:
+        raise SnnkdError("the ImageNet-stem resnet34 is torchvision's model: --width must be 64")
+    net = torchvision.models.resnet34(num_classes=num_classes)
+    if o.in_channels != 3:  # torchvision initialised the rest the same way
+        net.conv1 = kaiming_init(nn.Conv2d(o.in_channels, 64, 7, 2, 3, bias=False))
+    return net
 
 
-@register_model("snn", "resnet34")
-def snn_resnet34(num_classes: int, **kw) -> nn.Module:
+@register_arch("snn", "resnet34")
+def snn_resnet34(num_classes: int, o: ArchOptions) -> nn.Module:
     """Spiking ResNet-34 with BasicBlocks (post-activation)."""
-    return _basic("snn", [3, 4, 6, 3], num_classes, **kw)
+    return _basic("snn", [3, 4, 6, 3], num_classes, o)
 
 
-@register_model("snn", "preact_resnet34")
-def snn_preact_resnet34(
-    num_classes: int,
-    in_channels: int = 3,
-    width: int = 64,
-    stem: str = "imagenet",
-    decay: float = 0.2,
-    soft_reset: bool = True,
-) -> nn.Module:
+@register_arch("snn", "preact_resnet34", defaults={"stem": "imagenet", "decay": 0.2, "soft_reset": True})
+def snn_preact_resnet34(num_classes: int, o: ArchOptions) -> nn.Module:
     """The paper's spiking PreAct-ResNet-34 (ImageNet student), ``[T, B, C, H, W] -> [T, B, classes]``.
 
     Stem: conv 7x7/2 with bias -> BN -> max-pool 3/2, no LIF (``stem="cifar"``: conv 3x3/1, no pool);
     then :class:`PreActBlock` x [3, 4, 6, 3] at 64/128/256/512 channels (32 LIF layers), average pool
     of the real-valued residual stream (no final BN or LIF), linear head. Convolutions are initialised
-    kaiming-normal (fan_out), BN to 1/0. 21,806,184 parameters at 1,000 classes.
+    kaiming-normal (fan_out), BN to 1/0. 21,806,184 parameters at 1,000 classes. Defaults: ImageNet stem,
+    decay 0.2, soft reset (the paper's ImageNet recipe).
     """
-    ops = Ops(True, decay, soft_reset)
-    w = [width, 2 * width, 4 * width, 8 * width]
+    w = [o.width, 2 * o.width, 4 * o.width, 8 * o.width]
     net = ResNet(
-        ops, PreActBlock, [3, 4, 6, 3], w, [1, 2, 2, 2], num_classes, in_channels, stem, stem_act=False, stem_bias=True
+        _ops("snn", o),
+        PreActBlock,
+        [3, 4, 6, 3],
+        w,
+        [1, 2, 2, 2],
+        num_classes,
+        o.in_channels,
+        o.stem,
+        stem_act=False,
+        stem_bias=True,
     )
     return kaiming_init(net)

@@ -13,46 +13,43 @@ import torchvision
 from torch import nn
 
 from snnkd_cli.errors import SnnkdError
-from snnkd_cli.models.registry import register_model
+from snnkd_cli.models.registry import ArchOptions, register_arch
 
 DEPTHS = (18, 34, 50)
 
 
-def tv_resnet(
-    depth: int, num_classes: int, in_channels: int = 3, width: int = 64, stem: str = "imagenet"
-) -> torchvision.models.ResNet:
+def tv_resnet(depth: int, num_classes: int, o: ArchOptions) -> torchvision.models.ResNet:
     """torchvision's ResNet-``depth`` with ``in_channels`` inputs and the given stem.
 
     Args:
         depth: 18, 34 or 50.
         num_classes: size of ``fc``'s output.
-        in_channels: input channels (3 for images, 2 for event frames); ``conv1`` is rebuilt when not 3.
-        width: must be 64 (torchvision's models have fixed widths).
-        stem: ``"imagenet"`` (7x7/2 conv + max-pool, torchvision's) or ``"cifar"`` (3x3/1 conv, no max-pool).
+        o: ``in_channels`` (3 for images, 2 for event frames; ``conv1`` is rebuilt when not 3); ``width``
+            (must be 64: torchvision's models have fixed widths); ``stem``, ``"imagenet"`` (7x7/2 conv +
+            max-pool, torchvision's; the default here) or ``"cifar"`` (3x3/1 conv, no max-pool).
     """
-    if width != 64:
-        raise SnnkdError(f"tv_resnet{depth} is torchvision's model: its width is 64 (got --width {width})")
-    if stem not in ("cifar", "imagenet"):
-        raise SnnkdError(f"unknown stem '{stem}': choose cifar or imagenet")
+    if o.width != 64:
+        raise SnnkdError(f"tv_resnet{depth} is torchvision's model: its width is 64 (got --width {o.width})")
     net = getattr(torchvision.models, f"resnet{depth}")(num_classes=num_classes)
-    if stem == "cifar":
-        net.conv1 = nn.Conv2d(in_channels, 64, 3, 1, 1, bias=False)
+    if o.cifar:
+        net.conv1 = nn.Conv2d(o.in_channels, 64, 3, 1, 1, bias=False)
         net.maxpool = nn.Identity()
-    elif in_channels != 3:
-        net.conv1 = nn.Conv2d(in_channels, 64, 7, 2, 3, bias=False)
-    if stem == "cifar" or in_channels != 3:
+    elif o.in_channels != 3:
+        net.conv1 = nn.Conv2d(o.in_channels, 64, 7, 2, 3, bias=False)
+    if o.cifar or o.in_channels != 3:
         nn.init.kaiming_normal_(net.conv1.weight, mode="fan_out", nonlinearity="relu")  # as torchvision does
     return net
 
 
 def _register(depth: int) -> None:
     block = "Bottleneck" if depth >= 50 else "BasicBlock"
-    register_model(
+    register_arch(
         "ann",
         f"tv_resnet{depth}",
+        defaults={"stem": "imagenet"},
         fits="any image size (torchvision's 7x7/2 stem; 3x3 on CIFAR-size data) or events (2 ch)",
         note=f"torchvision.models.resnet{depth} ({block}); loads torchvision/timm checkpoints as they are",
-    )(lambda num_classes, _d=depth, **kw: tv_resnet(_d, num_classes, **kw))
+    )(lambda num_classes, o, _d=depth: tv_resnet(_d, num_classes, o))
 
 
 for _depth in DEPTHS:

@@ -19,9 +19,8 @@ from spikingjelly.activation_based import functional, layer, neuron
 from spikingjelly.activation_based.model import ms_resnet, sew_resnet, spike_driven_transformer, spikformer
 from torch import nn
 
-from snnkd_cli.errors import SnnkdError
 from snnkd_cli.models.neurons import make_lif
-from snnkd_cli.models.registry import register_model
+from snnkd_cli.models.registry import ArchOptions, register_arch
 
 PAPER_LIF = "LIF hard reset, decay 0.5 (--decay)"
 ATTENTION = PAPER_LIF + ", attention threshold 0.5"
@@ -44,27 +43,9 @@ def _check_input(x: torch.Tensor, name: str) -> None:
         raise ValueError(f"{name} expects [T, B, C, H, W], got shape {tuple(x.shape)}")
 
 
-def _stem(stem: str) -> bool:
-    """True for the CIFAR-size layout."""
-    if stem not in ("cifar", "imagenet"):
-        raise SnnkdError(f"unknown stem '{stem}': choose cifar or imagenet")
-    return stem == "cifar"
-
-
 def _heads(dim: int, want: int) -> int:
     """The largest head count <= ``want`` that divides ``dim`` (attention needs ``dim % heads == 0``)."""
     return max(h for h in range(1, max(1, min(want, dim)) + 1) if dim % h == 0)
-
-
-def _no_extra(kw: dict) -> None:
-    if kw:
-        raise SnnkdError(f"unexpected model option(s): {', '.join(sorted(kw))}")
-
-
-def _width(width: int, least: int = 1) -> int:
-    if width < least:
-        raise SnnkdError(f"--width must be >= {least} for this model, got {width}")
-    return width
 
 
 class ZooSpikformer(spikformer.Spikformer):
@@ -112,29 +93,19 @@ class ZooSEWResNet(sew_resnet.SEWResNet):
     and widths 64..512, so the layers are assembled here with its ``_make_layer`` and ``BasicBlock``.
     """
 
-    def __init__(
-        self,
-        layers: list[int],
-        num_classes: int,
-        in_channels: int,
-        width: int,
-        cifar: bool,
-        cnf: str,
-        decay: float,
-        soft_reset: bool,
-    ) -> None:
+    def __init__(self, layers: list[int], num_classes: int, o: ArchOptions, cnf: str) -> None:
         nn.Module.__init__(self)
         self._norm_layer, self.dilation, self.groups, self.base_width = layer.BatchNorm2d, 1, 1, 64
-        self.inplanes = width
-        if cifar:
-            self.conv1 = layer.Conv2d(in_channels, width, 3, 1, 1, bias=False)
+        self.inplanes = width = o.least_width(1)
+        if o.cifar:
+            self.conv1 = layer.Conv2d(o.in_channels, width, 3, 1, 1, bias=False)
             self.maxpool = nn.Identity()
         else:
-            self.conv1 = layer.Conv2d(in_channels, width, 7, 2, 3, bias=False)
+            self.conv1 = layer.Conv2d(o.in_channels, width, 7, 2, 3, bias=False)
             self.maxpool = layer.MaxPool2d(3, 2, 1)
         self.bn1 = layer.BatchNorm2d(width)
-        self.sn1 = make_lif(decay, soft_reset)
-        lif = {"cnf": cnf, "spiking_neuron": lambda: make_lif(decay, soft_reset)}
+        self.sn1 = make_lif(o.decay, o.soft_reset)
+        lif = {"cnf": cnf, "spiking_neuron": lambda: make_lif(o.decay, o.soft_reset)}
         block = sew_resnet.BasicBlock
         self.layer1 = self._make_layer(block, width, layers[0], **lif)
         self.layer2 = self._make_layer(block, 2 * width, layers[1], stride=2, **lif)
@@ -155,114 +126,61 @@ class ZooSEWResNet(sew_resnet.SEWResNet):
         return self._forward_impl(x)  # multi-step: [T, B, classes]
 
 
-@register_model(
-    "snn",
-    "spikformer",
-    neuron=ATTENTION,
-    note="zoo: Spikformer-4-384 (6-384 on ImageNet-size)",
+@register_arch(
+    "snn", "spikformer", takes_depth=True, neuron=ATTENTION, note="zoo: Spikformer-4-384 (6-384 on ImageNet-size)"
 )
-def zoo_spikformer(
-    num_classes: int,
-    in_channels: int = 3,
-    width: int = 64,
-    stem: str = "cifar",
-    decay: float = 0.5,
-    soft_reset: bool = False,
-    depth: int | None = None,
-    **kw,
-) -> nn.Module:
+def zoo_spikformer(num_classes: int, o: ArchOptions) -> nn.Module:
     """Spikformer from the zoo: CIFAR-size 4-384 with 4x4 patches, ImageNet-size 6-384 with 16x16 (``width=64``)."""
-    _no_extra(kw)
-    cifar = _stem(stem)
-    dim = 6 * _width(width, 2)  # 384 at width 64; the patch stem starts at dim // 8 channels
+    dim = 6 * o.least_width(2)  # 384 at width 64; the patch stem starts at dim // 8 channels
     net = ZooSpikformer(
-        in_channels=in_channels,
-        patch_size=4 if cifar else 16,
+        in_channels=o.in_channels,
+        patch_size=4 if o.cifar else 16,
         num_classes=num_classes,
         embed_dims=dim,
         num_heads=_heads(dim, 12),
         mlp_ratio=4.0,
-        depths=depth or (4 if cifar else 6),
+        depths=o.depth or (4 if o.cifar else 6),
     )
-    return use_paper_lif(net, decay, soft_reset)
+    return use_paper_lif(net, o.decay, o.soft_reset)
 
 
-@register_model(
+@register_arch(
     "snn",
     "spike_driven_transformer",
+    takes_depth=True,
     neuron=ATTENTION,
     note="zoo: Spike-driven Transformer-2-512 (8-384 on ImageNet-size)",
 )
-def zoo_spike_driven_transformer(
-    num_classes: int,
-    in_channels: int = 3,
-    width: int = 64,
-    stem: str = "cifar",
-    decay: float = 0.5,
-    soft_reset: bool = False,
-    depth: int | None = None,
-    **kw,
-) -> nn.Module:
+def zoo_spike_driven_transformer(num_classes: int, o: ArchOptions) -> nn.Module:
     """Spike-driven Transformer: CIFAR-size 2-512 (pooling ``0011``), ImageNet-size 8-384 (``1111``) at width 64."""
-    _no_extra(kw)
-    cifar = _stem(stem)
-    dim = (8 if cifar else 6) * _width(width, 2)
+    dim = (8 if o.cifar else 6) * o.least_width(2)
     net = ZooSDT(
-        in_channels=in_channels,
+        in_channels=o.in_channels,
         num_classes=num_classes,
         embed_dims=dim,
         num_heads=_heads(dim, 8),
-        depths=depth or (2 if cifar else 8),
-        pooling_stat="0011" if cifar else "1111",
+        depths=o.depth or (2 if o.cifar else 8),
+        pooling_stat="0011" if o.cifar else "1111",
     )
-    return use_paper_lif(net, decay, soft_reset)
+    return use_paper_lif(net, o.decay, o.soft_reset)
 
 
-@register_model(
-    "snn",
-    "sew_resnet18",
-    neuron=PAPER_LIF,
-    note="zoo: SEW ResNet-18 (ADD)",
-)
-def zoo_sew_resnet18(
-    num_classes: int,
-    in_channels: int = 3,
-    width: int = 64,
-    stem: str = "cifar",
-    decay: float = 0.5,
-    soft_reset: bool = False,
-    **kw,
-) -> nn.Module:
+@register_arch("snn", "sew_resnet18", neuron=PAPER_LIF, note="zoo: SEW ResNet-18 (ADD)")
+def zoo_sew_resnet18(num_classes: int, o: ArchOptions) -> nn.Module:
     """SEW ResNet-18 with ADD connections; CIFAR-size: 3x3 stride-1 stem, no max-pool."""
-    _no_extra(kw)
-    return ZooSEWResNet([2, 2, 2, 2], num_classes, in_channels, _width(width), _stem(stem), "ADD", decay, soft_reset)
+    return ZooSEWResNet([2, 2, 2, 2], num_classes, o, "ADD")
 
 
-@register_model(
+@register_arch(
     "snn",
     "ms_resnet18",
     neuron="the zoo's own LIF: tau 4/3, threshold 0.5 (--decay unused)",
     note="zoo: MS-ResNet-18",
 )
-def zoo_ms_resnet18(
-    num_classes: int,
-    in_channels: int = 3,
-    width: int = 64,
-    stem: str = "cifar",
-    decay: float = 0.5,
-    soft_reset: bool = False,
-    **kw,
-) -> nn.Module:
+def zoo_ms_resnet18(num_classes: int, o: ArchOptions) -> nn.Module:
     """MS-ResNet-18; keeps the zoo's neuron (its BN init and shortcut design are tuned to it), so ``decay`` and
     ``soft_reset`` are accepted and not used. CIFAR-size: 3x3 stride-1 stem and stride-1 first stage."""
-    del decay, soft_reset
-    _no_extra(kw)
-    if _stem(stem):
-        return ZooMSResNetCifar(
-            in_channels=in_channels,
-            num_classes=num_classes,
-            base_channels=_width(width),
-            stem_kernel_size=3,
-            stem_stride=1,
-        )
-    return ZooMSResNet(in_channels=in_channels, num_classes=num_classes, base_channels=_width(width))
+    net = dict(in_channels=o.in_channels, num_classes=num_classes, base_channels=o.least_width(1))
+    if o.cifar:
+        return ZooMSResNetCifar(**net, stem_kernel_size=3, stem_stride=1)
+    return ZooMSResNet(**net)
