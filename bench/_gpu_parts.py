@@ -174,7 +174,7 @@ class StepBench:
         self.model = self.model.to(memory_format=fmt)
         self.model.train()
         if v.kind == "snn":
-            self.task = DistillTask(teacher, self.T, cfg.kd.loss, cfg.kd.alpha, cfg.kd.beta, cfg.kd.tau)
+            self.task = DistillTask(teacher, self.T, cfg.kd)
         else:
             self.task = AnnFloorTask(teacher, self.T, fmt)
         self.net = compile_for_training(self.model) if v.mode.startswith("compile") else self.model

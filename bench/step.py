@@ -4,7 +4,7 @@ Variants (all: ResNet-18 student, ANN ResNet-34 teacher, CIFAR-size 32x32 input,
 
 * ``snnkd-fp32``, ``snnkd-bf16``, ``snnkd-fp32-cl``, ``snnkd-bf16-cl``: exactly what
   ``snnkd_cli.train.loop.fit`` does per step, through its ``train_step``: ``reset_state(model)``,
-  ``DistillTask(teacher, T, 'full-range')(model, x, y)`` under ``precision.autocast``,
+  ``DistillTask(teacher, T)(model, x, y)`` (the full-range loss) under ``precision.autocast``,
   backward, SGD step (``-cl``: model and batch in channels-last, as ``--channels-last``).
 * ``ref-fp32``: a plain reference in the paper's code style: single-step spikingjelly
   ``LIFNode`` (``step_mode='s'``), conv/BN applied per step in a Python loop over T, the
@@ -140,7 +140,7 @@ class Bench:
             if variant.endswith("-cl"):
                 self.model = self.model.to(memory_format=torch.channels_last)
                 self.x = self.x.contiguous(memory_format=torch.channels_last)
-            self.task = DistillTask(self.teacher, T, "full-range")
+            self.task = DistillTask(self.teacher, T)
             self.net = compile_for_training(self.model) if variant.endswith("-compile") else self.model
         elif kind == "ref":
             self.model = RefResNet18(NUM_CLASSES).to(device)
@@ -208,7 +208,7 @@ def equal_work_check(T: int, B: int, device: torch.device) -> dict:
         ref.train(mode == "train")
         with torch.no_grad():
             reset_state(snn)
-            a = DistillTask(teacher, T, "full-range")(snn, x, y)[0]["loss"].item()
+            a = DistillTask(teacher, T)(snn, x, y)[0]["loss"].item()
             reset_ref(ref)
             b = full_range_kd_loss(ref(x, T), teacher(x), y).item()
         out[mode] = {"snnkd": a, "ref": b, "rel_diff": abs(a - b) / max(abs(b), 1e-12)}

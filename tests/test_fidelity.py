@@ -17,6 +17,7 @@ from spikingjelly.activation_based import functional, neuron
 from torch import nn
 from torchvision import transforms as tvt
 
+from snnkd_cli.config import KDConfig
 from snnkd_cli.data import transforms as tf
 from snnkd_cli.kd.tasks import DistillTask
 from snnkd_cli.models import create_model
@@ -203,17 +204,17 @@ def test_distill_task_computes_methods_loss(tau):
     h = hand_terms(tau)
     assert abs(h["td"] - h["sd"]) > 0.05  # so swapping alpha and beta changes the loss
     alpha, beta = 0.2, 0.5
-    full, logits = DistillTask(teacher, T, "full-range", alpha=alpha, beta=beta, tau=tau)(student, x, Y)
+    full, logits = DistillTask(teacher, T, KDConfig("full-range", alpha, beta, tau))(student, x, Y)
     for k in ("ce", "td", "sd"):
         assert float(full[k]) == pytest.approx(h[k], rel=1e-5)
     want = h["ce"] + alpha * h["td"] + beta * h["sd"]
     swapped = h["ce"] + beta * h["td"] + alpha * h["sd"]
     assert float(full["loss"]) == pytest.approx(want, rel=1e-5) and abs(want - swapped) > 0.01
     torch.testing.assert_close(logits, S.mean(0))
-    std, _ = DistillTask(teacher, T, "standard-kd", alpha=alpha, beta=beta, tau=tau)(student, x, Y)
+    std, _ = DistillTask(teacher, T, KDConfig("standard-kd", alpha, beta, tau))(student, x, Y)
     want_std = h["std_ce"] + alpha * h["std_kd"]
     assert float(std["loss"]) == pytest.approx(want_std, rel=1e-5) and abs(want_std - want) > 0.01
-    twce, _ = DistillTask(None, T, "twce")(student, x, Y)
+    twce, _ = DistillTask(None, T, KDConfig("twce"))(student, x, Y)
     assert float(twce["loss"]) == pytest.approx(h["ce"], rel=1e-5)
 
 

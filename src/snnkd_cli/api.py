@@ -84,10 +84,11 @@ def distill(
         teacher.to(dev).eval().requires_grad_(False)
     x, _ = next(iter(train_loader))
     check_student(student, time_major(x[:2].to(dev), min(cfg.T, 2), temporal))
-    task = DistillTask(teacher, cfg.T, loss, alpha, beta, tau, temporal)
+    kd = KDConfig(loss=loss, alpha=alpha, beta=beta, tau=tau)
+    task = DistillTask(teacher, cfg.T, kd, temporal)
     ckpt = None
     if out is not None:
-        run = _run_config(student, cfg, dataset, x, temporal, KDConfig(loss=loss, alpha=alpha, beta=beta, tau=tau))
+        run = _run_config(student, cfg, dataset, x, temporal, kd)
         ckpt = _ApiCheckpointer(student, Path(out), run)
     reporter: Reporter = RichReporter() if verbose else Reporter()
     return fit(

@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from snnkd_cli.config import KDConfig
 from snnkd_cli.kd import losses
 from snnkd_cli.models.contract import teacher_input, time_major
 
@@ -49,27 +50,19 @@ class DistillTask:
     Args:
         teacher: ANN in eval mode (run under no_grad); None is allowed for ``loss="twce"``.
         T: training timesteps.
-        loss: ``"full-range"``, ``"standard-kd"`` or ``"twce"``.
-        alpha, beta, tau: loss weights and temperature (METHOD.md).
+        kd: the loss (``"full-range"``, ``"standard-kd"`` or ``"twce"``), its weights ``alpha``, ``beta``
+            and temperature ``tau`` (METHOD.md); default: the paper's full-range loss.
         temporal: event frames (frame t at step t) instead of a repeated static image.
     """
 
     spiking = True
 
-    def __init__(
-        self,
-        teacher: nn.Module | None,
-        T: int,
-        loss: str = "full-range",
-        alpha: float = 0.2,
-        beta: float = 0.5,
-        tau: float = 3.0,
-        temporal: bool = False,
-    ) -> None:
-        if teacher is None and loss != "twce":
-            raise ValueError(f"loss '{loss}' needs a teacher")
-        self.teacher, self.T, self.loss = teacher, T, loss
-        self.alpha, self.beta, self.tau, self.temporal = alpha, beta, tau, temporal
+    def __init__(self, teacher: nn.Module | None, T: int, kd: KDConfig | None = None, temporal: bool = False) -> None:
+        kd = kd or KDConfig()
+        if teacher is None and kd.loss != "twce":
+            raise ValueError(f"loss '{kd.loss}' needs a teacher")
+        self.teacher, self.T, self.loss = teacher, T, kd.loss
+        self.alpha, self.beta, self.tau, self.temporal = kd.alpha, kd.beta, kd.tau, temporal
 
     def __call__(
         self, model: nn.Module, x: torch.Tensor, y: torch.Tensor

@@ -173,7 +173,7 @@ def _task(cfg: RunConfig, info: DataInfo, device: torch.device) -> tuple[Distill
         return TeacherTask(info.temporal), None
     teacher, tm = load_teacher(cfg, info, device)
     kd = cfg.kd
-    return DistillTask(teacher, cfg.train.T, kd.loss, kd.alpha, kd.beta, kd.tau, info.temporal), tm
+    return DistillTask(teacher, cfg.train.T, kd, info.temporal), tm
 
 
 def _model(cfg: RunConfig, tr: Dataset, info: DataInfo, device: torch.device) -> nn.Module:
