@@ -72,3 +72,31 @@ def test_ann_gives_one_row():
         x, y = _data().tensors
         want = 100.0 * int((net(x).argmax(-1) == y).sum()) / len(y)
     assert abs(res.rows[0]["top1"] - want) < 1e-9
+
+
+def test_sweep_and_energy_restore_the_mode_and_refuse_unknown_options():
+    """Both run the model in eval mode and give it back as they found it (also after an error); an option
+    that is not one of Pass's fields is refused, not ignored."""
+    import pytest
+
+    from snnkd_cli.evaluation.energy import measure_energy
+    from snnkd_cli.evaluation.sweep import Pass
+
+    net = create_model("resnet18", 5, kind="snn", width=4)
+    loader = DataLoader(_data(8), batch_size=4)
+    net.train()
+    sweep(net, loader, 2)
+    assert net.training
+    net.eval()
+    measure_energy(net, loader, 2, max_samples=4)
+    assert not net.training
+    net.train()
+    with pytest.raises(TypeError):
+        sweep(net, loader, 2, temporl=True)
+    with pytest.raises(TypeError):
+        measure_energy(net, loader, 2, precison="bf16")
+    with pytest.raises(ValueError):  # a batch the network cannot take: the mode must still come back
+        sweep(net, [(torch.randn(4, 7), torch.zeros(4, dtype=torch.long))], 2)
+    assert net.training
+    resolved = Pass(precision="auto").on(net)
+    assert resolved.device == torch.device("cpu") and resolved.precision in ("fp32", "bf16")

@@ -28,8 +28,8 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from snnkd_cli.errors import SnnkdError
-from snnkd_cli.evaluation.sweep import SpikeCounter
-from snnkd_cli.models.contract import mixes_time, reset_state, teacher_input, time_major
+from snnkd_cli.evaluation.sweep import Pass, SpikeCounter
+from snnkd_cli.models.contract import evaluating, mixes_time, reset_state, teacher_input, time_major
 from snnkd_cli.precision import autocast
 from snnkd_cli.progress import track
 
@@ -101,15 +101,7 @@ def _count(model: nn.Module, x: torch.Tensor, precision: str, device: torch.devi
 
 @torch.no_grad()
 def measure_energy(
-    model: nn.Module,
-    loader: DataLoader,
-    max_T: int | None,
-    *,
-    temporal: bool = False,
-    device: torch.device | None = None,
-    precision: str = "fp32",
-    spiking: bool = True,
-    max_samples: int | None = 256,
+    model: nn.Module, loader: DataLoader, max_T: int | None, *, max_samples: int | None = 256, **run
 ) -> EnergyResult:
     """SynOps, MACs and energy per sample at every T in 1..max_T (an ANN: one row, all MACs).
 
@@ -117,21 +109,24 @@ def measure_energy(
         model: a student (``[T,B,...] -> [T,B,C]``) or, with ``spiking=False``, an ANN ``[B,...] -> [B,C]``.
         loader: yields ``(x [B,...], y [B])``; counting stops after ``max_samples`` samples.
         max_T: steps counted (ignored for an ANN).
-        temporal: event frames (frame t at step t) instead of repeated static images.
-        precision: autocast precision (spikes stay exactly 0/1 in bf16/fp16).
         max_samples: samples counted (the counters run extra convolutions; None: all).
+        **run: the fields of :class:`~snnkd_cli.evaluation.sweep.Pass`: ``temporal``, ``device``, ``precision``
+            (spikes stay exactly 0/1 in bf16/fp16), ``spiking``.
 
     Raises:
         SnnkdError: the model gives other logits when run step by step (state not carried).
     """
-    device = device or next(model.parameters()).device
-    was_training = model.training
-    model.eval()
+    p = Pass(**run).on(model)
+    with evaluating(model):
+        if not p.spiking:
+            return _ann_energy(model, loader, p, max_samples)
+        return _student_energy(model, loader, max_T, p, max_samples)
+
+
+def _student_energy(model: nn.Module, loader: DataLoader, max_T: int, p: Pass, max_samples: int | None) -> EnergyResult:
+    """A student's rows at T = 1..max_T, counted step by step (or per T for a model that mixes timesteps)."""
+    temporal, device, precision = p.temporal, p.device, p.precision
     n = 0
-    if not spiking:
-        res = _ann_energy(model, loader, temporal, device, precision, max_samples)
-        model.train(was_training)
-        return res
     per_T = mixes_time(model)
     syn_steps = torch.zeros(max_T, dtype=torch.float64)  # cumulative over T' (per-T runs) or per step
     mac_steps = torch.zeros(max_T, dtype=torch.float64)
@@ -156,7 +151,6 @@ def measure_energy(
             if max_samples is not None and n >= max_samples:
                 break
     reset_state(model)
-    model.train(was_training)
     n = max(n, 1)
     syn_cum = syn_steps if per_T else syn_steps.cumsum(0)
     mac_cum = mac_steps if per_T else mac_steps.cumsum(0)
@@ -188,10 +182,9 @@ def _check_stepwise(model: nn.Module, xs: torch.Tensor) -> None:
         )
 
 
-def _ann_energy(
-    model: nn.Module, loader: DataLoader, temporal: bool, device: torch.device, precision: str, max_samples: int | None
-) -> EnergyResult:
+def _ann_energy(model: nn.Module, loader: DataLoader, p: Pass, max_samples: int | None) -> EnergyResult:
     """An ANN's one row: all its operations are MACs."""
+    temporal, device, precision = p.temporal, p.device, p.precision
     synops = macs = n = 0
     for x, _ in track(loader, "count energy (ANN)", _batches(loader, max_samples)):
         x = x.to(device, non_blocking=True)[: None if max_samples is None else max_samples - n]

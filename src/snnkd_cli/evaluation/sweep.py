@@ -9,6 +9,7 @@ spikingjelly neurons.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
 import torch
@@ -19,7 +20,7 @@ from torch.utils.data import DataLoader
 
 from snnkd_cli.errors import SnnkdError
 from snnkd_cli.evaluation.early_exit import DynamicResult, ExitTrace, running_mean
-from snnkd_cli.models.contract import mixes_time, reset_state, teacher_input, time_major
+from snnkd_cli.models.contract import evaluating, mixes_time, reset_state, teacher_input, time_major
 from snnkd_cli.precision import autocast, resolve_precision
 from snnkd_cli.progress import track
 from snnkd_cli.train.distributed import all_reduce_sum
@@ -112,18 +113,30 @@ def _topk_correct(logits: torch.Tensor, y: torch.Tensor, k: int) -> torch.Tensor
     return (top == y.view(1, -1, 1)).any(-1).sum(1)
 
 
+@dataclass(frozen=True)
+class Pass:
+    """How a network is run over a loader: the keywords :func:`sweep` and ``measure_energy`` share.
+
+    Attributes:
+        temporal: event frames (frame t at step t) instead of a static image repeated over T.
+        device: where to run (None: where the model's parameters are).
+        precision: autocast precision of the forward pass (``"auto"``: bf16 where the device computes it).
+        spiking: False for an ANN (``[B,...] -> [B,C]``; one row with ``T=None``).
+    """
+
+    temporal: bool = False
+    device: torch.device | None = None
+    precision: str = "fp32"
+    spiking: bool = True
+
+    def on(self, model: nn.Module) -> Pass:
+        """This pass with the device and precision made concrete for ``model``."""
+        device = self.device or next(model.parameters()).device
+        return dataclasses.replace(self, device=device, precision=resolve_precision(self.precision, device))
+
+
 @torch.no_grad()
-def sweep(
-    model: nn.Module,
-    loader: DataLoader,
-    max_T: int | None,
-    *,
-    temporal: bool = False,
-    device: torch.device | None = None,
-    precision: str = "fp32",
-    spiking: bool = True,
-    keep_trace: bool = False,
-) -> SweepResult:
+def sweep(model: nn.Module, loader: DataLoader, max_T: int | None, *, keep_trace: bool = False, **run) -> SweepResult:
     """Top-1, top-5 and spike rate at every T in 1..max_T, from one pass at ``max_T``.
 
     A model that declares it mixes timesteps (:func:`~snnkd_cli.models.contract.mixes_time`) is run
@@ -133,46 +146,37 @@ def sweep(
         model: a student (``[T,B,...] -> [T,B,C]``) or, with ``spiking=False``, an ANN.
         loader: yields ``(x [B,...], y [B])``.
         max_T: the number of steps of the pass (ignored for an ANN).
-        temporal: event frames (frame t at step t) instead of repeated static images.
-        device: where to run (default: where the model's parameters are).
-        precision: autocast precision of the forward pass.
-        spiking: False for an ANN (one row with ``T=None``).
         keep_trace: also keep, per sample and step, the running mean's confidence, entropy and
             prediction (``result.trace``, for early exit; this process's samples only).
+        **run: the fields of :class:`Pass`: ``temporal``, ``device``, ``precision``, ``spiking``.
 
     Returns:
         A :class:`SweepResult` with one row per T (percentages).
     """
-    device = device or next(model.parameters()).device
-    precision = resolve_precision(precision, device)
-    was_training = model.training
-    model.eval()
-    n = 0
-    if not spiking:
-        res = _ann_sweep(model, loader, temporal, device, precision)
-        model.train(was_training)
-        return res
-    traces: list[ExitTrace] | None = [] if keep_trace else None
-    if mixes_time(model):  # step t depends on later steps: a run at T' is not a prefix of the run at max_T
-        if keep_trace:
-            raise SnnkdError(
-                "early exit reads the running mean of one pass, and this model mixes timesteps "
-                "(mixes_time = True): its prefixes are not runs at fewer steps"
-            )
-        method = "per-T"
-        runs = [_counts(model, loader, T, temporal, device, precision) for T in range(1, max_T + 1)]
-        correct1 = torch.stack([c1[-1] for c1, *_ in runs])  # row T from its own run: the mean over its T steps
-        correct5 = torch.stack([c5[-1] for _, c5, *_ in runs])
-        spikes = torch.stack([sp.mean() for _, _, sp, *_ in runs])  # mean spikes per step of the run at T
-        n, neurons = runs[-1][3], runs[-1][4]
-    else:
-        method = "one-pass"
-        correct1, correct5, per_step, n, neurons = _counts(model, loader, max_T, temporal, device, precision, traces)
-        spikes = per_step.cumsum(0) / torch.arange(1, max_T + 1)  # mean spikes per step of the first T steps
-    model.train(was_training)
+    p = Pass(**run).on(model)
+    with evaluating(model):
+        if not p.spiking:
+            return _ann_sweep(model, loader, p)
+        traces: list[ExitTrace] | None = [] if keep_trace else None
+        if mixes_time(model):  # step t depends on later steps: a run at T' is not a prefix of the run at max_T
+            if keep_trace:
+                raise SnnkdError(
+                    "early exit reads the running mean of one pass, and this model mixes timesteps "
+                    "(mixes_time = True): its prefixes are not runs at fewer steps"
+                )
+            method = "per-T"
+            runs = [_counts(model, loader, T, p) for T in range(1, max_T + 1)]
+            correct1 = torch.stack([c1[-1] for c1, *_ in runs])  # row T from its own run: the mean over its T steps
+            correct5 = torch.stack([c5[-1] for _, c5, *_ in runs])
+            spikes = torch.stack([sp.mean() for _, _, sp, *_ in runs])  # mean spikes per step of the run at T
+            n, neurons = runs[-1][3], runs[-1][4]
+        else:
+            method = "one-pass"
+            correct1, correct5, per_step, n, neurons = _counts(model, loader, max_T, p, traces)
+            spikes = per_step.cumsum(0) / torch.arange(1, max_T + 1)  # mean spikes per step of the first T steps
     # with torchrun each rank saw its shard: sum the counts over ranks (a no-op on one process)
     packed = torch.cat([correct1.double(), correct5.double(), spikes, torch.tensor([n, neurons], dtype=torch.float64)])
-    packed = packed.to(device)
+    packed = packed.to(p.device)
     all_reduce_sum(packed)
     packed = packed.cpu()
     correct1, correct5 = packed[:max_T].long(), packed[max_T : 2 * max_T].long()
@@ -185,13 +189,12 @@ def sweep(
         {"T": t + 1, "top1": 100.0 * int(correct1[t]) / n, "top5": 100.0 * int(correct5[t]) / n, "spike_rate": rates[t]}
         for t in range(max_T)
     ]
-    return SweepResult(rows, n, method, trace=ExitTrace.cat(traces) if traces else None, precision=precision)
+    return SweepResult(rows, n, method, trace=ExitTrace.cat(traces) if traces else None, precision=p.precision)
 
 
-def _ann_sweep(
-    model: nn.Module, loader: DataLoader, temporal: bool, device: torch.device, precision: str
-) -> SweepResult:
+def _ann_sweep(model: nn.Module, loader: DataLoader, p: Pass) -> SweepResult:
     """An ANN's one row (``T`` None): top-1 and top-5 over ``loader``, summed over ranks."""
+    temporal, device, precision = p.temporal, p.device, p.precision
     correct = torch.zeros(2, dtype=torch.long, device=device)  # top-1, top-5: summed on the device (no sync)
     n = 0
     for x, y in track(loader, "evaluate (ANN)"):
@@ -209,17 +212,12 @@ def _ann_sweep(
 
 
 def _counts(
-    model: nn.Module,
-    loader: DataLoader,
-    T: int,
-    temporal: bool,
-    device: torch.device,
-    precision: str,
-    traces: list[ExitTrace] | None = None,
+    model: nn.Module, loader: DataLoader, T: int, p: Pass, traces: list[ExitTrace] | None = None
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int, int]:
     """One pass at T steps over ``loader``: top-1 and top-5 correct counts of the running means ``[T]``,
     spikes per step ``[T]`` (float64), the number of samples and of neurons per step. Appends each
     batch's :class:`ExitTrace` to ``traces`` when given."""
+    temporal, device, precision = p.temporal, p.device, p.precision
     correct1 = torch.zeros(T, dtype=torch.long, device=device)  # summed on the device: no sync per batch
     correct5 = torch.zeros(T, dtype=torch.long, device=device)
     n = 0

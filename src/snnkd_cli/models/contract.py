@@ -9,6 +9,9 @@ first t steps is ``logits[:t].mean(0)``; a student whose step t depends on later
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import torch
 from spikingjelly.activation_based import functional
 from torch import nn
@@ -52,6 +55,17 @@ def reset_state(model: nn.Module) -> None:
     functional.reset_net(model)
 
 
+@contextmanager
+def evaluating(model: nn.Module) -> Iterator[nn.Module]:
+    """``model`` in eval mode inside the block, its own mode restored after (also on an error)."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield model
+    finally:
+        model.train(was_training)
+
+
 @torch.no_grad()
 def check_student(model: nn.Module, x: torch.Tensor, num_classes: int | None = None) -> None:
     """Check the student contract on one small batch, before any training starts.
@@ -68,31 +82,29 @@ def check_student(model: nn.Module, x: torch.Tensor, num_classes: int | None = N
     from snnkd_cli.errors import SnnkdError
 
     name = type(model).__name__
-    was_training = model.training
-    model.eval()
-    try:
-        reset_state(model)
-        first = model(x)
-        if not isinstance(first, torch.Tensor) or first.dim() != 3:
-            got = tuple(first.shape) if isinstance(first, torch.Tensor) else type(first).__name__
-            raise SnnkdError(
-                f"student {name} must map [T, B, ...] to logits [T, B, C]; got {got} for input {tuple(x.shape)}"
-            )
-        T, B = x.shape[:2]
-        if first.shape[:2] != (T, B) or (num_classes is not None and first.shape[2] != num_classes):
-            want = f"[{T}, {B}, {num_classes if num_classes is not None else 'C'}]"
-            raise SnnkdError(
-                f"student {name} returned shape {tuple(first.shape)} for input {tuple(x.shape)}; expected {want}"
-            )
-        second = model(x)  # without a reset: state carried over
-        reset_state(model)
-        third = model(x)
-        if not torch.allclose(first, third, rtol=1e-4, atol=1e-5):
-            raise SnnkdError(
-                f"student {name} gives different outputs for the same input after a reset: its state "
-                "is not cleared by spikingjelly's functional.reset_net (define reset() on the module)"
-            )
-        del second
-    finally:
-        reset_state(model)
-        model.train(was_training)
+    with evaluating(model):
+        try:
+            reset_state(model)
+            first = model(x)
+            if not isinstance(first, torch.Tensor) or first.dim() != 3:
+                got = tuple(first.shape) if isinstance(first, torch.Tensor) else type(first).__name__
+                raise SnnkdError(
+                    f"student {name} must map [T, B, ...] to logits [T, B, C]; got {got} for input {tuple(x.shape)}"
+                )
+            T, B = x.shape[:2]
+            if first.shape[:2] != (T, B) or (num_classes is not None and first.shape[2] != num_classes):
+                want = f"[{T}, {B}, {num_classes if num_classes is not None else 'C'}]"
+                raise SnnkdError(
+                    f"student {name} returned shape {tuple(first.shape)} for input {tuple(x.shape)}; expected {want}"
+                )
+            second = model(x)  # without a reset: state carried over
+            reset_state(model)
+            third = model(x)
+            if not torch.allclose(first, third, rtol=1e-4, atol=1e-5):
+                raise SnnkdError(
+                    f"student {name} gives different outputs for the same input after a reset: its state "
+                    "is not cleared by spikingjelly's functional.reset_net (define reset() on the module)"
+                )
+            del second
+        finally:
+            reset_state(model)
