@@ -16,12 +16,15 @@ from snnkd_cli.cli.import_cmd import import_command
 from snnkd_cli.cli.options import (
     CalibFraction,
     CalibHoldout,
+    Decay,
     Energy,
     EnergySamples,
     EvalExitRule,
+    HardReset,
     MaxDrop,
     Precision,
     SaveThreshold,
+    SoftReset,
     Threads,
     Thresholds,  # shared by train-teacher and distill
 )
@@ -88,13 +91,9 @@ def distill(
     alpha: Annotated[float, typer.Option(help="Weight of the teacher KD term.")] = 0.2,
     beta: Annotated[float, typer.Option(help="Weight of the self-distillation term.")] = 0.5,
     tau: Annotated[float | None, typer.Option(help="KD temperature (paper: 3 CIFAR/DVS, 1 ImageNet).")] = None,
-    decay: Annotated[float | None, typer.Option(help="LIF leak: v = decay*v + x (paper: 0.5; 0.2 ImageNet).")] = None,
-    soft_reset: Annotated[
-        bool, typer.Option("--soft-reset", help="Reset the membrane by subtracting the threshold (ImageNet recipe).")
-    ] = False,
-    hard_reset: Annotated[
-        bool, typer.Option("--hard-reset", help="Reset the membrane to 0 (the CIFAR and DVS recipes).")
-    ] = False,
+    decay: Decay = None,
+    soft_reset: SoftReset = False,
+    hard_reset: HardReset = False,
     calib_holdout: CalibHoldout = None,
     **shared: Any,
 ) -> None:

@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from snnkd_cli.cli._training import reset_choice
-from snnkd_cli.cli.options import DataDir, ImageSize
+from snnkd_cli.cli.options import DataDir, Dataset, Decay, HardReset, ImageSize, ImportArch, SoftReset
 
 
 def import_command(
@@ -20,39 +20,24 @@ def import_command(
             "or a plain .safetensors one."
         ),
     ],
-    arch: Annotated[
-        str,
-        typer.Option(
-            help="snnkd architecture to load it into: resnet18, resnet19, resnet34, preact_resnet34, tv_resnet18, "
-            "tv_resnet34, tv_resnet50 ('snnkd models'). Width, stem, input channels and classes come from the weights."
-        ),
-    ],
+    arch: ImportArch,
     kind: Annotated[str, typer.Option(help="snn (a spiking student) or ann (an ANN teacher).")],
-    dataset: Annotated[
-        str,
-        typer.Option(
-            help="The dataset it was trained on (read, as training does, for the checkpoint's data settings and "
-            "class names): cifar10, cifar100, imagenet, imagefolder, cifar10dvs, synthetic, synthetic-dvs."
-        ),
-    ],
+    dataset: Dataset,
     out: Annotated[Path, typer.Option(help="The snnkd checkpoint to write (.safetensors).")],
     T: Annotated[
         int | None, typer.Option("--T", "-T", help="A student's timesteps (default: the dataset's recipe).")
     ] = None,
     data_dir: DataDir = Path("./data"),
     image_size: ImageSize = None,
-    decay: Annotated[
-        float | None, typer.Option(help="A student's LIF leak (default: the recipe's; the paper: 0.5, ImageNet 0.2).")
-    ] = None,
-    soft_reset: Annotated[
-        bool, typer.Option("--soft-reset", help="A student's neurons reset by subtraction (the ImageNet recipe).")
-    ] = False,
-    hard_reset: Annotated[bool, typer.Option("--hard-reset", help="A student's neurons reset to 0 (CIFAR, DVS).")] = (
-        False
-    ),
+    decay: Decay = None,
+    soft_reset: SoftReset = False,
+    hard_reset: HardReset = False,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace --out if it exists.")] = False,
 ) -> None:
-    """Import weights trained elsewhere (the paper's code, torchvision, timm) as a snnkd checkpoint."""
+    """Import weights trained elsewhere (the paper's code, torchvision, timm) as a snnkd checkpoint.
+
+    --dataset names the data it was trained on: the checkpoint takes its data settings and class names from it.
+    """
     from snnkd_cli.cli.commands import run_import
 
     run_import(

@@ -1,4 +1,4 @@
-"""Typer options shared by ``train-teacher`` and ``distill`` (None means "the dataset's paper recipe")."""
+"""Typer option declarations, each once (None means "the dataset's paper recipe"): the commands share them."""
 
 from __future__ import annotations
 
@@ -12,6 +12,13 @@ Dataset = Annotated[
     typer.Option(
         help="Dataset: synthetic (built in, offline), synthetic-dvs (built in, event frames), cifar10, cifar100, "
         "imagefolder, imagenet, cifar10dvs (a preprocess-dvs cache or the raw release)."
+    ),
+]
+ImportArch = Annotated[
+    str,
+    typer.Option(
+        help="snnkd architecture to load it into: resnet18, resnet19, resnet34, preact_resnet34, tv_resnet18, "
+        "tv_resnet34, tv_resnet50 ('snnkd models'). Width, stem, input channels and classes come from the weights."
     ),
 ]
 DataDir = Annotated[Path, typer.Option(help="Folder holding the dataset (for imagefolder: train/ and val/).")]
@@ -67,6 +74,13 @@ Threads = Annotated[
         "the node). OpenMP waits passively (no spinning on shared cores) unless OMP_WAIT_POLICY is set.",
     ),
 ]
+Decay = Annotated[
+    float | None, typer.Option(help="LIF leak: v = decay*v + x (default: the recipe's; paper: 0.5, ImageNet 0.2).")
+]
+SoftReset = Annotated[
+    bool, typer.Option("--soft-reset", help="Reset the membrane by subtracting the threshold (the ImageNet recipe).")
+]
+HardReset = Annotated[bool, typer.Option("--hard-reset", help="Reset the membrane to 0 (the CIFAR and DVS recipes).")]
 Seed = Annotated[int, typer.Option(help="Random seed (paper: 60).")]
 Workers = Annotated[int | None, typer.Option(help="DataLoader worker processes (default: 0 for synthetic, else 4).")]
 Out = Annotated[
