@@ -8,6 +8,7 @@ with the rule and threshold stored by ``eval-sweep --dynamic --save-threshold`` 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from dataclasses import dataclass, field
@@ -40,16 +41,8 @@ class PredictReport:
     errors: list[dict] = field(default_factory=list)
 
     def to_json(self) -> dict:
-        return {
-            "checkpoint": self.checkpoint,
-            "mode": self.mode,
-            "T": self.T,
-            "rule": self.rule,
-            "threshold": self.threshold,
-            "threshold_source": self.threshold_source,
-            "predictions": self.predictions,
-            "errors": self.errors,
-        }
+        """``predict --json``: the fields in their order (the JSON field names are the attribute names)."""
+        return dataclasses.asdict(self)
 
 
 def class_names(ckpt: Checkpoint) -> list[str]:
