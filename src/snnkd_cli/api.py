@@ -98,7 +98,6 @@ def distill(
         val_loader,
         cfg,
         eval_T=cfg.T,
-        temporal=temporal,
         device=dev,
         checkpointer=ckpt,
         reporter=reporter,

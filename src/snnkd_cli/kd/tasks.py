@@ -19,7 +19,8 @@ from snnkd_cli.models.contract import teacher_input, time_major
 
 
 class Task(Protocol):
-    spiking: bool
+    spiking: bool  # a student run over T steps (validated per T), or an ANN
+    temporal: bool  # event frames (frame t at step t) instead of a static image
 
     def __call__(
         self, model: nn.Module, x: torch.Tensor, y: torch.Tensor

@@ -248,7 +248,6 @@ def fit(
     cfg: TrainConfig,
     *,
     eval_T: int | None,
-    temporal: bool = False,
     device: torch.device,
     checkpointer: Checkpointer | None = None,
     reporter: Reporter | None = None,
@@ -265,8 +264,8 @@ def fit(
         val_loader: the same, for validation.
         cfg: optimiser, schedule (warm-up capped at ``MAX_WARMUP_SHARE`` of the run), training precision
             (validation always runs in fp32).
-        eval_T: validation steps for a spiking model (None for an ANN).
-        temporal: event frames instead of static images.
+        eval_T: validation steps for a spiking model (None for an ANN). Validation reads ``task.temporal``
+            (event frames instead of static images) and ``task.spiking``.
         device: where batches go.
         checkpointer: writes checkpoints, resume files and logs (default: nothing).
         reporter: progress and per-epoch lines.
@@ -288,15 +287,16 @@ def fit(
     for rec in st.history:  # a resumed run: the best epoch's sweep is in its history
         if rec["epoch"] == st.best_epoch:
             result.best = SweepResult(rec["val"], rec.get("val_samples", 0))
+    spiking = getattr(task, "spiking", False)
+    # validation in fp32 whatever the training precision: the figure that picks best.safetensors
+    val_pass = {"temporal": getattr(task, "temporal", False), "device": device, "precision": "fp32", "spiking": spiking}
     with cudnn_autotune(device):  # fixed batch shapes: cuDNN's search runs once per shape
         while st.epoch <= cfg.epochs:
             t0 = time.perf_counter()
             with reporter.epoch_progress(st.epoch, cfg.epochs, steps_per_epoch) as update:
                 run.epoch(train_loader, st, steps_per_epoch, update, ckpt, save_every)
             train_time = time.perf_counter() - t0
-            spiking = getattr(task, "spiking", False)
-            # validation in fp32 whatever the training precision: the figure that picks best.safetensors
-            val = sweep(model, val_loader, eval_T, temporal=temporal, device=device, precision="fp32", spiking=spiking)
+            val = sweep(model, val_loader, eval_T, **val_pass)
             record = _epoch_record(st, val, eval_T if spiking else None, optim, train_time)
             result.history.append(record)
             improved = record["val_top1"] > result.best_top1

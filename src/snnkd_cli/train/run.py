@@ -272,7 +272,7 @@ def train(
 
         net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     eval_T = cfg.train.T if cfg.task == "distill" else None
-    kw = {"eval_T": eval_T, "temporal": info.temporal, "device": device, "checkpointer": ckpt}
+    kw = {"eval_T": eval_T, "device": device, "checkpointer": ckpt}
     result = fit(
         net, task, train_loader, val_loader, cfg.train, reporter=reporter, resume=res, save_every=save_every, **kw
     )
