@@ -73,8 +73,10 @@ class Checkpointer:
     """Where :func:`fit` writes: override what you need (the default writes nothing).
 
     ``epoch_end`` is called after validation with the metadata of the epoch; ``resume_point``
-    when a resume file should be written (each epoch, and every ``save_every`` steps).
+    when a resume file should be written (each epoch, and every ``save_every`` steps when it is set).
     """
+
+    save_every: int | None = None  # also a resume point every this many steps (None: at the end of each epoch only)
 
     def epoch_end(self, epoch: int, improved: bool, extra: dict) -> None:
         """Write last (and best, when ``improved``) checkpoints."""
@@ -252,7 +254,6 @@ def fit(
     checkpointer: Checkpointer | None = None,
     reporter: Reporter | None = None,
     resume: ResumeFile | None = None,
-    save_every: int | None = None,
 ) -> FitResult:
     """Train ``model`` with ``task`` for ``cfg.epochs`` epochs.
 
@@ -270,7 +271,6 @@ def fit(
         checkpointer: writes checkpoints, resume files and logs (default: nothing).
         reporter: progress and per-epoch lines.
         resume: continue from this resume file (model, optimiser, schedule, RNG, position).
-        save_every: also write a resume file every this many steps.
 
     Raises:
         SnnkdError: a non-finite loss (names the epoch and step; the last good checkpoint stays).
@@ -294,7 +294,7 @@ def fit(
         while st.epoch <= cfg.epochs:
             t0 = time.perf_counter()
             with reporter.epoch_progress(st.epoch, cfg.epochs, steps_per_epoch) as update:
-                run.epoch(train_loader, st, steps_per_epoch, update, ckpt, save_every)
+                run.epoch(train_loader, st, steps_per_epoch, update, ckpt)
             train_time = time.perf_counter() - t0
             val = sweep(model, val_loader, eval_T, **val_pass)
             record = _epoch_record(st, val, eval_T if spiking else None, optim, train_time)
@@ -325,7 +325,7 @@ class _Run:
     cfg: TrainConfig
     device: torch.device
 
-    def epoch(self, loader: DataLoader, st: LoopState, steps: int, update, ckpt: Checkpointer, save_every) -> None:
+    def epoch(self, loader: DataLoader, st: LoopState, steps: int, update, ckpt: Checkpointer) -> None:
         """Train from ``st.step`` to ``steps`` of epoch ``st.epoch``, counting into ``st``."""
         cfg, fmt = self.cfg, torch.channels_last if self.cfg.channels_last else torch.preserve_format
         self.model.train()
@@ -350,7 +350,7 @@ class _Run:
             st.step += 1
             st.seen += len(y)
             tally.add(loss, logits, y)
-            save = bool(save_every) and st.step % save_every == 0 and st.step < steps
+            save = bool(ckpt.save_every) and st.step % ckpt.save_every == 0 and st.step < steps
             if st.step % every == 0 or save or st.step == steps:
                 tally.read(st, first)
                 first, stats = st.step, _running(st)

@@ -264,6 +264,7 @@ def train(
                 (out / name).unlink(missing_ok=True)
         kind = "student" if cfg.task == "distill" else "teacher"
         ckpt = RunCheckpointer(out, model, kind, cfg, tensorboard, info.classes)
+        ckpt.save_every = save_every
     if res is not None:
         reporter.message(f"resuming from {res.path} (epoch {res.loop().epoch}, step {res.loop().step})")
     net = model
@@ -272,9 +273,7 @@ def train(
 
         net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     eval_T = cfg.train.T if cfg.task == "distill" else None
-    kw = {"eval_T": eval_T, "device": device, "checkpointer": ckpt}
-    result = fit(
-        net, task, train_loader, val_loader, cfg.train, reporter=reporter, resume=res, save_every=save_every, **kw
-    )
+    kw = {"eval_T": eval_T, "device": device, "checkpointer": ckpt, "reporter": reporter, "resume": res}
+    result = fit(net, task, train_loader, val_loader, cfg.train, **kw)
     finish_distributed()
     return TrainOutcome(cfg, out, result, out / "best.safetensors", out / "last.safetensors")
