@@ -15,10 +15,11 @@ from __future__ import annotations
 import math
 
 import torch
-from torch.utils.data import Dataset
+
+from snnkd_cli.data.synthetic import SyntheticSplit
 
 
-class SyntheticEvents(Dataset):
+class SyntheticEvents(SyntheticSplit):
     """``n`` event-frame samples ``([frames, 2, size, size] float32 counts, label)``; channel 1 is ON.
 
     Args:
@@ -51,8 +52,8 @@ class SyntheticEvents(Dataset):
         angle = 2 * math.pi * (torch.arange(pairs) + 0.25 * torch.rand(pairs, generator=g)) / pairs
         direction = torch.stack([torch.cos(angle), torch.sin(angle)], 1)  # [pairs, 2] as (x, y)
 
-        gs = torch.Generator().manual_seed(seed * 1000 + 17 + split_seed)
-        labels = (torch.arange(n) % num_classes)[torch.randperm(n, generator=gs)]
+        super().__init__(n, num_classes, seed, split_seed)
+        gs, labels = self.rng, self.labels
         pair, sign = labels // 2, 1.0 - 2.0 * (labels % 2).float()  # odd class: dark and moving back
         travel = size * 0.5 * (0.8 + 0.4 * torch.rand(n, generator=gs))
         centre = size / 2 + (torch.rand(n, 2, generator=gs) - 0.5) * size * 0.2
@@ -73,12 +74,7 @@ class SyntheticEvents(Dataset):
             lam = torch.stack([(-change).clamp(min=0), change.clamp(min=0)], 2) + noise  # [c, T, 2(OFF, ON), H, W]
             out[a:b] = torch.poisson(lam, generator=gs).clamp(max=255).to(torch.uint8)
         self.counts = out  # uint8 [n, T, 2, H, W]: a quarter of float32's memory
-        self.labels = labels.long()
-        self.classes = tuple(f"class_{i}" for i in range(num_classes))
         self.frames, self.size = frames, size
 
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
-        return self.counts[i].float(), int(self.labels[i])
+    def sample(self, i: int) -> torch.Tensor:
+        return self.counts[i].float()

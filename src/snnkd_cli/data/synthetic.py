@@ -22,7 +22,29 @@ def class_prototypes(num_classes: int, channels: int, size: int, seed: int) -> t
     return protos / protos.std(dim=(1, 2, 3), keepdim=True)
 
 
-class SyntheticImages(Dataset):
+class SyntheticSplit(Dataset):
+    """What the built-in datasets share: ``n`` balanced labels ``[n]`` shuffled per split, names ``class_<i>``.
+
+    ``self.rng`` is the split's generator (seeded by ``seed`` and ``split_seed``), already advanced past the
+    shuffle: a subclass draws its samples from it and returns sample ``i`` from :meth:`sample`.
+    """
+
+    def __init__(self, n: int, num_classes: int, seed: int, split_seed: int) -> None:
+        self.rng = torch.Generator().manual_seed(seed * 1000 + 17 + split_seed)
+        self.labels = (torch.arange(n) % num_classes)[torch.randperm(n, generator=self.rng)]  # int64 [n]
+        self.classes = tuple(f"class_{i}" for i in range(num_classes))
+
+    def sample(self, i: int) -> torch.Tensor:
+        raise NotImplementedError
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        return self.sample(i), int(self.labels[i])
+
+
+class SyntheticImages(SyntheticSplit):
     """``n`` images ``[channels, size, size]`` (float32) with labels in ``[0, num_classes)``.
 
     Args:
@@ -48,9 +70,8 @@ class SyntheticImages(Dataset):
         max_shift: int = 3,
     ) -> None:
         protos = class_prototypes(num_classes, channels, size, seed)
-        g = torch.Generator().manual_seed(seed * 1000 + 17 + split_seed)
-        labels = torch.arange(n) % num_classes
-        labels = labels[torch.randperm(n, generator=g)]
+        super().__init__(n, num_classes, seed, split_seed)
+        g, labels = self.rng, self.labels
         other = (labels + torch.randint(1, num_classes, (n,), generator=g)) % num_classes
         contrast = 0.6 + 0.8 * torch.rand(n, 1, 1, 1, generator=g)
         x = contrast * protos[labels] + 0.5 * protos[other]
@@ -59,14 +80,9 @@ class SyntheticImages(Dataset):
             x[i] = torch.roll(x[i], shifts=(int(shifts[i, 0]), int(shifts[i, 1])), dims=(1, 2))
         x = x + noise * torch.randn(x.shape, generator=g)
         self.images = x.float().contiguous()  # [n, C, H, W]
-        self.labels = labels.long()  # [n]
-        self.classes = tuple(f"class_{i}" for i in range(num_classes))
 
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
-        return self.images[i], int(self.labels[i])
+    def sample(self, i: int) -> torch.Tensor:
+        return self.images[i]
 
 
 # Image files for the synthetic data (``snnkd predict`` on a synthetic checkpoint): a value v maps to the
