@@ -1,4 +1,5 @@
-"""The options ``train-teacher`` and ``distill`` share, declared once, and the hand-off to the training run."""
+"""Groups of options declared once for several commands (``train-teacher`` and ``distill`` share the training
+options; ``eval-sweep`` takes the early-exit group), and the hand-off to the training run."""
 
 from __future__ import annotations
 
@@ -11,14 +12,18 @@ from typing import Any
 from snnkd_cli.cli.options import (
     Augment,
     BatchSize,
+    CalibFraction,
     ChannelsLast,
     Compile,
     DataDir,
     Dataset,
     Download,
+    DynamicFlag,
     Epochs,
+    EvalExitRule,
     ImageSize,
     Lr,
+    MaxDrop,
     MaxSteps,
     NeuronPrecision,
     Out,
@@ -27,11 +32,13 @@ from snnkd_cli.cli.options import (
     Resize,
     Resume,
     SaveEvery,
+    SaveThreshold,
     Schedule,
     Seed,
     SyncBN,
     TensorBoard,
     Threads,
+    Thresholds,
     Warmup,
     WeightDecay,
     Width,
@@ -72,20 +79,41 @@ def _training_options(
     """The options ``train-teacher`` and ``distill`` share (the dataset's recipe where None)."""
 
 
-def training_command(fn: Callable) -> Callable:
-    """Give ``fn(own options, **shared)`` the options of :func:`_training_options` after its own, for Typer
-    (which reads the signature and the annotations): one list of shared options, not two copies."""
-    own = [p for p in inspect.signature(fn, eval_str=True).parameters.values() if p.kind is not p.VAR_KEYWORD]
-    shared = list(inspect.signature(_training_options, eval_str=True).parameters.values())
+def with_options(group: Callable) -> Callable[[Callable], Callable]:
+    """A decorator giving ``fn(own options, **group's)`` the options declared by ``group``'s signature after its
+    own, for Typer (which reads the signature and the annotations): a group of options is declared once."""
+    shared = list(inspect.signature(group, eval_str=True).parameters.values())
 
-    @functools.wraps(fn)
-    def wrapper(**kwargs: Any) -> None:
-        return fn(**kwargs)
+    def deco(fn: Callable) -> Callable:
+        own = [p for p in inspect.signature(fn, eval_str=True).parameters.values() if p.kind is not p.VAR_KEYWORD]
 
-    wrapper.__signature__ = inspect.Signature([*own, *shared], return_annotation=None)  # type: ignore[attr-defined]
-    # evaluated here: the string annotations name options this module imports, not the command's module
-    wrapper.__annotations__ = {p.name: p.annotation for p in [*own, *shared]}
-    return wrapper
+        @functools.wraps(fn)
+        def wrapper(**kwargs: Any) -> None:
+            return fn(**kwargs)
+
+        wrapper.__signature__ = inspect.Signature([*own, *shared], return_annotation=None)  # type: ignore[attr-defined]
+        # evaluated here: the string annotations name options this module imports, not the command's module
+        wrapper.__annotations__ = {p.name: p.annotation for p in [*own, *shared]}
+        return wrapper
+
+    return deco
+
+
+training_command = with_options(_training_options)
+
+
+def _early_exit_options(
+    dynamic: DynamicFlag = False,
+    exit_rule: EvalExitRule = None,
+    thresholds: Thresholds = None,
+    max_drop: MaxDrop = None,
+    calib_fraction: CalibFraction = None,
+    save_threshold: SaveThreshold = False,
+) -> None:
+    """``eval-sweep``'s early-exit options (see ``commands.dynamic_options``, which checks them)."""
+
+
+early_exit_command = with_options(_early_exit_options)
 
 
 def _train(task: str, opts: dict) -> None:

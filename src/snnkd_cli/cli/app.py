@@ -11,22 +11,17 @@ import typer
 
 from snnkd_cli import __version__
 from snnkd_cli.cli._runner import bare_resume, handle_errors
-from snnkd_cli.cli._training import _train, reset_choice, training_command
+from snnkd_cli.cli._training import _train, early_exit_command, reset_choice, training_command
 from snnkd_cli.cli.import_cmd import import_command
 from snnkd_cli.cli.options import (
-    CalibFraction,
     CalibHoldout,
     Decay,
     Energy,
     EnergySamples,
-    EvalExitRule,
     HardReset,
-    MaxDrop,
     Precision,
-    SaveThreshold,
     SoftReset,
-    Threads,
-    Thresholds,  # shared by train-teacher and distill
+    Threads,  # shared by train-teacher and distill
 )
 
 app = typer.Typer(
@@ -110,6 +105,7 @@ app.command("import")(handle_errors(import_command))
 
 @app.command("eval-sweep")
 @handle_errors
+@early_exit_command
 def eval_sweep(
     checkpoints: Annotated[list[Path], typer.Argument(help="One or more .safetensors checkpoints written by snnkd.")],
     max_T: Annotated[
@@ -140,26 +136,14 @@ def eval_sweep(
         Path | None,
         typer.Option("--csv", help="Also write the results as CSV here ('-': standard output, tables to stderr)."),
     ] = None,
-    dynamic: Annotated[
-        bool,
-        typer.Option(
-            "--dynamic",
-            help="Also evaluate early exit (students): accuracy and mean T for a grid of thresholds from the same "
-            "pass, and the threshold chosen on a calibration slice of the training split.",
-        ),
-    ] = False,
-    exit_rule: EvalExitRule = None,
-    thresholds: Thresholds = None,
-    max_drop: MaxDrop = None,
-    calib_fraction: CalibFraction = None,
-    save_threshold: SaveThreshold = False,
     threads: Threads = None,
+    **early_exit: Any,
 ) -> None:
     """Accuracy of each checkpoint at every T from 1 to max-T, from one forward pass at max-T."""
     from snnkd_cli.cli.commands import dynamic_options, run_sweep
 
     data = str(data_dir) if data_dir else None
-    dyn = dynamic_options(dynamic, exit_rule, thresholds, max_drop, calib_fraction, save_threshold)
+    dyn = dynamic_options(**early_exit)
     energy_n = energy_samples if energy else None
     run_sweep(
         checkpoints,
@@ -173,7 +157,7 @@ def eval_sweep(
         reframe=reframe,
         energy=energy_n,
         dynamic=dyn,
-        save_threshold=save_threshold,
+        save_threshold=early_exit["save_threshold"],
         threads=threads,
     )
 

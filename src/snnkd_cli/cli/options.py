@@ -152,6 +152,14 @@ Energy = Annotated[
 EnergySamples = Annotated[
     int, typer.Option(help="Samples the --energy counters run on (the first of the evaluation set).")
 ]
+DynamicFlag = Annotated[
+    bool,
+    typer.Option(
+        "--dynamic",
+        help="Also evaluate early exit (students): accuracy and mean T for a grid of thresholds from the same "
+        "pass, and the threshold chosen on a calibration slice of the training split.",
+    ),
+]
 EvalExitRule = Annotated[
     str | None,
     typer.Option(
