@@ -271,3 +271,23 @@ def test_spikformer_exports_to_onnx_and_refuses_nir_in_one_line(cli, spikformer_
     assert errors[0].startswith("error: cannot export ZooSpikformer to NIR") and "--format onnx" in errors[0]
     assert bad.stderr.rstrip().endswith(errors[0])  # after the "exporting ..." line, nothing else
     assert not (tmp_path / "s.nir").exists()
+
+
+def test_the_zoo_internals_we_build_with_still_mean_what_we_assume() -> None:
+    """Pins the zoo's non-public members snnkd builds with: SEWResNet._make_layer (with _norm_layer, inplanes,
+    dilation, groups, base_width) and MSResNet._first_stage_stride. At the zoo's own size (ImageNet stem, width
+    64, 3 channels) snnkd's SEW ResNet-18 has the zoo constructor's parameter names and shapes, and the CIFAR
+    MS-ResNet's first stage keeps the resolution that the ImageNet one halves."""
+    ours = create_model("sew_resnet18", 10, width=64, stem="imagenet")
+    theirs = sew_resnet.sew_resnet18(num_classes=10, cnf="ADD", spiking_neuron=neuron.LIFNode)
+    shapes = lambda m: {k: tuple(v.shape) for k, v in m.state_dict().items()}  # noqa: E731
+    assert shapes(ours) == shapes(theirs)
+
+    def first_stage_out(stem: str) -> int:
+        net = create_model("ms_resnet18", 10, width=4, stem=stem)
+        net.eval()
+        return net.layer1(net.stem(torch.zeros(1, 1, 3, 32, 32))).shape[-1]
+
+    assert ms_resnet.MSResNet._first_stage_stride == 2
+    assert first_stage_out("cifar") == 32  # 3x3/1 stem, stride-1 first stage
+    assert first_stage_out("imagenet") < 32
