@@ -7,7 +7,7 @@ import functools
 import inspect
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from snnkd_cli.cli.options import (
     Augment,
@@ -46,6 +46,9 @@ from snnkd_cli.cli.options import (
 )
 from snnkd_cli.errors import SnnkdError
 
+if TYPE_CHECKING:
+    from snnkd_cli.evaluation.early_exit import DynamicOptions
+
 
 def _training_options(
     dataset: Dataset = "synthetic",
@@ -79,20 +82,27 @@ def _training_options(
     """The options ``train-teacher`` and ``distill`` share (the dataset's recipe where None)."""
 
 
+def _parameters(fn: Callable) -> list[inspect.Parameter]:
+    """``fn``'s parameters with their annotations evaluated in ``fn``'s module (the return annotation, which
+    may name a type imported only for type checkers, is not evaluated)."""
+    evaluated = lambda a: eval(a, fn.__globals__) if isinstance(a, str) else a  # noqa: E731
+    return [p.replace(annotation=evaluated(p.annotation)) for p in inspect.signature(fn).parameters.values()]
+
+
 def with_options(group: Callable) -> Callable[[Callable], Callable]:
     """A decorator giving ``fn(own options, **group's)`` the options declared by ``group``'s signature after its
     own, for Typer (which reads the signature and the annotations): a group of options is declared once."""
-    shared = list(inspect.signature(group, eval_str=True).parameters.values())
+    shared = _parameters(group)
 
     def deco(fn: Callable) -> Callable:
-        own = [p for p in inspect.signature(fn, eval_str=True).parameters.values() if p.kind is not p.VAR_KEYWORD]
+        own = [p for p in _parameters(fn) if p.kind is not p.VAR_KEYWORD]
 
         @functools.wraps(fn)
         def wrapper(**kwargs: Any) -> None:
             return fn(**kwargs)
 
         wrapper.__signature__ = inspect.Signature([*own, *shared], return_annotation=None)  # type: ignore[attr-defined]
-        # evaluated here: the string annotations name options this module imports, not the command's module
+        # evaluated here: the string annotations name options the declaring modules import
         wrapper.__annotations__ = {p.name: p.annotation for p in [*own, *shared]}
         return wrapper
 
@@ -102,18 +112,52 @@ def with_options(group: Callable) -> Callable[[Callable], Callable]:
 training_command = with_options(_training_options)
 
 
-def _early_exit_options(
+def early_exit_options(
     dynamic: DynamicFlag = False,
     exit_rule: EvalExitRule = None,
     thresholds: Thresholds = None,
     max_drop: MaxDrop = None,
     calib_fraction: CalibFraction = None,
     save_threshold: SaveThreshold = False,
-) -> None:
-    """``eval-sweep``'s early-exit options (see ``commands.dynamic_options``, which checks them)."""
+) -> DynamicOptions | None:
+    """``eval-sweep``'s early-exit options: declared here for Typer (:func:`with_options` reads this signature)
+    and checked when called, as ``DynamicOptions`` (None without ``--dynamic``).
+
+    Raises:
+        SnnkdError: an option given without ``--dynamic``, or a bad value (one line).
+    """
+    from snnkd_cli.evaluation.early_exit import DynamicOptions
+
+    if not dynamic:
+        given = [
+            name
+            for name, v in (
+                ("--exit-rule", exit_rule),
+                ("--thresholds", thresholds),
+                ("--max-drop", max_drop),
+                ("--calib-fraction", calib_fraction),
+                ("--save-threshold", save_threshold or None),
+            )
+            if v is not None
+        ]
+        if given:
+            raise SnnkdError(f"{given[0]} applies with --dynamic")
+        return None
+    grid = None
+    if thresholds is not None:
+        try:
+            grid = tuple(float(v) for v in thresholds.split(",") if v.strip())
+        except ValueError:
+            raise SnnkdError(
+                f"--thresholds must be comma-separated numbers, e.g. 0.8,0.9,0.95; got '{thresholds}'"
+            ) from None
+        if not grid:
+            raise SnnkdError("--thresholds is empty: give comma-separated numbers, e.g. 0.8,0.9,0.95")
+    opts = {"rule": exit_rule, "max_drop": max_drop, "calib_fraction": calib_fraction}
+    return DynamicOptions(thresholds=grid, **{k: v for k, v in opts.items() if v is not None})
 
 
-early_exit_command = with_options(_early_exit_options)
+early_exit_command = with_options(early_exit_options)
 
 
 def _train(task: str, opts: dict) -> None:

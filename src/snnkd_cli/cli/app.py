@@ -11,7 +11,7 @@ import typer
 
 from snnkd_cli import __version__
 from snnkd_cli.cli._runner import bare_resume, handle_errors
-from snnkd_cli.cli._training import _train, early_exit_command, reset_choice, training_command
+from snnkd_cli.cli._training import _train, early_exit_command, early_exit_options, reset_choice, training_command
 from snnkd_cli.cli.import_cmd import import_command
 from snnkd_cli.cli.options import (
     CalibHoldout,
@@ -140,10 +140,10 @@ def eval_sweep(
     **early_exit: Any,
 ) -> None:
     """Accuracy of each checkpoint at every T from 1 to max-T, from one forward pass at max-T."""
-    from snnkd_cli.cli.commands import dynamic_options, run_sweep
+    from snnkd_cli.cli.commands import run_sweep
 
     data = str(data_dir) if data_dir else None
-    dyn = dynamic_options(**early_exit)
+    dyn = early_exit_options(**early_exit)
     energy_n = energy_samples if energy else None
     run_sweep(
         checkpoints,

@@ -124,44 +124,6 @@ def run_sweep(
         write_sweep_csv(csv_path, entries)
 
 
-def dynamic_options(
-    dynamic: bool,
-    exit_rule: str | None,
-    thresholds: str | None,
-    max_drop: float | None,
-    calib_fraction: float | None,
-    save_threshold: bool,
-) -> DynamicOptions | None:
-    """``eval-sweep``'s early-exit options as :class:`DynamicOptions` (None without ``--dynamic``)."""
-    if not dynamic:
-        given = [
-            name
-            for name, v in (
-                ("--exit-rule", exit_rule),
-                ("--thresholds", thresholds),
-                ("--max-drop", max_drop),
-                ("--calib-fraction", calib_fraction),
-                ("--save-threshold", save_threshold or None),
-            )
-            if v is not None
-        ]
-        if given:
-            raise SnnkdError(f"{given[0]} applies with --dynamic")
-        return None
-    grid = None
-    if thresholds is not None:
-        try:
-            grid = tuple(float(v) for v in thresholds.split(",") if v.strip())
-        except ValueError:
-            raise SnnkdError(
-                f"--thresholds must be comma-separated numbers, e.g. 0.8,0.9,0.95; got '{thresholds}'"
-            ) from None
-        if not grid:
-            raise SnnkdError("--thresholds is empty: give comma-separated numbers, e.g. 0.8,0.9,0.95")
-    opts = {"rule": exit_rule, "max_drop": max_drop, "calib_fraction": calib_fraction}
-    return DynamicOptions(thresholds=grid, **{k: v for k, v in opts.items() if v is not None})
-
-
 def run_predict(
     checkpoint: Path,
     inputs: list[Path],
