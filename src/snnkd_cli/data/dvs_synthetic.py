@@ -13,38 +13,41 @@ Recordings in the original CIFAR10-DVS file layout, for tests and benchmarks, ar
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 
 from snnkd_cli.data.synthetic import SyntheticSplit
 
 
+@dataclass(eq=False, kw_only=True)
 class SyntheticEvents(SyntheticSplit):
-    """``n`` event-frame samples ``([frames, 2, size, size] float32 counts, label)``; channel 1 is ON.
+    """``n`` event-frame samples ``([frames, 2, size, size] float32 counts, label)``; channel 1 is ON. Classes
+    come in pairs that share a pattern and path, with opposite contrast and direction; ``seed`` picks the
+    patterns and directions.
 
     Args:
-        n: number of samples.
-        num_classes: number of classes (pairs share a pattern and path, with opposite contrast and direction).
         frames: frames per sample T.
         size: frame height and width.
-        seed: data seed (class patterns and directions); train and val use the same one.
-        split_seed: distinguishes splits (0 train, 1 val).
         rate: expected events per unit of brightness change.
         noise: expected noise events per pixel, polarity and frame.
     """
 
-    def __init__(
-        self,
-        n: int,
-        num_classes: int = 10,
-        frames: int = 8,
-        size: int = 32,
-        seed: int = 0,
-        split_seed: int = 0,
-        rate: float = 3.0,
-        noise: float = 0.03,
-    ) -> None:
-        g = torch.Generator().manual_seed(seed)
+    frames: int = 8
+    size: int = 32
+    rate: float = 3.0
+    noise: float = 0.03
+
+    def draw(self) -> None:
+        n, num_classes, frames, size, rate, noise = (
+            self.n,
+            self.num_classes,
+            self.frames,
+            self.size,
+            self.rate,
+            self.noise,
+        )
+        g = torch.Generator().manual_seed(self.seed)
         pairs = (num_classes + 1) // 2
         offs = (torch.rand(pairs, 3, 2, generator=g) - 0.5) * size * 0.3  # pattern: 3 Gaussian blobs
         sigma = size * (0.05 + 0.05 * torch.rand(pairs, 3, generator=g))
@@ -52,7 +55,6 @@ class SyntheticEvents(SyntheticSplit):
         angle = 2 * math.pi * (torch.arange(pairs) + 0.25 * torch.rand(pairs, generator=g)) / pairs
         direction = torch.stack([torch.cos(angle), torch.sin(angle)], 1)  # [pairs, 2] as (x, y)
 
-        super().__init__(n, num_classes, seed, split_seed)
         gs, labels = self.rng, self.labels
         pair, sign = labels // 2, 1.0 - 2.0 * (labels % 2).float()  # odd class: dark and moving back
         travel = size * 0.5 * (0.8 + 0.4 * torch.rand(n, generator=gs))
@@ -74,7 +76,6 @@ class SyntheticEvents(SyntheticSplit):
             lam = torch.stack([(-change).clamp(min=0), change.clamp(min=0)], 2) + noise  # [c, T, 2(OFF, ON), H, W]
             out[a:b] = torch.poisson(lam, generator=gs).clamp(max=255).to(torch.uint8)
         self.counts = out  # uint8 [n, T, 2, H, W]: a quarter of float32's memory
-        self.frames, self.size = frames, size
 
     def sample(self, i: int) -> torch.Tensor:
         return self.counts[i].float()

@@ -63,7 +63,7 @@ def _synthetic(cfg: DataConfig, size: int, train: bool, augment: bool, policy: s
     from snnkd_cli.data.synthetic import SyntheticImages
 
     n_cls, chans = cfg.num_classes or 10, cfg.in_channels or 3
-    make = lambda n, split: SyntheticImages(n, n_cls, size, chans, seed=0, split_seed=split)  # noqa: E731
+    make = lambda n, split: SyntheticImages(n, n_cls, size=size, channels=chans, seed=0, split_seed=split)  # noqa: E731
     val = make(cfg.synthetic_val, 1)
     tr = make(cfg.synthetic_train, 0) if train else None
     return tr, val, DataInfo("synthetic", n_cls, chans, size, False, val.classes)
@@ -73,7 +73,7 @@ def _synthetic_dvs(cfg: DataConfig, size: int, train: bool, augment: bool, polic
     from snnkd_cli.data.dvs_synthetic import SyntheticEvents
 
     n_cls, frames = cfg.num_classes or 10, cfg.frames or 8
-    make = lambda n, split: SyntheticEvents(n, n_cls, frames, size, seed=0, split_seed=split)  # noqa: E731
+    make = lambda n, split: SyntheticEvents(n, n_cls, frames=frames, size=size, seed=0, split_seed=split)  # noqa: E731
     val = make(cfg.synthetic_val, 1)
     tr = make(cfg.synthetic_train, 0) if train else None
     classes = tuple(f"class_{i}" for i in range(n_cls))

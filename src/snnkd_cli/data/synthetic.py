@@ -8,6 +8,8 @@ network reaches well above chance in a minute; the noise keeps it from being tri
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
@@ -22,17 +24,35 @@ def class_prototypes(num_classes: int, channels: int, size: int, seed: int) -> t
     return protos / protos.std(dim=(1, 2, 3), keepdim=True)
 
 
+@dataclass(eq=False)
 class SyntheticSplit(Dataset):
     """What the built-in datasets share: ``n`` balanced labels ``[n]`` shuffled per split, names ``class_<i>``.
 
-    ``self.rng`` is the split's generator (seeded by ``seed`` and ``split_seed``), already advanced past the
-    shuffle: a subclass draws its samples from it and returns sample ``i`` from :meth:`sample`.
+    ``self.rng`` is the split's generator, already advanced past the shuffle: a subclass draws its samples
+    from it in :meth:`draw` and returns sample ``i`` from :meth:`sample`. Only ``n`` and ``num_classes`` are
+    positional; every other parameter is a keyword.
+
+    Args:
+        n: number of samples.
+        num_classes: number of classes.
+        seed: data seed: what the classes look like, and with ``split_seed`` the draw; train and val share it.
+        split_seed: distinguishes splits (0 train, 1 val): other samples of the same classes.
     """
 
-    def __init__(self, n: int, num_classes: int, seed: int, split_seed: int) -> None:
-        self.rng = torch.Generator().manual_seed(seed * 1000 + 17 + split_seed)
-        self.labels = (torch.arange(n) % num_classes)[torch.randperm(n, generator=self.rng)]  # int64 [n]
-        self.classes = tuple(f"class_{i}" for i in range(num_classes))
+    n: int
+    num_classes: int = 10
+    seed: int = field(default=0, kw_only=True)
+    split_seed: int = field(default=0, kw_only=True)
+
+    def __post_init__(self) -> None:
+        self.rng = torch.Generator().manual_seed(self.seed * 1000 + 17 + self.split_seed)
+        self.labels = (torch.arange(self.n) % self.num_classes)[torch.randperm(self.n, generator=self.rng)]  # [n]
+        self.classes = tuple(f"class_{i}" for i in range(self.num_classes))
+        self.draw()
+
+    def draw(self) -> None:
+        """Draw the samples from ``self.rng`` (the labels are drawn)."""
+        raise NotImplementedError
 
     def sample(self, i: int) -> torch.Tensor:
         raise NotImplementedError
@@ -44,33 +64,26 @@ class SyntheticSplit(Dataset):
         return self.sample(i), int(self.labels[i])
 
 
+@dataclass(eq=False, kw_only=True)
 class SyntheticImages(SyntheticSplit):
-    """``n`` images ``[channels, size, size]`` (float32) with labels in ``[0, num_classes)``.
+    """``n`` images ``[channels, size, size]`` (float32) with labels in ``[0, num_classes)``; ``seed`` picks the
+    class prototypes.
 
     Args:
-        n: number of samples.
-        num_classes: number of classes.
         size: image height and width.
         channels: image channels.
-        seed: data seed; the train and val splits use different seeds but the same prototypes.
-        split_seed: distinguishes splits (0 train, 1 val).
         noise: standard deviation of the additive Gaussian noise.
         max_shift: largest circular shift in pixels.
     """
 
-    def __init__(
-        self,
-        n: int,
-        num_classes: int = 10,
-        size: int = 16,
-        channels: int = 3,
-        seed: int = 0,
-        split_seed: int = 0,
-        noise: float = 1.2,
-        max_shift: int = 3,
-    ) -> None:
-        protos = class_prototypes(num_classes, channels, size, seed)
-        super().__init__(n, num_classes, seed, split_seed)
+    size: int = 16
+    channels: int = 3
+    noise: float = 1.2
+    max_shift: int = 3
+
+    def draw(self) -> None:
+        n, num_classes, noise, max_shift = self.n, self.num_classes, self.noise, self.max_shift
+        protos = class_prototypes(num_classes, self.channels, self.size, self.seed)
         g, labels = self.rng, self.labels
         other = (labels + torch.randint(1, num_classes, (n,), generator=g)) % num_classes
         contrast = 0.6 + 0.8 * torch.rand(n, 1, 1, 1, generator=g)
