@@ -30,9 +30,9 @@ import time
 import torch
 from torch.utils.data import DataLoader
 
-from snnkd_cli.checkpoint import load_checkpoint, model_from_checkpoint
+from snnkd_cli.checkpoint import load_checkpoint, model_from_checkpoint, stored_exit_rule
 from snnkd_cli.data import build_datasets
-from snnkd_cli.evaluation.early_exit import early_exit, stored_exit_rule
+from snnkd_cli.evaluation.early_exit import early_exit
 from snnkd_cli.inference.exit_runtime import EarlyExitClassifier
 from snnkd_cli.models.contract import reset_state, time_major
 

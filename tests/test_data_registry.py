@@ -45,7 +45,8 @@ def test_an_unknown_dataset_is_one_line_naming_the_known_ones():
 
 def test_the_built_in_sets_share_one_split_rule_and_take_only_n_and_classes_by_position():
     """Both built-in sets draw their labels from SyntheticSplit: balanced, shuffled by the split's seed (same
-    labels for the same n, classes and seeds, whatever the samples are); either seed changes them. A third positional argument (``size`` in older code) is refused, not taken as a seed."""
+    labels for the same n, classes and seeds, whatever the samples are); either seed changes them. A third
+    positional argument (``size`` in older code) is refused, not taken as a seed."""
     import pytest
 
     from snnkd_cli.data.dvs_synthetic import SyntheticEvents

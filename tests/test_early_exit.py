@@ -14,7 +14,7 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from helpers import firing_student, hand_rule
-from snnkd_cli.checkpoint import load_checkpoint, read_metadata, save_checkpoint
+from snnkd_cli.checkpoint import load_checkpoint, read_metadata, save_checkpoint, store_exit_rule, stored_exit_rule
 from snnkd_cli.config import DataConfig, ModelConfig, RunConfig, TrainConfig
 from snnkd_cli.data import calibration_split
 from snnkd_cli.errors import SnnkdError
@@ -24,12 +24,11 @@ from snnkd_cli.evaluation.early_exit import (
     choose_threshold,
     early_exit,
     evaluate_dynamic,
+    exit_rule_record,
     exit_scores,
     relative_energy,
     running_mean,
     running_share,
-    store_exit_rule,
-    stored_exit_rule,
 )
 from snnkd_cli.evaluation.sweep import sweep
 from snnkd_cli.inference.exit_runtime import EarlyExitClassifier
@@ -303,7 +302,7 @@ def test_store_exit_rule_rewrites_only_the_metadata(tmp_path):
     before_meta, before = read_metadata(path), load_file(str(path))
     trace = ExitTrace.from_running(running_mean(random_logits(seed=5)), torch.randint(0, 5, (40,)))
     res = evaluate_dynamic(trace, trace, DynamicOptions(thresholds=(0.4, 0.6, 0.8)))
-    stored = store_exit_rule(path, res)
+    stored = store_exit_rule(path, exit_rule_record(res))
     after = read_metadata(path)
     assert {k: v for k, v in after.items() if k != "early_exit"} == before_meta
     assert json.loads(after["early_exit"]) == stored == stored_exit_rule(after)
@@ -314,6 +313,8 @@ def test_store_exit_rule_rewrites_only_the_metadata(tmp_path):
     assert load_checkpoint(path).kind == "student"
     with pytest.raises(SnnkdError, match="cannot be read"):
         stored_exit_rule({"early_exit": "{not json"})
+    with pytest.raises(SnnkdError, match="cannot be read.*unknown exit rule 'margin'"):
+        stored_exit_rule({"early_exit": json.dumps({**stored, "rule": "margin"})})
 
 
 def test_held_out_slice_is_left_out_of_training():

@@ -16,7 +16,7 @@ import torch
 from safetensors.torch import save as st_save
 from torch import nn
 
-from snnkd_cli.config import RunConfig
+from snnkd_cli.config import EXIT_RULES, RunConfig, check_choice
 from snnkd_cli.errors import SnnkdError
 from snnkd_cli.format import FORMAT, KINDS, checkpoint_metadata
 from snnkd_cli.fsutil import atomic_write_bytes, read_safetensors
@@ -58,6 +58,36 @@ def update_metadata(path: Path, extra: dict[str, str]) -> None:
     state, meta = _open(Path(path), tensors=True)
     meta.update(extra)
     atomic_write_bytes(Path(path), st_save(state, metadata=meta))
+
+
+EXIT_RULE_KEY = "early_exit"  # the metadata entry ``eval-sweep --dynamic --save-threshold`` writes
+
+
+def store_exit_rule(path: Path, record: dict) -> dict:
+    """Write an early-exit record (``evaluation.early_exit.exit_rule_record``) into the checkpoint's metadata,
+    atomically; returns it."""
+    update_metadata(path, {EXIT_RULE_KEY: json.dumps(record, sort_keys=True)})
+    return record
+
+
+def stored_exit_rule(meta: dict[str, str]) -> dict | None:
+    """The early-exit record a checkpoint's metadata holds (:func:`store_exit_rule`), or None.
+
+    Raises:
+        SnnkdError: a record that cannot be read (one line saying how to write it again).
+    """
+    raw = meta.get(EXIT_RULE_KEY)
+    if raw is None:
+        return None
+    try:
+        stored = json.loads(raw)
+        check_choice(stored["rule"], EXIT_RULES, "exit rule")
+        int(stored["max_T"])
+    except (ValueError, KeyError, TypeError, SnnkdError) as e:
+        raise SnnkdError(
+            f"the stored early-exit rule cannot be read ({e}); re-run eval-sweep --dynamic --save-threshold"
+        ) from None
+    return stored
 
 
 def read_metadata(path: Path) -> dict[str, str]:

@@ -20,6 +20,7 @@ LOSSES = ("full-range", "standard-kd", "twce")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 NEURON_PRECISIONS = ("fp32", "autocast")
 SCHEDULES = ("cosine-epoch", "cosine-step")
+EXIT_RULES = ("confidence", "entropy")  # early exit: max softmax probability, or entropy in nats
 RESIZES = ("bilinear", "area")  # how cifar10dvs frames were resized from 128 px (data/aedat.py RESIZE_MODES)
 # Training augmentation policies (snnkd_cli.data.transforms); "auto" picks one from the dataset and image size.
 IMAGE_AUGMENTS = ("none", "crop", "crop-flip", "cifar", "imagenet")

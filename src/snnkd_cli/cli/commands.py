@@ -6,7 +6,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from snnkd_cli.checkpoint import load_checkpoint, read_metadata, run_files_in
+from snnkd_cli.checkpoint import load_checkpoint, read_metadata, run_files_in, store_exit_rule
 from snnkd_cli.cli._output import (
     cost_table,
     dynamic_table,
@@ -25,7 +25,7 @@ from snnkd_cli.cli._output import (
 )
 from snnkd_cli.config import RunConfig, from_preset
 from snnkd_cli.errors import SnnkdError
-from snnkd_cli.evaluation.early_exit import DynamicOptions, store_exit_rule
+from snnkd_cli.evaluation.early_exit import DynamicOptions, exit_rule_record
 from snnkd_cli.evaluation.evaluate import evaluate_checkpoint
 from snnkd_cli.fsutil import STDOUT, check_output_file
 from snnkd_cli.train.distributed import dist_env
@@ -111,7 +111,7 @@ def run_sweep(
     if save_threshold:
         for ckpt, res in results:
             if res.dynamic is not None:
-                stored = store_exit_rule(ckpt.path, res.dynamic)
+                stored = store_exit_rule(ckpt.path, exit_rule_record(res.dynamic))
                 err_console.print(
                     f"stored early exit in {ckpt.path}: {stored['rule']} threshold {stored['threshold']}, "
                     f"T <= {stored['max_T']}",

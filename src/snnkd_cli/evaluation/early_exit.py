@@ -17,17 +17,16 @@ same rule while the network runs and really stops.
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 
 import torch
 
+from snnkd_cli.config import EXIT_RULES, check_choice
 from snnkd_cli.errors import SnnkdError
 
-RULES = ("confidence", "entropy")
+RULES = EXIT_RULES
 # Built-in threshold grids, from "exits early" to "runs long". Confidence: max softmax probability.
 # Entropy: nats (log C is the entropy of the uniform distribution; 2.30 for 10 classes).
 DEFAULT_THRESHOLDS = {
@@ -36,13 +35,10 @@ DEFAULT_THRESHOLDS = {
     "entropy": (1.5, 1.2, 1.0, 0.8, 0.6, 0.5, 0.4, 0.3, 0.25, 0.2, 0.15, 0.1, 0.07, 0.05, 0.03, 0.02, 0.01, 0.005,
                 0.002, 0.001, 0.0005),
 }  # fmt: skip
-META_KEY = "early_exit"  # checkpoint metadata key written by ``eval-sweep --dynamic --save-threshold``
 
 
 def check_rule(rule: str) -> str:
-    if rule not in RULES:
-        raise SnnkdError(f"unknown exit rule '{rule}': choose one of {', '.join(RULES)}")
-    return rule
+    return check_choice(rule, RULES, "exit rule")
 
 
 def at_least_fp32(x: torch.Tensor) -> torch.Tensor:
@@ -286,14 +282,12 @@ def evaluate_dynamic(evaluation: ExitTrace, calibration: ExitTrace, opts: Dynami
     )
 
 
-# --- the stored rule (checkpoint metadata) -------------------------------------------------------
+# --- what a checkpoint stores (snnkd_cli.checkpoint writes and reads it) ------------------------------
 
 
-def store_exit_rule(path: Path, result: DynamicResult) -> dict:
-    """Write the chosen rule and threshold into the checkpoint's metadata (atomically); returns what was stored."""
-    from snnkd_cli.checkpoint import update_metadata
-
-    stored = {
+def exit_rule_record(result: DynamicResult) -> dict:
+    """The chosen rule and threshold, with how they were chosen: what ``eval-sweep --save-threshold`` stores."""
+    return {
         "rule": result.rule,
         "threshold": result.chosen["threshold"],
         "max_T": result.max_T,
@@ -304,21 +298,3 @@ def store_exit_rule(path: Path, result: DynamicResult) -> dict:
         "calib_top1": result.chosen["calib_top1"],
         "calib_mean_T": result.chosen["calib_mean_T"],
     }
-    update_metadata(path, {META_KEY: json.dumps(stored, sort_keys=True)})
-    return stored
-
-
-def stored_exit_rule(meta: dict[str, str]) -> dict | None:
-    """The rule stored by :func:`store_exit_rule` in a checkpoint's metadata, or None."""
-    raw = meta.get(META_KEY)
-    if raw is None:
-        return None
-    try:
-        stored = json.loads(raw)
-        check_rule(stored["rule"])
-        int(stored["max_T"])
-    except (ValueError, KeyError, TypeError) as e:
-        raise SnnkdError(
-            f"the stored early-exit rule cannot be read ({e}); re-run eval-sweep --dynamic --save-threshold"
-        ) from None
-    return stored

@@ -16,11 +16,11 @@ from pathlib import Path
 
 import torch
 
-from snnkd_cli.checkpoint import Checkpoint, load_checkpoint, model_from_checkpoint
+from snnkd_cli.checkpoint import Checkpoint, load_checkpoint, model_from_checkpoint, stored_exit_rule
 from snnkd_cli.data import dataset_spec
 from snnkd_cli.data.inputs import InputError, expand_inputs, image_transform, is_temporal, load_frames, load_image
 from snnkd_cli.errors import SnnkdError
-from snnkd_cli.evaluation.early_exit import check_rule, running_mean, stored_exit_rule
+from snnkd_cli.evaluation.early_exit import check_rule, running_mean
 from snnkd_cli.inference.exit_runtime import EarlyExitClassifier
 from snnkd_cli.models.contract import reset_state, teacher_input, time_major
 from snnkd_cli.precision import default_device
