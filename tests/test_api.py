@@ -180,3 +180,31 @@ def test_teacher_from_a_pth_state_dict(tmp_path):
     (tmp_path / "x.pth").write_bytes(b"\x80\x04garbage")
     bad_file = CliRunner().invoke(app, [*base, "--teacher", str(tmp_path / "x.pth"), "--teacher-arch", "resnet18"])
     assert bad_file.exit_code == 2 and "is not a PyTorch state dict file" in bad_file.stderr
+
+
+@pytest.mark.parametrize(
+    ("kw", "message"),
+    [
+        ({"T": 0}, "T must be >= 1, got 0"),
+        ({"epochs": 0}, "epochs must be >= 1, got 0"),
+        ({"lr": -0.1}, "lr must be > 0, got -0.1"),
+        ({"warmup_epochs": -1}, "warmup_epochs must be >= 0, got -1"),
+        ({"tau": 0.0}, "tau must be > 0, got 0.0"),
+        ({"alpha": -1.0}, "alpha and beta must be >= 0"),
+        ({"loss": "kl"}, "unknown loss 'kl': choose one of full-range, standard-kd, twce"),
+        ({"precision": "fp8"}, "unknown precision 'fp8'"),
+    ],
+)
+def test_api_distill_refuses_bad_values_before_any_work(tmp_path, kw, message):
+    """The same checks as the command line, before a model moves or a batch is read, naming the keyword."""
+    from snnkd_cli import distill
+
+    class NoBatch:
+        def __iter__(self):
+            raise AssertionError("a batch was read before the values were checked")
+
+    student = create_model("resnet18", 10, width=4)
+    with pytest.raises(SnnkdError) as e:
+        distill(student, None, NoBatch(), NoBatch(), verbose=False, out=tmp_path / "run", **kw)
+    assert str(e.value).startswith(message) and "--" not in str(e.value)
+    assert not (tmp_path / "run").exists()

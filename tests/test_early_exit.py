@@ -144,9 +144,9 @@ def test_energy_hook():
     ("kw", "words"),
     [
         ({"rule": "margin"}, "unknown exit rule 'margin'"),
-        ({"calib_fraction": 0.0}, "--calib-fraction"),
-        ({"calib_fraction": 1.5}, "--calib-fraction"),
-        ({"max_drop": -1.0}, "--max-drop"),
+        ({"calib_fraction": 0.0}, r"^calib_fraction must be in \(0, 1\]"),  # Python names from Python
+        ({"calib_fraction": 1.5}, "^calib_fraction"),
+        ({"max_drop": -1.0}, "^max_drop must be >= 0"),
         ({"thresholds": (0.5, 1.5)}, r"\[0, 1\]"),
         ({"rule": "entropy", "thresholds": (-0.1,)}, "nats"),
     ],
@@ -328,7 +328,7 @@ def test_held_out_slice_is_left_out_of_training():
     tr, _, _, cfg = _resolve_data(cfg)
     assert len(tr) == 1800 and cfg.data.calib_holdout == 0.1
     assert not set(tr.indices) & set(calibration_split(cfg.data, 0.1).indices)
-    with pytest.raises(SnnkdError, match="--calib-holdout must be in"):
+    with pytest.raises(SnnkdError, match="^calib_holdout must be in"):
         from_preset("distill", "synthetic", calib_holdout=1.0)
 
 

@@ -34,14 +34,20 @@ def test_cifar_preset_is_the_paper_recipe():
 @pytest.mark.parametrize(
     "kw,msg",
     [
-        ({"T": 0}, "--T must be >= 1"),
-        ({"loss": "x"}, "unknown loss"),
-        ({"decay": 1.5}, "--decay"),
-        ({"precision": "fp8"}, "unknown precision"),
+        ({"T": 0}, ("^T must be >= 1", "^--T must be >= 1")),
+        ({"loss": "x"}, ("unknown loss", "unknown loss")),
+        ({"decay": 1.5}, (r"^decay must be in \(0, 1\)", r"^--decay must be in \(0, 1\)")),
+        ({"warmup_epochs": -1}, ("^warmup_epochs must be", "^--warmup-epochs must be")),
+        ({"precision": "fp8"}, ("unknown precision", "unknown precision")),
     ],
 )
 def test_invalid_values(kw, msg):
-    with pytest.raises(SnnkdError, match=msg):
+    """One line naming the option as the caller wrote it: the keyword from Python, the flag under the CLI."""
+    from snnkd_cli.errors import command_line_names
+
+    with pytest.raises(SnnkdError, match=msg[0]):
+        from_preset("distill", "synthetic", **kw)
+    with command_line_names(), pytest.raises(SnnkdError, match=msg[1]):
         from_preset("distill", "synthetic", **kw)
 
 

@@ -323,5 +323,5 @@ def test_python_api_loads_foreign_weights(tmp_path):
         assert (teacher(x) - net(x)).abs().max().item() <= TOL
     report = import_checkpoint(src, tmp_path / "t.safetensors", arch="resnet18", kind="ann", dataset="synthetic")
     assert report.checkpoint_kind == "teacher" and load_checkpoint(report.out).config.model.width == WIDTH
-    with pytest.raises(SnnkdError, match="give kind=ann"):
+    with pytest.raises(SnnkdError, match="give kind='ann'$"):
         load_foreign(src, "resnet18", kind="snn")

@@ -108,7 +108,7 @@ def test_a_nan_found_at_a_later_read_names_its_step_and_writes_no_checkpoint(tmp
     val = DataLoader(SyntheticImages(32, split_seed=1), batch_size=32)
     ckpt = RunCheckpointer(tmp_path, model, "teacher", cfg)
     task = DivergesAt()
-    with pytest.raises(SnnkdError, match="loss is nan at epoch 2 step 2: lower --lr"):
+    with pytest.raises(SnnkdError, match="loss is nan at epoch 2 step 2: lower lr or use precision='fp32'"):
         loop.fit(model, task, train, val, cfg.train, eval_T=None, device=torch.device("cpu"), checkpointer=ckpt)
     assert task.calls == STEPS + 3  # found at the read after step 3 of epoch 2, not at step 2
     assert load_checkpoint(tmp_path / "last.safetensors").meta["epoch"] == "1"

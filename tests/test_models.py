@@ -90,8 +90,8 @@ def test_input_adapters():
         ("resnet19", "ann", {"depth": 3}, "unexpected model option(s): depth (resnet19 has a fixed depth)"),
         ("ms_resnet18", "snn", {"stem": "tiny"}, "unknown stem 'tiny': choose cifar or imagenet"),
         ("tv_resnet18", "ann", {"stem": "tiny"}, "unknown stem 'tiny': choose cifar or imagenet"),
-        ("spikformer", "snn", {"width": 1}, "--width must be >= 2 for this model, got 1"),
-        ("tv_resnet34", "ann", {"width": 32}, "its width is 64 (got --width 32)"),
+        ("spikformer", "snn", {"width": 1}, "width must be >= 2 for this model, got 1"),
+        ("tv_resnet34", "ann", {"width": 32}, "its width is 64 (got width=32)"),
     ],
 )
 def test_architecture_options_are_checked_in_one_place(name, kind, kw, message):

@@ -157,7 +157,7 @@ def test_ms_resnet_keeps_its_own_neuron() -> None:
 def test_zoo_bad_options_are_one_line_errors() -> None:
     with pytest.raises(SnnkdError, match="unknown stem 'tiny'"):
         create_model("spikformer", 10, stem="tiny")
-    with pytest.raises(SnnkdError, match="--width must be >= 2"):
+    with pytest.raises(SnnkdError, match="^width must be >= 2"):
         create_model("spike_driven_transformer", 10, width=1)
     with pytest.raises(SnnkdError, match=r"unexpected model option\(s\): dropout"):
         create_model("sew_resnet18", 10, dropout=0.1)

@@ -15,7 +15,17 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from snnkd_cli.checkpoint import check_fresh_out, save_checkpoint
-from snnkd_cli.config import DATASETS, LOSSES, DataConfig, KDConfig, ModelConfig, RunConfig, TrainConfig, check_choice
+from snnkd_cli.config import (
+    DATASETS,
+    DataConfig,
+    KDConfig,
+    ModelConfig,
+    RunConfig,
+    TrainConfig,
+    check_choice,
+    validate_kd,
+    validate_train,
+)
 from snnkd_cli.convert import convert_state, read_state_dict
 from snnkd_cli.evaluation.sweep import sweep as _sweep
 from snnkd_cli.kd.tasks import DistillTask
@@ -68,23 +78,23 @@ def distill(
     Returns:
         :class:`FitResult` with the per-epoch history and the best validation sweep.
     """
-    check_choice(loss, LOSSES, "loss")
     unknown = set(config) - _TRAIN_FIELDS
     if unknown:
         raise TypeError(f"unknown option(s) {sorted(unknown)}; choose from {sorted(_TRAIN_FIELDS)}")
     out = config.pop("out", None)
+    cfg, kd = TrainConfig(**config), KDConfig(loss=loss, alpha=alpha, beta=beta, tau=tau)
+    validate_train(cfg)  # before any work, as the command line's
+    validate_kd(kd)
     if dataset is not None:
         check_choice(dataset, DATASETS, "dataset")
     if out is not None:
         check_fresh_out(out, overwrite)
-    cfg = TrainConfig(**config)
     dev = torch.device(device) if device is not None else default_device()
     student.to(dev)
     if teacher is not None:
         teacher.to(dev).eval().requires_grad_(False)
     x, _ = next(iter(train_loader))
     check_student(student, time_major(x[:2].to(dev), min(cfg.T, 2), temporal))
-    kd = KDConfig(loss=loss, alpha=alpha, beta=beta, tau=tau)
     task = DistillTask(teacher, cfg.T, kd, temporal)
     ckpt = None
     if out is not None:
@@ -169,6 +179,4 @@ def load_foreign(path: str | Path, arch: str, *, kind: str = "ann", **options: A
         SnnkdError: unreadable file, the wrong kind, keys or shapes that do not map (one line).
     """
     check_choice(kind, ("snn", "ann"), "kind")
-    return convert_state(
-        read_state_dict(path), arch, kind, source=str(path), label=f"arch '{arch}'", kind_option="kind=", **options
-    ).model
+    return convert_state(read_state_dict(path), arch, kind, source=str(path), **options).model

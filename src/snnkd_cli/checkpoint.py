@@ -17,7 +17,7 @@ from safetensors.torch import save as st_save
 from torch import nn
 
 from snnkd_cli.config import EXIT_RULES, RunConfig, check_choice
-from snnkd_cli.errors import SnnkdError
+from snnkd_cli.errors import SnnkdError, option
 from snnkd_cli.format import FORMAT, KINDS, checkpoint_metadata
 from snnkd_cli.fsutil import atomic_write_bytes, read_safetensors
 from snnkd_cli.models import build_model
@@ -185,6 +185,6 @@ def check_fresh_out(out: str | Path, overwrite: bool) -> None:
     while (free := out.with_name(f"{out.name}-{n}")).exists():
         n += 1
     raise SnnkdError(
-        f"{out} already holds a run ({found[0]}): pass --overwrite to replace it, --resume to continue it, "
-        f"or another --out (free: {free})"
+        f"{out} already holds a run ({found[0]}): pass {option('overwrite')} to replace it, --resume to continue it, "
+        f"or another {option('out')} (free: {free})"
     )

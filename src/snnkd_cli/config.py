@@ -12,7 +12,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
-from snnkd_cli.errors import SnnkdError
+from snnkd_cli.errors import SnnkdError, given, option
 
 DATASETS = ("synthetic", "cifar10", "cifar100", "imagefolder", "imagenet", "cifar10dvs", "synthetic-dvs")
 EVENT_DATASETS = ("cifar10dvs", "synthetic-dvs")
@@ -305,7 +305,9 @@ def check_augment(dataset: str, augment: str) -> str:
     else:
         allowed = ("auto", *(EVENT_AUGMENTS if dataset in EVENT_DATASETS else IMAGE_AUGMENTS))
     if augment not in allowed:
-        raise SnnkdError(f"--augment {augment!r} does not apply to {dataset}: choose one of {', '.join(allowed)}")
+        raise SnnkdError(
+            f"{option('augment')} {augment!r} does not apply to {dataset}: choose one of {', '.join(allowed)}"
+        )
     return augment
 
 
@@ -318,41 +320,56 @@ def notes(cfg: RunConfig) -> list[str]:
     """Warnings for options that are valid but have no effect in this run (printed when it starts)."""
     out = []
     if cfg.kd is not None and cfg.kd.loss == "twce" and cfg.kd.teacher:
-        out.append("--loss twce uses no teacher: --teacher is ignored (full-range and standard-kd use it)")
+        out.append(
+            f"{given('loss', 'twce')} uses no teacher: {option('teacher')} is ignored "
+            "(full-range and standard-kd use it)"
+        )
     return out
+
+
+def _first_failed(checks: list[tuple[bool, str]]) -> None:
+    for ok, msg in checks:
+        if not ok:
+            raise SnnkdError(msg)
+
+
+def validate_train(t: TrainConfig) -> None:
+    """One-line errors for training settings no run can use (also what the Python API's ``distill`` checks)."""
+    _first_failed([
+        (t.T >= 1, f"{option('T')} must be >= 1, got {t.T}"),
+        (t.epochs >= 1, f"{option('epochs')} must be >= 1, got {t.epochs}"),
+        (t.batch_size >= 1, f"{option('batch_size')} must be >= 1, got {t.batch_size}"),
+        (t.lr > 0, f"{option('lr')} must be > 0, got {t.lr}"),
+        (t.weight_decay >= 0, f"{option('weight_decay')} must be >= 0, got {t.weight_decay}"),
+        (t.warmup_epochs >= 0, f"{option('warmup_epochs')} must be >= 0, got {t.warmup_epochs}"),
+        (t.max_steps is None or t.max_steps >= 1, f"{option('max_steps')} must be >= 1, got {t.max_steps}"),
+    ])  # fmt: skip
+    check_choice(t.precision, PRECISIONS, "precision")
+    check_choice(t.neuron_precision, NEURON_PRECISIONS, "neuron precision")
+    check_choice(t.schedule, SCHEDULES, "schedule")
+
+
+def validate_kd(kd: KDConfig) -> None:
+    """One-line errors for a loss and weights no run can use."""
+    check_choice(kd.loss, LOSSES, "loss")
+    if kd.tau <= 0:
+        raise SnnkdError(f"{option('tau')} must be > 0, got {kd.tau}")
+    if kd.alpha < 0 or kd.beta < 0:
+        raise SnnkdError(f"{option('alpha')} and {option('beta')} must be >= 0")
 
 
 def validate(cfg: RunConfig) -> None:
     """One-line errors for values no run can use."""
-    t = cfg.train
-    checks = [
-        (t.T >= 1, f"--T must be >= 1, got {t.T}"),
-        (t.epochs >= 1, f"--epochs must be >= 1, got {t.epochs}"),
-        (t.batch_size >= 1, f"--batch-size must be >= 1, got {t.batch_size}"),
-        (t.lr > 0, f"--lr must be > 0, got {t.lr}"),
-        (t.weight_decay >= 0, f"--weight-decay must be >= 0, got {t.weight_decay}"),
-        (t.warmup_epochs >= 0, f"--warmup-epochs must be >= 0, got {t.warmup_epochs}"),
-        (cfg.data.workers >= 0, f"--workers must be >= 0, got {cfg.data.workers}"),
-        (t.max_steps is None or t.max_steps >= 1, f"--max-steps must be >= 1, got {t.max_steps}"),
-        (cfg.model.width >= 1, f"--width must be >= 1, got {cfg.model.width}"),
-        (0.0 <= cfg.data.calib_holdout < 1.0, f"--calib-holdout must be in [0, 1), got {cfg.data.calib_holdout}"),
-        (0.0 < cfg.model.decay < 1.0, f"--decay must be in (0, 1), got {cfg.model.decay}"),
-        (
-            cfg.data.image_size is None or cfg.data.image_size >= 8,
-            f"--image-size must be >= 8, got {cfg.data.image_size}",
-        ),
-    ]
-    for ok, msg in checks:
-        if not ok:
-            raise SnnkdError(msg)
-    check_choice(t.precision, PRECISIONS, "precision")
-    check_choice(t.neuron_precision, NEURON_PRECISIONS, "neuron precision")
-    check_choice(t.schedule, SCHEDULES, "schedule")
-    check_augment(cfg.data.dataset, cfg.data.augment)
-    check_choice(cfg.data.resize, RESIZES, "resize")
+    validate_train(cfg.train)
+    d, m = cfg.data, cfg.model
+    _first_failed([
+        (d.workers >= 0, f"{option('workers')} must be >= 0, got {d.workers}"),
+        (m.width >= 1, f"{option('width')} must be >= 1, got {m.width}"),
+        (0.0 <= d.calib_holdout < 1.0, f"{option('calib_holdout')} must be in [0, 1), got {d.calib_holdout}"),
+        (0.0 < m.decay < 1.0, f"{option('decay')} must be in (0, 1), got {m.decay}"),
+        (d.image_size is None or d.image_size >= 8, f"{option('image_size')} must be >= 8, got {d.image_size}"),
+    ])  # fmt: skip
+    check_augment(d.dataset, d.augment)
+    check_choice(d.resize, RESIZES, "resize")
     if cfg.kd is not None:
-        check_choice(cfg.kd.loss, LOSSES, "loss")
-        if cfg.kd.tau <= 0:
-            raise SnnkdError(f"--tau must be > 0, got {cfg.kd.tau}")
-        if cfg.kd.alpha < 0 or cfg.kd.beta < 0:
-            raise SnnkdError("--alpha and --beta must be >= 0")
+        validate_kd(cfg.kd)

@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 import typer
 
-from snnkd_cli.errors import SnnkdError
+from snnkd_cli.errors import SnnkdError, command_line_names
 
 
 def handle_errors(fn: Callable) -> Callable:
@@ -22,7 +22,7 @@ def handle_errors(fn: Callable) -> Callable:
         from snnkd_cli.progress import reporting
 
         try:
-            with reporting(ConsoleProgress(err_console)):
+            with reporting(ConsoleProgress(err_console)), command_line_names():
                 return fn(*args, **kwargs)
         except SnnkdError as e:
             if os.environ.get("RANK", "0") == "0":  # under torchrun every rank fails alike: say it once

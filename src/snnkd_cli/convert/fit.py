@@ -10,7 +10,7 @@ from typing import Any
 from torch import nn
 
 from snnkd_cli.convert.layouts import Layout, State, detect_layout, head_key, rename, stem_key, target_family
-from snnkd_cli.errors import SnnkdError
+from snnkd_cli.errors import SnnkdError, given
 from snnkd_cli.models.registry import create_model
 
 KIND_WORD = {"snn": "a spiking network", "ann": "an ANN"}
@@ -109,11 +109,11 @@ def _hint(state: State, arch: str) -> str:
     return ""
 
 
-def check_kind(layout: Layout, kind: str, source: str, kind_option: str | None) -> None:
+def check_kind(layout: Layout, kind: str, source: str, kind_hint: bool = True) -> None:
     """Refuse ANN weights for a spiking network and the reverse: that is conversion, not a key mapping."""
     if layout.kind is None or layout.kind == kind:
         return
-    fix = f": give {kind_option}{layout.kind}" if kind_option else ""
+    fix = f": give {given('kind', layout.kind)}" if kind_hint else ""
     raise SnnkdError(
         f"{source} holds {layout.about}, {KIND_WORD[layout.kind]}, but {KIND_WORD[kind]} is asked for "
         f"(snnkd maps weights between equal networks; it does not convert between ANN and SNN){fix}"
@@ -127,7 +127,7 @@ def convert_state(
     *,
     source: str = "the state dict",
     label: str | None = None,
-    kind_option: str | None = "--kind ",
+    kind_hint: bool = True,
     **model_kw: Any,
 ) -> Converted:
     """Load a foreign state dict into ``create_model(arch, kind=kind)``.
@@ -138,15 +138,15 @@ def convert_state(
         arch, kind: the registered network to load it into (``"snn"``: ``[T,B,...] -> [T,B,C]``;
             ``"ann"``: ``[B,...] -> [B,C]``).
         source, label: names for the messages (the file; the option that chose the arch).
-        kind_option: what a refusal for the wrong kind tells to give, before the kind (``"--kind "``; None: nothing).
+        kind_hint: a refusal for the wrong kind says which kind to give (False where the caller chose it).
         **model_kw: options the weights do not hold (``decay``, ``soft_reset``); they override none inferred.
 
     Raises:
         SnnkdError: wrong kind, an arch that cannot be built, or keys/shapes that do not fit (one line).
     """
-    label = label or f"--arch {arch}"
+    label = label or given("arch", arch)
     layout = detect_layout(state)
-    check_kind(layout, kind, source, kind_option)
+    check_kind(layout, kind, source, kind_hint)
     what = f"{source}, {layout.about}, does not fit {label}"
     opts = {**source_stem(state, layout), **model_kw}
     probe, probe_width = _probe(arch, kind, opts, what)

@@ -13,7 +13,7 @@ from snnkd_cli.config import DATASETS, RunConfig, check_choice, from_preset
 from snnkd_cli.convert import Converted, convert_state, read_state_dict
 from snnkd_cli.data import build_datasets, resolved
 from snnkd_cli.data.loaders import check_T_fits
-from snnkd_cli.errors import SnnkdError
+from snnkd_cli.errors import SnnkdError, given, option
 from snnkd_cli.fsutil import check_output_file
 
 KIND_OF_CHECKPOINT = {"snn": "student", "ann": "teacher"}
@@ -34,11 +34,11 @@ class ImportReport:
 
 
 def _check_out(src: Path, out: Path, overwrite: bool) -> None:
-    check_output_file(out, "--out")
+    check_output_file(out, option("out"))
     if out.exists() and not overwrite:
-        raise SnnkdError(f"{out} already exists: pass --overwrite to replace it, or another --out")
+        raise SnnkdError(f"{out} already exists: pass {option('overwrite')} to replace it, or another {option('out')}")
     if out.exists() and src.exists() and out.resolve() == src.resolve():
-        raise SnnkdError(f"--out {out} is the source file itself: choose another file")
+        raise SnnkdError(f"{given('out', str(out))} is the source file itself: choose another file")
 
 
 def _resolve_data(cfg: RunConfig, conv: Converted, source: Path) -> tuple[str, ...]:
@@ -60,7 +60,7 @@ def _resolve_data(cfg: RunConfig, conv: Converted, source: Path) -> tuple[str, .
     cfg.data = resolved(cfg.data, info)
     cfg.model.num_classes, cfg.model.in_channels = info.num_classes, info.in_channels
     if cfg.task == "distill":
-        check_T_fits(cfg.train.T, info, "--T")
+        check_T_fits(cfg.train.T, info, option("T"))
     return info.classes
 
 
@@ -105,7 +105,9 @@ def import_checkpoint(
     cfg = from_preset("distill" if spiking else "teacher", dataset, **opts)
     state = read_state_dict(src)
     neuron = {"decay": cfg.model.decay, "soft_reset": cfg.model.soft_reset} if spiking else {}
-    conv = convert_state(state, arch, kind, source=str(src), label=f"--arch {arch} --kind {kind}", **neuron)
+    conv = convert_state(
+        state, arch, kind, source=str(src), label=f"{given('arch', arch)} {given('kind', kind)}", **neuron
+    )
     cfg.model.stem = conv.options.get("stem", cfg.model.stem)
     cfg.model.width = conv.options.get("width", cfg.model.width)
     classes = _resolve_data(cfg, conv, src)

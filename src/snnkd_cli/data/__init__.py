@@ -83,12 +83,14 @@ def calibration_split(cfg: DataConfig, fraction: float, seed: int = CALIB_SEED) 
     Raises:
         SnnkdError: the slice would be empty, or the training split cannot be read.
     """
-    from snnkd_cli.errors import SnnkdError
+    from snnkd_cli.errors import SnnkdError, option
 
     tr, _, info = build_datasets(cfg, train=True, augment=False)
     idx = calibration_indices(len(tr), fraction, seed)
     if not idx:
-        raise SnnkdError(f"the calibration slice of {info.name}'s training split is empty: raise --calib-fraction")
+        raise SnnkdError(
+            f"the calibration slice of {info.name}'s training split is empty: raise {option('calib_fraction')}"
+        )
     return Subset(tr, idx)
 
 

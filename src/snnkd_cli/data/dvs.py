@@ -45,7 +45,7 @@ from snnkd_cli.data.aedat import (
     split_indices,
 )
 from snnkd_cli.data.dvs_augment import DVSAugment
-from snnkd_cli.errors import SnnkdError
+from snnkd_cli.errors import SnnkdError, option
 from snnkd_cli.fsutil import atomic_write_bytes
 
 FORMAT = 1  # bump when the content of a cache changes for the same parameters
@@ -156,14 +156,17 @@ def _run(jobs: list[tuple[str, str, dict[str, Any]]], workers: int) -> Iterator[
 
 
 def _check_args(frames: int, size: int, workers: int, split_by: str, split: str, resize: str) -> None:
-    checks = [(frames >= 1, f"--frames must be >= 1, got {frames}"), (size >= 8, f"--size must be >= 8, got {size}"),
-              (workers >= 1, f"--workers must be >= 1, got {workers}")]  # fmt: skip
+    checks = [
+        (frames >= 1, f"{option('frames')} must be >= 1, got {frames}"),
+        (size >= 8, f"{option('size')} must be >= 8, got {size}"),
+        (workers >= 1, f"{option('workers')} must be >= 1, got {workers}"),
+    ]
     for ok, msg in checks:
         if not ok:
             raise SnnkdError(msg)
-    check_choice(split_by, SPLIT_BY, "--split-by")
-    check_choice(split, SPLITS, "--split")
-    check_choice(resize, RESIZE_MODES, "--resize")
+    check_choice(split_by, SPLIT_BY, option("split_by"))
+    check_choice(split, SPLITS, option("split"))
+    check_choice(resize, RESIZE_MODES, option("resize"))
 
 
 def _open_cache(cache: Path) -> Path:
@@ -299,7 +302,7 @@ def open_dvs_cache(
     """
     data_dir = Path(data_dir).expanduser()
     if resize is not None:
-        check_choice(resize, RESIZE_MODES, "--resize")
+        check_choice(resize, RESIZE_MODES, option("resize"))
     want = {"frames": frames, "split_by": split_by, "size": size, "split": split, "resize": resize}
     asked = {k: v for k, v in want.items() if v is not None}
     if (data_dir / MANIFEST).is_file():

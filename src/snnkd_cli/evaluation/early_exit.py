@@ -24,7 +24,7 @@ from dataclasses import dataclass, field, replace
 import torch
 
 from snnkd_cli.config import EXIT_RULES, check_choice
-from snnkd_cli.errors import SnnkdError
+from snnkd_cli.errors import SnnkdError, option
 
 RULES = EXIT_RULES
 # Built-in threshold grids, from "exits early" to "runs long". Confidence: max softmax probability.
@@ -191,16 +191,18 @@ class DynamicOptions:
     def __post_init__(self) -> None:
         check_rule(self.rule)
         if self.calib_fraction is not None and not 0.0 < self.calib_fraction <= 1.0:
-            raise SnnkdError(f"--calib-fraction must be in (0, 1], got {self.calib_fraction}")
+            raise SnnkdError(f"{option('calib_fraction')} must be in (0, 1], got {self.calib_fraction}")
         if not (self.max_drop >= 0 and math.isfinite(self.max_drop)):
-            raise SnnkdError(f"--max-drop must be >= 0 (points), got {self.max_drop}")
+            raise SnnkdError(f"{option('max_drop')} must be >= 0 (points), got {self.max_drop}")
         if self.thresholds is not None:
             if not self.thresholds or not all(math.isfinite(t) for t in self.thresholds):
-                raise SnnkdError("--thresholds must be a comma-separated list of numbers, e.g. 0.8,0.9,0.95")
+                raise SnnkdError(f"{option('thresholds')} must be finite numbers, e.g. 0.8,0.9,0.95")
             if self.rule == "confidence" and not all(0.0 <= t <= 1.0 for t in self.thresholds):
-                raise SnnkdError("confidence thresholds are probabilities: every --thresholds value must be in [0, 1]")
+                raise SnnkdError(
+                    f"confidence thresholds are probabilities: every {option('thresholds')} value must be in [0, 1]"
+                )
             if self.rule == "entropy" and not all(t >= 0.0 for t in self.thresholds):
-                raise SnnkdError("entropy thresholds are in nats: every --thresholds value must be >= 0")
+                raise SnnkdError(f"entropy thresholds are in nats: every {option('thresholds')} value must be >= 0")
 
     def resolve(self, holdout: float) -> DynamicOptions:
         """The options for a student trained with ``calib_holdout=holdout``: the calibration fraction

@@ -15,7 +15,7 @@ from snnkd_cli.config import RunConfig
 from snnkd_cli.data import build_datasets, calibration_split
 from snnkd_cli.data.loaders import check_T_fits, make_loader
 from snnkd_cli.data.static import CIFAR, CIFAR_SIZE
-from snnkd_cli.errors import SnnkdError
+from snnkd_cli.errors import SnnkdError, option
 from snnkd_cli.evaluation.early_exit import DynamicOptions, evaluate_dynamic, relative_energy
 from snnkd_cli.evaluation.energy import measure_energy
 from snnkd_cli.evaluation.sweep import SweepResult, sweep
@@ -71,7 +71,7 @@ def evaluate_checkpoint(
             raise SnnkdError("--reframe applies to spiking students on cifar10dvs (it re-frames the recordings)")
         return ckpt, _reframed_sweep(model, cfg, T, batch_size or cfg.train.batch_size, device, precision)
     if spiking:
-        check_T_fits(T, info, "--max-T")
+        check_T_fits(T, info, option("max_T"))
     calib = None
     if dynamic is not None and spiking:  # built first: a missing training split fails before the long pass
         dynamic = dynamic.resolve(cfg.data.calib_holdout)
@@ -92,13 +92,13 @@ def _check_options(
 ) -> None:
     """The options alone, before any data or model is loaded."""
     if max_T is not None and max_T < 1:
-        raise SnnkdError(f"--max-T must be >= 1, got {max_T}")
+        raise SnnkdError(f"{option('max_T')} must be >= 1, got {max_T}")
     if batch_size is not None and batch_size < 1:
-        raise SnnkdError(f"--batch-size must be >= 1, got {batch_size}")
+        raise SnnkdError(f"{option('batch_size')} must be >= 1, got {batch_size}")
     if energy and reframe:
         raise SnnkdError("--energy counts the cached frames; run it without --reframe")
     if samples is not None and samples < 1:
-        raise SnnkdError(f"--energy-samples must be >= 1, got {samples}")
+        raise SnnkdError(f"{option('energy_samples')} must be >= 1, got {samples}")
     if reframe and dynamic:
         raise SnnkdError("--dynamic reads the running mean of one pass: it cannot be combined with --reframe")
 

@@ -17,7 +17,7 @@ from torch import nn
 import snnkd_cli.export.verify as verify
 from snnkd_cli import __version__, progress
 from snnkd_cli.config import EVENT_DATASETS, RunConfig
-from snnkd_cli.errors import SnnkdError
+from snnkd_cli.errors import SnnkdError, option
 from snnkd_cli.export.fold import build_folded, fold_bn, folded_metadata
 from snnkd_cli.export.onnx_step import SingleStepSNN, ann_to_onnx, require, run_session, session, snn_to_onnx
 from snnkd_cli.format import checkpoint_metadata
@@ -160,7 +160,7 @@ def _check_export(config: RunConfig, kind: str, fmt: str, verify_T: int | None) 
         require(module, f"{fmt.upper()} export")
     Tmax = config.train.T if verify_T is None else verify_T
     if Tmax < 1:
-        raise SnnkdError(f"--verify-T must be >= 1, got {Tmax}")
+        raise SnnkdError(f"{option('verify_T')} must be >= 1, got {Tmax}")
     return spiking, Tmax
 
 

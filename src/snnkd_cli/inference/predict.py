@@ -19,7 +19,7 @@ import torch
 from snnkd_cli.checkpoint import Checkpoint, load_checkpoint, model_from_checkpoint, stored_exit_rule
 from snnkd_cli.data import dataset_spec
 from snnkd_cli.data.inputs import InputError, expand_inputs, image_transform, is_temporal, load_frames, load_image
-from snnkd_cli.errors import SnnkdError
+from snnkd_cli.errors import SnnkdError, option
 from snnkd_cli.evaluation.early_exit import check_rule, running_mean
 from snnkd_cli.inference.exit_runtime import EarlyExitClassifier
 from snnkd_cli.models.contract import reset_state, teacher_input, time_major
@@ -80,7 +80,7 @@ def _resolve_mode(
             raise SnnkdError(f"{ckpt.path} is an ANN teacher: --T and --dynamic apply to spiking students")
         return report
     if T is not None and T < 1:
-        raise SnnkdError(f"--T must be >= 1, got {T}")
+        raise SnnkdError(f"{option('T')} must be >= 1, got {T}")
     if not dynamic:
         report.mode, report.T = "fixed", T or ckpt.config.train.T
         return report
@@ -171,7 +171,7 @@ def predict_files(
         SnnkdError: a bad checkpoint or options (nothing is classified).
     """
     if batch_size < 1:
-        raise SnnkdError(f"--batch-size must be >= 1, got {batch_size}")
+        raise SnnkdError(f"{option('batch_size')} must be >= 1, got {batch_size}")
     ckpt = load_checkpoint(checkpoint)
     report = _resolve_mode(ckpt, T, dynamic, threshold, rule)
     data = ckpt.config.data

@@ -14,7 +14,7 @@ import torch
 from spikingjelly.activation_based import neuron, surrogate
 from torch import nn
 
-from snnkd_cli.errors import SnnkdError
+from snnkd_cli.errors import SnnkdError, option
 
 
 class LIF(neuron.LIFNode):
@@ -43,7 +43,7 @@ def make_lif(decay: float = 0.5, soft_reset: bool = False) -> LIF:
         soft_reset: subtract the threshold after a spike instead of resetting to 0.
     """
     if not 0.0 < decay < 1.0:
-        raise SnnkdError(f"--decay must be in (0, 1), got {decay}")
+        raise SnnkdError(f"{option('decay')} must be in (0, 1), got {decay}")
     return LIF(
         tau=1.0 / (1.0 - decay),
         decay_input=False,

@@ -16,7 +16,7 @@ from importlib.metadata import entry_points
 from torch import nn
 
 from snnkd_cli.config import ModelConfig
-from snnkd_cli.errors import SnnkdError
+from snnkd_cli.errors import SnnkdError, option
 
 KINDS = ("snn", "ann")
 _REGISTRY: dict[tuple[str, str], Callable[..., nn.Module]] = {}
@@ -65,7 +65,7 @@ class ArchOptions:
     def least_width(self, least: int) -> int:
         """``width``, refused in one line below ``least``."""
         if self.width < least:
-            raise SnnkdError(f"--width must be >= {least} for this model, got {self.width}")
+            raise SnnkdError(f"{option('width')} must be >= {least} for this model, got {self.width}")
         return self.width
 
     @classmethod

@@ -15,7 +15,7 @@ import torchvision
 from spikingjelly.activation_based import layer
 from torch import nn
 
-from snnkd_cli.errors import SnnkdError
+from snnkd_cli.errors import SnnkdError, option
 from snnkd_cli.models.neurons import make_lif
 from snnkd_cli.models.registry import ArchOptions, register_arch
 
@@ -218,7 +218,7 @@ def ann_resnet34(num_classes: int, o: ArchOptions) -> nn.Module:
     if o.cifar:
         return _basic("ann", [3, 4, 6, 3], num_classes, o)
     if o.width != 64:
-        raise SnnkdError("the ImageNet-stem resnet34 is torchvision's model: --width must be 64")
+        raise SnnkdError(f"the ImageNet-stem resnet34 is torchvision's model: {option('width')} must be 64")
     net = torchvision.models.resnet34(num_classes=num_classes)
     if o.in_channels != 3:  # torchvision initialised the rest the same way
         net.conv1 = kaiming_init(nn.Conv2d(o.in_channels, 64, 7, 2, 3, bias=False))

@@ -12,7 +12,7 @@ from __future__ import annotations
 import torchvision
 from torch import nn
 
-from snnkd_cli.errors import SnnkdError
+from snnkd_cli.errors import SnnkdError, given
 from snnkd_cli.models.registry import ArchOptions, register_arch
 
 DEPTHS = (18, 34, 50)
@@ -29,7 +29,7 @@ def tv_resnet(depth: int, num_classes: int, o: ArchOptions) -> torchvision.model
             max-pool, torchvision's; the default here) or ``"cifar"`` (3x3/1 conv, no max-pool).
     """
     if o.width != 64:
-        raise SnnkdError(f"tv_resnet{depth} is torchvision's model: its width is 64 (got --width {o.width})")
+        raise SnnkdError(f"tv_resnet{depth} is torchvision's model: its width is 64 (got {given('width', o.width)})")
     net = getattr(torchvision.models, f"resnet{depth}")(num_classes=num_classes)
     if o.cifar:
         net.conv1 = nn.Conv2d(o.in_channels, 64, 3, 1, 1, bias=False)

@@ -21,7 +21,7 @@ from torch.utils.data import DataLoader
 
 from snnkd_cli.config import MAX_WARMUP_SHARE, TrainConfig, warmup_steps
 from snnkd_cli.data.loaders import EpochSampler
-from snnkd_cli.errors import SnnkdError
+from snnkd_cli.errors import SnnkdError, given, option
 from snnkd_cli.evaluation.sweep import SweepResult, sweep
 from snnkd_cli.kd.tasks import Task
 from snnkd_cli.models.contract import reset_state
@@ -228,9 +228,8 @@ class _Tally:
 
 def _diverged(message: str, epoch: int, step: int) -> str:
     """The one-line error of a diverged run, naming where it happened."""
-    return (
-        f"{message} at epoch {epoch} step {step}: lower --lr or use --precision fp32; the last good checkpoint is kept"
-    )
+    fix = f"lower {option('lr')} or use {given('precision', 'fp32')}"
+    return f"{message} at epoch {epoch} step {step}: {fix}; the last good checkpoint is kept"
 
 
 def _steps_per_epoch(train_loader: DataLoader, cfg: TrainConfig) -> int:
@@ -238,7 +237,7 @@ def _steps_per_epoch(train_loader: DataLoader, cfg: TrainConfig) -> int:
     full = sampler.batches_per_epoch() if isinstance(sampler, EpochSampler) else len(train_loader)
     steps = full if cfg.max_steps is None else min(full, cfg.max_steps)
     if steps == 0:
-        raise SnnkdError(f"the training set gives no batch of {cfg.batch_size}: lower --batch-size")
+        raise SnnkdError(f"the training set gives no batch of {cfg.batch_size}: lower {option('batch_size')}")
     return steps
 
 

@@ -22,7 +22,7 @@ from snnkd_cli.checkpoint import RUN_FILES, check_fresh_out, save_checkpoint
 from snnkd_cli.config import ModelConfig, RunConfig, freeze, notes
 from snnkd_cli.data import DataInfo, build_datasets, resolved, without_calibration
 from snnkd_cli.data.loaders import check_T_fits, make_loader
-from snnkd_cli.errors import SnnkdError
+from snnkd_cli.errors import SnnkdError, option
 from snnkd_cli.fsutil import atomic_write_bytes
 from snnkd_cli.kd.tasks import DistillTask, TeacherTask
 from snnkd_cli.models import build_model
@@ -74,7 +74,7 @@ def _resolve_data(cfg: RunConfig, train: bool = True) -> tuple[Dataset | None, D
     model = dataclasses.replace(cfg.model, num_classes=info.num_classes, in_channels=info.in_channels, stem=stem)
     cfg = dataclasses.replace(cfg, data=resolved(cfg.data, info), model=model)
     if cfg.task == "distill":
-        check_T_fits(cfg.train.T, info, "--T")
+        check_T_fits(cfg.train.T, info, option("T"))
     return tr, val, info, cfg
 
 
@@ -237,7 +237,7 @@ def train(
     run_train = {"precision": resolve_precision(cfg.train.precision, device), "sync_bn": resolve_sync_bn(cfg, env)}
     cfg = dataclasses.replace(copy.deepcopy(cfg), train=dataclasses.replace(cfg.train, **run_train))
     if save_every is not None and save_every < 1:
-        raise SnnkdError(f"--save-every must be >= 1, got {save_every}")
+        raise SnnkdError(f"{option('save_every')} must be >= 1, got {save_every}")
     if resume is None:
         check_fresh_out(cfg.train.out, overwrite)
     seed_everything(cfg.train.seed)

@@ -12,7 +12,7 @@ from snnkd_cli.config import ModelConfig, RunConfig
 from snnkd_cli.convert import convert_state, read_state_dict
 from snnkd_cli.convert.reader import is_safetensors
 from snnkd_cli.data import DataInfo
-from snnkd_cli.errors import SnnkdError
+from snnkd_cli.errors import SnnkdError, given, option
 from snnkd_cli.format import FORMAT
 
 
@@ -38,15 +38,18 @@ def load_teacher(cfg: RunConfig, info: DataInfo, device: torch.device) -> tuple[
     if kd.loss == "twce":
         return None, None
     if not kd.teacher:
-        raise SnnkdError(f"--loss {kd.loss} needs --teacher TEACHER.safetensors (train one with 'snnkd train-teacher')")
+        raise SnnkdError(
+            f"{given('loss', kd.loss)} needs {option('teacher')} TEACHER.safetensors "
+            "(train one with 'snnkd train-teacher')"
+        )
     if is_foreign_teacher(kd.teacher, kd.teacher_arch):
         return load_foreign_teacher(cfg, info, device)
     ckpt = load_checkpoint(kd.teacher, expect="teacher")
     tm = ckpt.config.model
     if kd.teacher_arch and kd.teacher_arch != tm.arch:
         raise SnnkdError(
-            f"--teacher-arch {kd.teacher_arch} contradicts {kd.teacher}, a {tm.arch} checkpoint: "
-            "drop --teacher-arch (it is for .pth/.pt state dicts)"
+            f"{given('teacher_arch', kd.teacher_arch)} contradicts {kd.teacher}, a {tm.arch} checkpoint: "
+            f"drop {option('teacher_arch')} (it is for .pth/.pt state dicts)"
         )
     _check_fits(kd.teacher, tm.num_classes, tm.in_channels, info)
     teacher = model_from_checkpoint(ckpt).to(device).eval()
@@ -80,10 +83,12 @@ def load_foreign_teacher(cfg: RunConfig, info: DataInfo, device: torch.device) -
     own), read weights-only and converted in memory. Width, stem and input channels come from the weights."""
     kd, path = cfg.kd, Path(cfg.kd.teacher)
     if not kd.teacher_arch:
-        raise SnnkdError(f"--teacher {path} is a state dict: also give --teacher-arch (e.g. resnet34)")
+        raise SnnkdError(
+            f"{given('teacher', str(path))} is a state dict: also give {option('teacher_arch')} (e.g. resnet34)"
+        )
     state = read_state_dict(path)
-    label = f"--teacher-arch {kd.teacher_arch}"
-    conv = convert_state(state, kd.teacher_arch, "ann", source=str(path), label=label, kind_option=None)
+    label = given("teacher_arch", kd.teacher_arch)
+    conv = convert_state(state, kd.teacher_arch, "ann", source=str(path), label=label, kind_hint=False)
     _check_fits(path, conv.num_classes, conv.in_channels, info)
     tm = ModelConfig(arch=kd.teacher_arch, kind="ann", num_classes=conv.num_classes, in_channels=conv.in_channels)
     tm.width = conv.options.get("width", tm.width)

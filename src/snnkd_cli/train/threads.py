@@ -14,7 +14,7 @@ import os
 
 import torch
 
-from snnkd_cli.errors import SnnkdError
+from snnkd_cli.errors import SnnkdError, option
 
 
 def usable_cores() -> int:
@@ -33,7 +33,7 @@ def default_threads() -> int:
 def set_threads(threads: int | None) -> int:
     """Set torch's intra-op threads to ``threads`` (None: :func:`default_threads`); return the number set."""
     if threads is not None and threads < 1:
-        raise SnnkdError(f"--threads must be >= 1, got {threads}")
+        raise SnnkdError(f"{option('threads')} must be >= 1, got {threads}")
     n = default_threads() if threads is None else threads
     torch.set_num_threads(n)
     return n
