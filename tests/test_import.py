@@ -323,5 +323,8 @@ def test_python_api_loads_foreign_weights(tmp_path):
         assert (teacher(x) - net(x)).abs().max().item() <= TOL
     report = import_checkpoint(src, tmp_path / "t.safetensors", arch="resnet18", kind="ann", dataset="synthetic")
     assert report.checkpoint_kind == "teacher" and load_checkpoint(report.out).config.model.width == WIDTH
+    assert load_checkpoint(report.out).config == report.config  # what was written is the resolved config
+    with pytest.raises(AttributeError, match="resolved and frozen"):
+        report.config.model.width = 64
     with pytest.raises(SnnkdError, match="give kind='ann'$"):
         load_foreign(src, "resnet18", kind="snn")

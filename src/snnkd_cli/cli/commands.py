@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from pathlib import Path
 from typing import Any
@@ -182,7 +183,7 @@ def run_quickstart(
     err_console.rule("1/3  ANN teacher (resnet18, synthetic)")
     teacher = train(t_cfg, RichReporter(err_console), overwrite=overwrite)
     err_console.rule("2/3  spiking student, full-range distillation")
-    s_cfg.kd.teacher = str(teacher.best_path)
+    s_cfg = dataclasses.replace(s_cfg, kd=dataclasses.replace(s_cfg.kd, teacher=str(teacher.best_path)))
     student = train(s_cfg, RichReporter(err_console), overwrite=overwrite)
     err_console.rule(f"3/3  sweep T = 1..{max_T}")
     run_sweep([student.best_path, teacher.best_path], max_T, None, None, None, None, out / "sweep.json", None)

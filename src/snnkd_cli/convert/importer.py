@@ -4,12 +4,13 @@ and early exit open it."""
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from snnkd_cli.checkpoint import save_checkpoint
-from snnkd_cli.config import DATASETS, RunConfig, check_choice, from_preset
+from snnkd_cli.config import DATASETS, RunConfig, check_choice, freeze, from_preset
 from snnkd_cli.convert import Converted, convert_state, read_state_dict
 from snnkd_cli.data import build_datasets, resolved
 from snnkd_cli.data.loaders import check_T_fits
@@ -41,13 +42,14 @@ def _check_out(src: Path, out: Path, overwrite: bool) -> None:
         raise SnnkdError(f"{given('out', str(out))} is the source file itself: choose another file")
 
 
-def _resolve_data(cfg: RunConfig, conv: Converted, source: Path) -> tuple[str, ...]:
-    """Fill ``cfg.data`` from the dataset, as training does (the data must be readable), after checking that it
-    has the network's classes and input channels. Returns the class names."""
-    if cfg.data.dataset.startswith("synthetic"):  # generated data takes the network's classes (and channels)
-        cfg.data.num_classes = conv.num_classes
-        cfg.data.in_channels = conv.in_channels
-    _, _, info = build_datasets(cfg.data, train=False)
+def _resolved(cfg: RunConfig, conv: Converted, source: Path) -> tuple[RunConfig, tuple[str, ...]]:
+    """The checkpoint's config, resolved and frozen: the network's stem and width from the weights, the data
+    filled from the dataset as training does (the data must be readable, with the network's classes and input
+    channels), and the class names."""
+    data = cfg.data
+    if data.dataset.startswith("synthetic"):  # generated data takes the network's classes (and channels)
+        data = dataclasses.replace(data, num_classes=conv.num_classes, in_channels=conv.in_channels)
+    _, _, info = build_datasets(data, train=False)
     if info.num_classes != conv.num_classes:
         raise SnnkdError(
             f"{source} predicts {conv.num_classes} classes but {info.name} has {info.num_classes}: "
@@ -57,11 +59,16 @@ def _resolve_data(cfg: RunConfig, conv: Converted, source: Path) -> tuple[str, .
         raise SnnkdError(
             f"{source} takes {conv.in_channels}-channel input but {info.name} has {info.in_channels} channels"
         )
-    cfg.data = resolved(cfg.data, info)
-    cfg.model.num_classes, cfg.model.in_channels = info.num_classes, info.in_channels
     if cfg.task == "distill":
         check_T_fits(cfg.train.T, info, option("T"))
-    return info.classes
+    model = dataclasses.replace(
+        cfg.model,
+        stem=conv.options.get("stem", cfg.model.stem),
+        width=conv.options.get("width", cfg.model.width),
+        num_classes=info.num_classes,
+        in_channels=info.in_channels,
+    )
+    return freeze(dataclasses.replace(cfg, data=resolved(data, info), model=model)), info.classes
 
 
 def import_checkpoint(
@@ -108,9 +115,7 @@ def import_checkpoint(
     conv = convert_state(
         state, arch, kind, source=str(src), label=f"{given('arch', arch)} {given('kind', kind)}", **neuron
     )
-    cfg.model.stem = conv.options.get("stem", cfg.model.stem)
-    cfg.model.width = conv.options.get("width", cfg.model.width)
-    classes = _resolve_data(cfg, conv, src)
+    cfg, classes = _resolved(cfg, conv, src)
     extra = {"imported_from": src.name, "layout": conv.layout.name}
     if classes:
         extra["classes"] = list(classes)
