@@ -72,3 +72,15 @@ def test_bad_files_give_one_line(ckpt, tmp_path, damage):
     assert "\n" not in str(e.value) and str(bad) in str(e.value)
     if damage == "foreign":
         assert "not a snnkd checkpoint" in str(e.value)
+
+
+def test_one_table_translates_task_network_and_checkpoint_kinds():
+    """A run's task, its network's kind and its checkpoint's kind are three words for one idea; the config's
+    table is the one translation, and every checkpoint kind the format accepts comes from it."""
+    from snnkd_cli.config import CHECKPOINT_OF_NETWORK, NETWORK_OF_TASK, TASK_OF_NETWORK, from_preset
+    from snnkd_cli.format import KINDS
+
+    assert from_preset("teacher", "synthetic").checkpoint_kind == "teacher"
+    assert from_preset("distill", "synthetic").checkpoint_kind == "student"
+    assert {NETWORK_OF_TASK[TASK_OF_NETWORK[k]] for k in ("ann", "snn")} == {"ann", "snn"}
+    assert set(KINDS) == set(CHECKPOINT_OF_NETWORK.values()) == {"teacher", "student"}

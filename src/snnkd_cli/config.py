@@ -21,6 +21,10 @@ PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 NEURON_PRECISIONS = ("fp32", "autocast")
 SCHEDULES = ("cosine-epoch", "cosine-step")
 EXIT_RULES = ("confidence", "entropy")  # early exit: max softmax probability, or entropy in nats
+# One idea, three words: a run's task trains a network of a kind, saved as a checkpoint of a kind.
+NETWORK_OF_TASK = {"teacher": "ann", "distill": "snn"}  # RunConfig.task -> ModelConfig.kind
+CHECKPOINT_OF_NETWORK = {"ann": "teacher", "snn": "student"}  # ModelConfig.kind -> checkpoint "kind"
+TASK_OF_NETWORK = {kind: task for task, kind in NETWORK_OF_TASK.items()}  # ModelConfig.kind -> RunConfig.task
 RESIZES = ("bilinear", "area")  # how cifar10dvs frames were resized from 128 px (data/aedat.py RESIZE_MODES)
 # Training augmentation policies (snnkd_cli.data.transforms); "auto" picks one from the dataset and image size.
 IMAGE_AUGMENTS = ("none", "crop", "crop-flip", "cifar", "imagenet")
@@ -138,6 +142,11 @@ class RunConfig(Freezable):
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), sort_keys=True)
+
+    @property
+    def checkpoint_kind(self) -> str:
+        """``"student"`` or ``"teacher"``: the kind of checkpoint this run's network is saved as."""
+        return CHECKPOINT_OF_NETWORK[self.model.kind]
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> RunConfig:
@@ -264,7 +273,7 @@ def from_preset(task: str, dataset: str, **overrides: Any) -> RunConfig:
         data=DataConfig(dataset=dataset, workers=0 if dataset.startswith("synthetic") else min(4, os.cpu_count() or 1)),
         model=ModelConfig(
             arch=p.student_arch if spiking else p.teacher_arch,
-            kind="snn" if spiking else "ann",
+            kind=NETWORK_OF_TASK[task],
             width=p.width,
             stem=p.stem,
             decay=p.decay,

@@ -4,11 +4,11 @@ metadata from :func:`checkpoint_metadata`; :mod:`snnkd_cli.checkpoint` reads and
 from __future__ import annotations
 
 from snnkd_cli import __version__
-from snnkd_cli.config import RunConfig
+from snnkd_cli.config import CHECKPOINT_OF_NETWORK, RunConfig
 
 FORMAT = "snnkd-checkpoint"
 FORMAT_VERSION = "1"
-KINDS = ("teacher", "student")
+KINDS = tuple(CHECKPOINT_OF_NETWORK.values())  # ("teacher", "student")
 
 
 def checkpoint_metadata(kind: str, config: RunConfig) -> dict[str, str]:

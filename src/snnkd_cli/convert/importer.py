@@ -10,14 +10,12 @@ from pathlib import Path
 from typing import Any
 
 from snnkd_cli.checkpoint import save_checkpoint
-from snnkd_cli.config import DATASETS, RunConfig, check_choice, freeze, from_preset
+from snnkd_cli.config import DATASETS, TASK_OF_NETWORK, RunConfig, check_choice, freeze, from_preset
 from snnkd_cli.convert import Converted, convert_state, read_state_dict
 from snnkd_cli.data import build_datasets, resolved
 from snnkd_cli.data.loaders import check_T_fits
 from snnkd_cli.errors import SnnkdError, given, option
 from snnkd_cli.fsutil import check_output_file
-
-KIND_OF_CHECKPOINT = {"snn": "student", "ann": "teacher"}
 
 
 @dataclass
@@ -31,7 +29,7 @@ class ImportReport:
 
     @property
     def checkpoint_kind(self) -> str:
-        return KIND_OF_CHECKPOINT[self.config.model.kind]
+        return self.config.checkpoint_kind
 
 
 def _check_out(src: Path, out: Path, overwrite: bool) -> None:
@@ -103,13 +101,13 @@ def import_checkpoint(
             onto ``arch``, data that does not fit, an existing ``out``.
     """
     src, out = Path(src), Path(out)
-    check_choice(kind, tuple(KIND_OF_CHECKPOINT), "kind")
+    check_choice(kind, tuple(TASK_OF_NETWORK), "kind")
     check_choice(dataset, DATASETS, "dataset")
     _check_out(src, out, overwrite)
     spiking = kind == "snn"
     opts: dict[str, Any] = {"arch": arch, "T": T, "data_dir": str(data_dir), "image_size": image_size}
     opts |= {"decay": decay, "soft_reset": soft_reset, "out": str(out.parent)}
-    cfg = from_preset("distill" if spiking else "teacher", dataset, **opts)
+    cfg = from_preset(TASK_OF_NETWORK[kind], dataset, **opts)
     state = read_state_dict(src)
     neuron = {"decay": cfg.model.decay, "soft_reset": cfg.model.soft_reset} if spiking else {}
     conv = convert_state(
@@ -119,5 +117,5 @@ def import_checkpoint(
     extra = {"imported_from": src.name, "layout": conv.layout.name}
     if classes:
         extra["classes"] = list(classes)
-    save_checkpoint(out, conv.model.state_dict(), KIND_OF_CHECKPOINT[kind], cfg, extra)
+    save_checkpoint(out, conv.model.state_dict(), cfg.checkpoint_kind, cfg, extra)
     return ImportReport(out, src, cfg, conv)

@@ -152,7 +152,7 @@ def _check_export(config: RunConfig, kind: str, fmt: str, verify_T: int | None) 
     if kind not in ("student", "teacher"):
         raise SnnkdError(f"unknown checkpoint kind '{kind}': expected student or teacher")
     spiking = kind == "student"
-    if config.model.kind != ("snn" if spiking else "ann"):
+    if config.checkpoint_kind != kind:
         raise SnnkdError(f"the checkpoint says kind '{kind}' but its model is '{config.model.kind}'")
     if fmt == "nir" and not spiking:
         raise SnnkdError("NIR is for spiking students; export an ANN teacher with --format onnx or safetensors")

@@ -262,8 +262,7 @@ def train(
         if res is None:  # a fresh run (--overwrite): no file of the replaced run survives
             for name in (*RUN_FILES, "config.json"):
                 (out / name).unlink(missing_ok=True)
-        kind = "student" if cfg.task == "distill" else "teacher"
-        ckpt = RunCheckpointer(out, model, kind, cfg, tensorboard, info.classes)
+        ckpt = RunCheckpointer(out, model, cfg.checkpoint_kind, cfg, tensorboard, info.classes)
         ckpt.save_every = save_every
     if res is not None:
         reporter.message(f"resuming from {res.path} (epoch {res.loop().epoch}, step {res.loop().step})")
