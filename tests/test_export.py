@@ -342,7 +342,7 @@ def test_export_errors(tmp_path):
         (lambda: export_checkpoint(ann, tcfg, "teacher", "nir", tmp_path / "x.nir"), "NIR is for spiking students"),
         (lambda: export_checkpoint(ann, tcfg, "student", "onnx", tmp_path / "x.onnx"), "kind 'student'"),
         (lambda: export_checkpoint(snn, cfg, "student", "onnx", tmp_path, verify_T=1), "is a folder"),
-        (lambda: export_checkpoint(snn, cfg, "student", "onnx", tmp_path / "x.onnx", verify_T=0), "^verify_T must be >= 1"),
+        (lambda: export_checkpoint(snn, cfg, "student", "onnx", tmp_path / "x.onnx", verify_T=0), "^verify_T must be"),
         (lambda: export_checkpoint(soft, scfg, "student", "nir", tmp_path / "x.nir"), "soft reset"),
         (lambda: load_exported(tmp_path / "missing.safetensors"), "not found"),
     ]
