@@ -9,11 +9,10 @@ import torch
 from rich.console import Console
 from torch.utils.data import DataLoader, TensorDataset
 
-from snnkd_cli.cli._progress import ConsoleProgress
+from snnkd_cli.cli._progress import ConsoleProgress, RichReporter
 from snnkd_cli.evaluation.sweep import sweep
 from snnkd_cli.models.registry import create_model
 from snnkd_cli.progress import reporting, track
-from snnkd_cli.train.report import RichReporter
 
 
 class Clock:

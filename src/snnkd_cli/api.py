@@ -15,6 +15,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from snnkd_cli.checkpoint import check_fresh_out, save_checkpoint
+from snnkd_cli.cli._progress import RichReporter
 from snnkd_cli.config import (
     DATASETS,
     DataConfig,
@@ -33,7 +34,7 @@ from snnkd_cli.models.contract import check_student, time_major
 from snnkd_cli.models.registry import model_spec
 from snnkd_cli.precision import default_device
 from snnkd_cli.train.loop import Checkpointer, FitResult, fit
-from snnkd_cli.train.report import Reporter, RichReporter
+from snnkd_cli.train.report import Reporter
 
 _TRAIN_FIELDS = {f.name for f in dataclasses.fields(TrainConfig)}
 

@@ -24,13 +24,13 @@ from snnkd_cli.cli._output import (
     write_json,
     write_sweep_csv,
 )
+from snnkd_cli.cli._progress import RichReporter
 from snnkd_cli.config import RunConfig, from_preset
 from snnkd_cli.errors import SnnkdError
 from snnkd_cli.evaluation.early_exit import DynamicOptions, exit_rule_record
 from snnkd_cli.evaluation.evaluate import evaluate_checkpoint
 from snnkd_cli.fsutil import STDOUT, check_output_file
 from snnkd_cli.train.distributed import dist_env
-from snnkd_cli.train.report import RichReporter
 from snnkd_cli.train.run import TrainOutcome, train
 from snnkd_cli.train.threads import set_threads
 
