@@ -21,6 +21,7 @@ from snnkd_cli.errors import SnnkdError, option
 from snnkd_cli.format import FORMAT, KINDS, checkpoint_metadata
 from snnkd_cli.fsutil import atomic_write_bytes, read_safetensors
 from snnkd_cli.models import build_model
+from snnkd_cli.models.fold import build_folded
 
 
 @dataclass
@@ -139,8 +140,6 @@ def model_from_checkpoint(ckpt: Checkpoint) -> nn.Module:
     """
     check_rebuildable(ckpt)
     if ckpt.meta.get("folded") == "1":
-        from snnkd_cli.export import build_folded
-
         net = build_folded(ckpt.config)
     else:
         net = build_model(ckpt.config.model)
