@@ -150,3 +150,48 @@ def test_imagenet_recipe_syncs_bn_under_torchrun(monkeypatch, dataset, sync_bn, 
         monkeypatch.setenv("WORLD_SIZE", world)
     for task in ("distill", "teacher"):
         assert resolve_sync_bn(from_preset(task, dataset, sync_bn=sync_bn)) is want
+
+
+NAN_ON_RANK_1 = """
+import os
+
+import torch
+from torch import nn
+
+
+class Net(nn.Module):
+    def __init__(self, num_classes, in_channels):
+        super().__init__()
+        self.pool, self.fc = nn.AdaptiveAvgPool2d(4), nn.Linear(in_channels * 16, num_classes)
+        self.calls = 0
+
+    def forward(self, x):
+        z = self.fc(self.pool(x).flatten(1))  # [B, C, H, W] -> [B, classes]
+        if self.training:
+            self.calls += 1
+            if os.environ.get("RANK") == "1" and self.calls == 2:  # rank 1's second step only
+                z = z * float("nan")
+        return z
+
+
+def factory(num_classes, in_channels=3, **kw):
+    return Net(num_classes, in_channels)
+"""
+
+
+def test_a_loss_not_finite_on_one_rank_stops_every_rank_with_one_line(tmp_path):
+    """A non-finite loss on rank 1 alone: every rank stops at the same step (the check is collective), rank 0
+    prints the one error line and no rank dies inside a collective (which gave gloo's traceback, no line)."""
+    (tmp_path / "nan_on_rank1.py").write_text(NAN_ON_RANK_1)
+    args = ["train-teacher", "--arch", "nan_on_rank1:factory", "--epochs", "1", "--max-steps", "4"]
+    args += ["--batch-size", "32", "--precision", "fp32", "--out", str(tmp_path / "out")]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", str(free_port())]
+    env = {**ENV, "PYTHONPATH": os.pathsep.join([str(tmp_path), ENV.get("PYTHONPATH", "")])}
+    res = subprocess.run([*cmd, "-m", "snnkd_cli", *args], env=env, capture_output=True, text=True, timeout=300)
+    assert res.returncode != 0
+    lines = [x for x in res.stderr.splitlines() if x.startswith("error:")]
+    assert lines == [
+        "error: loss is not finite on another process at epoch 1 step 2: lower --lr or use --precision fp32; "
+        "the last good checkpoint is kept"
+    ], res.stderr[-3000:]
+    assert "Connection closed by peer" not in res.stderr and "[rank0]: Traceback" not in res.stderr

@@ -26,6 +26,7 @@ from snnkd_cli.evaluation.sweep import SweepResult, sweep
 from snnkd_cli.kd.tasks import Task
 from snnkd_cli.models.contract import reset_state
 from snnkd_cli.precision import autocast, grad_scaler
+from snnkd_cli.train.distributed import all_reduce_sum
 from snnkd_cli.train.report import Reporter
 from snnkd_cli.train.resume import LoopState, ResumeFile, restore
 
@@ -149,14 +150,29 @@ def train_step(
     with autocast(precision, device):
         losses, logits = task(model if net is None else net, x, y)
     loss = losses["loss"]
-    if check_finite and not torch.isfinite(loss):
-        raise SnnkdError(f"loss is {loss.item()}")
+    if check_finite and bool(not_finite(loss.detach().reshape(1))[0]):
+        raise SnnkdError(_not_finite_message(loss))
     optim.opt.zero_grad(set_to_none=True)
     optim.scaler.scale(loss).backward()
     optim.scaler.step(optim.opt)
     optim.scaler.update()
     optim.sched.step()
     return loss.detach(), logits.detach()
+
+
+def not_finite(losses: torch.Tensor) -> torch.Tensor:
+    """Which of the losses ``[n]`` (the same steps on every process) were not finite on some process: bool ``[n]``.
+
+    Under torchrun this is one all-reduce, so every rank stops at the same step with the same error (a rank
+    that stopped alone would leave the others in a collective, and its message unprinted); alone, it is local.
+    """
+    bad = (~torch.isfinite(losses)).to(torch.int32)
+    all_reduce_sum(bad)
+    return bad > 0
+
+
+def _not_finite_message(loss: torch.Tensor) -> str:
+    return f"loss is {loss.item()}" if not torch.isfinite(loss) else "loss is not finite on another process"
 
 
 @contextlib.contextmanager
@@ -219,10 +235,10 @@ class _Tally:
         if self.pending:
             losses = torch.stack(self.pending)  # [steps since the last read]
             self.pending = []
-            bad = (~torch.isfinite(losses)).nonzero()
+            bad = not_finite(losses).nonzero()
             if len(bad):
                 i = int(bad[0, 0])
-                raise SnnkdError(_diverged(f"loss is {losses[i].item()}", st.epoch, first_step + i + 1))
+                raise SnnkdError(_diverged(_not_finite_message(losses[i]), st.epoch, first_step + i + 1))
         st.loss_sum, st.correct = float(self.loss_sum), int(self.correct)
 
 
