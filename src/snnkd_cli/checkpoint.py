@@ -16,7 +16,7 @@ import torch
 from safetensors.torch import save as st_save
 from torch import nn
 
-from snnkd_cli.config import EXIT_RULES, RunConfig, check_choice
+from snnkd_cli.config import RunConfig, check_exit_rule
 from snnkd_cli.errors import SnnkdError, option
 from snnkd_cli.format import FORMAT, KINDS, checkpoint_metadata
 from snnkd_cli.fsutil import atomic_write_bytes, read_safetensors
@@ -82,7 +82,7 @@ def stored_exit_rule(meta: dict[str, str]) -> dict | None:
         return None
     try:
         stored = json.loads(raw)
-        check_choice(stored["rule"], EXIT_RULES, "exit rule")
+        check_exit_rule(stored["rule"])
         int(stored["max_T"])
     except (ValueError, KeyError, TypeError, SnnkdError) as e:
         raise SnnkdError(

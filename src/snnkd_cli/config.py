@@ -244,6 +244,11 @@ def check_choice(value: str, choices: tuple[str, ...], what: str) -> str:
     return value
 
 
+def check_exit_rule(rule: str) -> str:
+    """``rule`` if it is an early-exit rule (:data:`EXIT_RULES`), else a one-line error."""
+    return check_choice(rule, EXIT_RULES, "exit rule")
+
+
 _SECTIONS = {
     "data": DataConfig,
     "model": ModelConfig,

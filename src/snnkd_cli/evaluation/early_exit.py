@@ -23,7 +23,7 @@ from dataclasses import dataclass, field, replace
 
 import torch
 
-from snnkd_cli.config import EXIT_RULES, check_choice
+from snnkd_cli.config import EXIT_RULES, check_exit_rule
 from snnkd_cli.errors import SnnkdError, option
 
 RULES = EXIT_RULES
@@ -37,8 +37,7 @@ DEFAULT_THRESHOLDS = {
 }  # fmt: skip
 
 
-def check_rule(rule: str) -> str:
-    return check_choice(rule, RULES, "exit rule")
+check_rule = check_exit_rule  # the name the evaluation and inference code use
 
 
 def at_least_fp32(x: torch.Tensor) -> torch.Tensor:
