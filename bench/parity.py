@@ -34,6 +34,7 @@ import platform
 import statistics
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -54,6 +55,8 @@ ablation = importlib.util.module_from_spec(_ablation)
 _ablation.loader.exec_module(ablation)  # write_doc, markers: one marked-block writer for every bench doc
 
 CPU = torch.device("cpu")
+SIDES = ("ref", "ref-step", "snnkd")  # ref: the paper's loop (--ref-schedule, default per epoch); ref-step: per step
+REF_SCHEDULE = {"ref-step": "step"}
 
 
 # --------------------------------------------------------------------------- the paper's loss, plainly
@@ -100,8 +103,13 @@ def paper_init(model: nn.Module) -> None:
             nn.init.constant_(m.bias, 0)
 
 
-def ref_train(args: argparse.Namespace, seed: int, loss: str | None, teacher: nn.Module | None = None) -> dict:
-    """Train the reference teacher (``loss`` None) or a student; return its accuracy and best model."""
+def ref_train(
+    args: argparse.Namespace, seed: int, loss: str | None, teacher: nn.Module | None = None, schedule: str = ""
+) -> dict:
+    """Train the reference teacher (``loss`` None) or a student; return its accuracy and best model.
+
+    ``schedule`` ``"epoch"`` (the paper's) or ``"step"``; default ``args.ref_schedule``."""
+    schedule = schedule or args.ref_schedule
     seed_everything(seed)
     data = DataConfig(
         dataset=args.dataset, data_dir=args.data_dir, image_size=args.image_size, augment=args.ref_augment
@@ -129,7 +137,7 @@ def ref_train(args: argparse.Namespace, seed: int, loss: str | None, teacher: nn
     opt = torch.optim.SGD(groups, lr=lr, momentum=0.9)
     g = torch.Generator().manual_seed(seed)
     loader = torch.utils.data.DataLoader(tr, batch_size=args.batch_size, shuffle=True, generator=g, num_workers=0)
-    if args.ref_schedule == "step":  # a diagnosis: cosine to 0 over every step, as snnkd's schedule
+    if schedule == "step":  # cosine to 0 over every step
         total = epochs * len(loader)
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda i: 0.5 * (1 + math.cos(math.pi * min(i, total) / total)))
     else:  # the paper's: CosineAnnealingLR stepped once per epoch
@@ -153,11 +161,11 @@ def ref_train(args: argparse.Namespace, seed: int, loss: str | None, teacher: nn
                 out = F.cross_entropy(pred, y)
             out.backward()
             opt.step()
-            if args.ref_schedule == "step":
+            if schedule == "step":
                 sched.step()
             correct += int((pred.argmax(1) == y).sum())
             seen += len(y)
-        if args.ref_schedule == "epoch":
+        if schedule == "epoch":
             sched.step()
         train_acc = 100.0 * correct / max(seen, 1)
         res = sweep(model, val_loader, args.T if spiking else None, temporal=info.temporal, spiking=spiking)
@@ -223,8 +231,8 @@ def run_grid(args: argparse.Namespace, results: dict, save) -> None:
             if all((side, seed, loss) in done for loss in args.losses or [None]):
                 continue
             t0 = time.perf_counter()
-            if side == "ref":
-                teacher = ref_train(args, seed, None)
+            if side.startswith("ref"):
+                teacher = ref_train(args, seed, None, schedule=REF_SCHEDULE.get(side, ""))
                 t_model, t_top1 = teacher["model"], teacher["best_top1"]
             else:
                 teacher = snnkd_teacher(args, seed, out / f"snnkd-teacher-seed{seed}")
@@ -238,8 +246,8 @@ def run_grid(args: argparse.Namespace, results: dict, save) -> None:
                 if (side, seed, loss) in done:
                     continue
                 t0 = time.perf_counter()
-                if side == "ref":
-                    run = ref_train(args, seed, loss, t_model)
+                if side.startswith("ref"):
+                    run = ref_train(args, seed, loss, t_model, schedule=REF_SCHEDULE.get(side, ""))
                     run.pop("model")
                 else:
                     run = snnkd_student(args, seed, loss, t_model, out / f"snnkd-{loss}-seed{seed}")
@@ -271,7 +279,7 @@ def markdown(results: dict, marker: str) -> str:
     )
     lines.append("")
     teachers = results.get("teachers", [])
-    for side in ("ref", "snnkd"):
+    for side in SIDES:
         mine = sorted((t for t in teachers if t["side"] == side), key=lambda t: t["seed"])
         if mine:
             each = ", ".join(f"{t['top1']:.1f}" for t in mine)
@@ -283,7 +291,7 @@ def markdown(results: dict, marker: str) -> str:
     lines.append("| loss | side | teacher | " + " | ".join(f"T={t}" for t in range(1, max_T + 1)) + " | train acc |")
     lines.append("|---" * (max_T + 4) + "|")
     for loss in dict.fromkeys(r["loss"] for r in runs):
-        by_side = {s: [r for r in runs if r["loss"] == loss and r["side"] == s] for s in ("ref", "snnkd")}
+        by_side = {s: [r for r in runs if r["loss"] == loss and r["side"] == s] for s in SIDES}
         for side, mine in by_side.items():
             if not mine:
                 continue
@@ -291,14 +299,144 @@ def markdown(results: dict, marker: str) -> str:
             teacher = _stats([r["teacher_top1"] for r in mine])
             train_acc = _stats([r["train_acc_last"] for r in mine])
             lines.append(f"| {loss} | {side} | {teacher} | " + " | ".join(cells) + f" | {train_acc} |")
-        if by_side["ref"] and by_side["snnkd"]:
-            gap = [
-                statistics.fmean(r["top1"][t] for r in by_side["snnkd"])
-                - statistics.fmean(r["top1"][t] for r in by_side["ref"])
-                for t in range(max_T)
-            ]
-            lines.append(f"| {loss} | **snnkd - ref** | | " + " | ".join(f"{g:+.1f}" for g in gap) + " | |")
+        ref = best_reference(by_side)
+        if ref and by_side["snnkd"]:
+            gap = gaps(by_side["snnkd"], by_side[ref])
+            label = "ref" if ref == "ref" and not by_side["ref-step"] else f"the better ref ({ref})"
+            lines.append(f"| {loss} | **snnkd - {label}** | | " + " | ".join(f"{g:+.1f}" for g in gap) + " | |")
     lines += ["", end]
+    return "\n".join(lines)
+
+
+def mean_curve(runs: list[dict]) -> list[float]:
+    """Mean top-1 over seeds at each T."""
+    return [statistics.fmean(r["top1"][t] for r in runs) for t in range(min(len(r["top1"]) for r in runs))]
+
+
+def best_reference(by_side: dict[str, list[dict]]) -> str | None:
+    """The reference side (``ref`` or ``ref-step``) with the higher mean over T and seeds; None without one."""
+    refs = [s for s in ("ref", "ref-step") if by_side.get(s)]
+    return max(refs, key=lambda s: statistics.fmean(mean_curve(by_side[s]))) if refs else None
+
+
+def gaps(snnkd: list[dict], ref: list[dict]) -> list[float]:
+    """snnkd's mean top-1 minus the reference's at each T."""
+    return [a - b for a, b in zip(mean_curve(snnkd), mean_curve(ref), strict=False)]
+
+
+# --------------------------------------------------------------------------- the suite of real sets
+
+
+@dataclass(frozen=True)
+class SuiteSet:
+    """One real data set of the suite: what it is, how to make it offline, and its budget (parity options)."""
+
+    what: str
+    make: tuple[tuple[str, ...], ...]  # ("realdata", argv...) or ("preprocess", argv...), paths under --data-root
+    args: tuple[str, ...]  # parity options; "{root}" is --data-root
+    data: str  # the folder that exists once the set is made
+
+
+_DIGITS = (("realdata", "images", "{root}/digits", "--size", "32"),)
+_EVENTS = ("realdata", "events", "{root}/digit-events", "--per-class", "100")
+_IMAGES = ("--dataset", "imagefolder", "--epochs", "4", "--batch-size", "64", "--T", "4", "--max-T", "6")
+SUITE = {
+    "digits16": SuiteSet(
+        "UCI digits (scikit-learn), 10 classes, 1,438 / 359, at 16 px", _DIGITS,
+        (*_IMAGES, "--data-dir", "{root}/digits", "--image-size", "16"), "digits"),
+    "digits32": SuiteSet(
+        "UCI digits at 32 px, width 32", _DIGITS,
+        (*_IMAGES, "--data-dir", "{root}/digits", "--image-size", "32", "--width", "32"), "digits"),
+    "glyphs-shift": SuiteSet(
+        "printed digits, 10 classes, val typefaces absent in training (Debian fonts), 32 px, width 32",
+        (("realdata", "glyphs", "{root}/glyphs-digits"),),
+        (*_IMAGES, "--data-dir", "{root}/glyphs-digits", "--image-size", "32", "--width", "32"), "glyphs-digits"),
+    "letters": SuiteSet(
+        "printed capitals, 26 classes, random split, 32 px, width 32",
+        (("realdata", "glyphs", "{root}/glyphs-letters", "--chars", "ABCDEFGHIJKLMNOPQRSTUVWXYZ", "--split",
+          "random", "--variants", "1"),),
+        (*_IMAGES, "--data-dir", "{root}/glyphs-letters", "--image-size", "32", "--width", "32"), "glyphs-letters"),
+    "events8": SuiteSet(
+        "emulated DVS128 digit recordings, 8 frames at 32 px, width 32, T=8", (_EVENTS, (
+            "preprocess", "{root}/digit-events", "{root}/digit-events-8x32", "--frames", "8", "--size", "32",
+            "--split", "random")),
+        ("--dataset", "cifar10dvs", "--data-dir", "{root}/digit-events-8x32", "--frames", "8", "--epochs", "4",
+         "--batch-size", "32", "--T", "8", "--max-T", "8", "--width", "32"), "digit-events-8x32"),
+    "events-preset": SuiteSet(
+        "the same recordings at the cifar10dvs preset's settings: 10 frames at 48 px, width 64, T=10", (_EVENTS, (
+            "preprocess", "{root}/digit-events", "{root}/digit-events-10x48", "--frames", "10", "--size", "48",
+            "--split", "random")),
+        ("--dataset", "cifar10dvs", "--data-dir", "{root}/digit-events-10x48", "--frames", "10", "--epochs", "3",
+         "--batch-size", "32", "--T", "10", "--max-T", "10", "--width", "64"), "digit-events-10x48"),
+}  # fmt: skip
+
+
+def make_set(s: SuiteSet, root: Path) -> None:
+    """Make the set's data under ``root`` unless it is there (bench/realdata.py, snnkd preprocess-dvs)."""
+    import subprocess
+
+    for tool, *argv in s.make:
+        argv = [a.format(root=root) for a in argv]
+        target = Path(argv[1] if tool == "realdata" else argv[1])
+        if target.exists():
+            continue
+        cmd = [sys.executable, str(Path(__file__).with_name("realdata.py"))] if tool == "realdata" else [
+            sys.executable, "-m", "snnkd_cli", "preprocess-dvs"]  # fmt: skip
+        print("making", target, flush=True)
+        subprocess.run([*cmd, *argv], check=True)
+
+
+def suite_argv(args: argparse.Namespace) -> list[str]:
+    """The options of a suite command that every set shares (seeds, sides, losses, threads, snnkd extras)."""
+    out = ["--seeds", *map(str, args.seeds), "--sides", *args.sides, "--losses", *args.losses]
+    for item in args.snnkd_set:
+        out += ["--snnkd-set", item]
+    return out + (["--threads", str(args.threads)] if args.threads else [])
+
+
+def run_suite(args: argparse.Namespace, command: str) -> dict:
+    """Every set of ``args.suite`` in turn (made if missing), each in ``OUT/<set>``; one table into ``--doc``."""
+    root, out = Path(args.data_root), Path(args.out)
+    done = {}
+    for name in args.suite:
+        s = SUITE[name]
+        make_set(s, root)
+        argv = [a.format(root=root) for a in s.args] + suite_argv(args) + ["--out", str(out / name), "--no-doc"]
+        print(f"== {name}: {s.what}", flush=True)
+        done[name] = main(argv)
+    table = suite_markdown(done, command, args.marker)
+    print(table)
+    if not args.no_doc:
+        ablation.write_doc(Path(args.doc), table, args.marker)
+        print(f"wrote {args.doc}")
+    return done
+
+
+def suite_markdown(done: dict[str, dict], command: str, marker: str) -> str:
+    """One table: per set and loss, snnkd minus the better reference at every T (and snnkd's own figures)."""
+    start, end = ablation.markers(marker)
+    max_T = max((len(r["top1"]) for res in done.values() for r in res["runs"]), default=1)
+    head = "| set | loss | ref | " + " | ".join(f"T={t}" for t in range(1, max_T + 1)) + " | mean |"
+    lines = [start, "", f"`{command}`", "", "snnkd minus the better reference (mean over seeds):", "", head,
+             "|---" * (max_T + 4) + "|"]  # fmt: skip
+    mine_rows = []
+    for name, res in done.items():
+        for loss in dict.fromkeys(r["loss"] for r in res["runs"]):
+            by_side = {s: [r for r in res["runs"] if r["loss"] == loss and r["side"] == s] for s in SIDES}
+            ref = best_reference(by_side)
+            pad = [""] * (max_T - len(by_side["snnkd"][0]["top1"] if by_side["snnkd"] else []))
+            if by_side["snnkd"]:
+                curve = mean_curve(by_side["snnkd"])
+                cells = [_stats([r["top1"][t] for r in by_side["snnkd"]]) for t in range(len(curve))]
+                mean = statistics.fmean(curve)
+                mine_rows.append(f"| {name} | {loss} | " + " | ".join(cells + pad) + f" | {mean:.1f} |")
+            if ref and by_side["snnkd"]:
+                g = gaps(by_side["snnkd"], by_side[ref])
+                lines.append(f"| {name} | {loss} | {ref} | " + " | ".join([f"{x:+.1f}" for x in g] + pad)
+                             + f" | {statistics.fmean(g):+.1f} |")  # fmt: skip
+    lines += ["", "snnkd's students (mean ± std over seeds):", "",
+              "| set | loss | " + " | ".join(f"T={t}" for t in range(1, max_T + 1)) + " | mean |",
+              "|---" * (max_T + 3) + "|", *mine_rows, "", end]  # fmt: skip
     return "\n".join(lines)
 
 
@@ -322,7 +460,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--losses", nargs="*", default=["full-range", "standard-kd"], help="student losses (none: teachers only)"
     )
     ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2], help="seeds (each side, each loss)")
-    ap.add_argument("--sides", nargs="+", default=["ref", "snnkd"], choices=["ref", "snnkd"], help="what to run")
+    ap.add_argument("--sides", nargs="+", default=["ref", "snnkd"], choices=SIDES,
+                    help="what to run (ref-step: the reference with its cosine stepped every step)")  # fmt: skip
     ap.add_argument("--ref-augment", default=None, help="the reference's augmentation policy (default: snnkd's auto)")
     ap.add_argument("--ref-schedule", default="epoch", choices=["epoch", "step"],
                     help="reference cosine stepped per epoch (paper) or per step (snnkd's)")  # fmt: skip
@@ -340,7 +479,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--doc", default="docs/results.md", help="markdown file whose marked block is rewritten")
     ap.add_argument("--marker", default="parity", help="name of the block in --doc (<!-- NAME:start -->)")
     ap.add_argument("--no-doc", action="store_true", help="only results.json")
+    ap.add_argument("--suite", nargs="*", default=None, choices=list(SUITE), metavar="SET",
+                    help=f"run the suite of real sets (all, or the named: {', '.join(SUITE)}) with their own data "
+                    "and budgets; --seeds, --sides, --losses, --snnkd-set and --threads apply to each")  # fmt: skip
+    ap.add_argument("--data-root", default="data", help="--suite: where the sets are made and read")
     args = ap.parse_args(argv)
+    if args.suite is not None:
+        args.suite = args.suite or list(SUITE)
     args.teacher_epochs = args.teacher_epochs or args.epochs
     if args.ref_augment is None:
         size = args.image_size or 32
@@ -354,6 +499,8 @@ def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.suite is not None:
+        return run_suite(args, "python bench/parity.py " + " ".join(sys.argv[1:] if argv is None else argv))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     path = out / "results.json"

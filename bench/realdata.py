@@ -2,6 +2,7 @@
 
     python bench/realdata.py images OUT [--size 32] [--val-fraction 0.2] [--seed 0] [--overwrite]
     python bench/realdata.py events OUT [--per-class 60] [--seed 0] [--overwrite]
+    python bench/realdata.py glyphs OUT [--chars 0123456789] [--split typeface] [--variants 2] [--size 32]
 
 Why: every other dataset snnkd can measure itself on offline is synthetic. scikit-learn ships the UCI
 handwritten digits inside its wheel (``sklearn.datasets.load_digits``: 1,797 scanned 8x8 grey images of
@@ -24,7 +25,11 @@ a time interpolated between render steps (1 kHz); then Poisson background noise,
 jitter and a random absolute start time. ``<i>`` takes the first ``--per-class`` images of the per-class
 permutation that ``images`` splits by (the first 20% of it is the image val split).
 
-Both commands write into a temporary folder next to OUT and rename it at the end, and refuse an OUT that
+``glyphs`` writes an ImageFolder of printed characters in real typefaces (Debian's font packages; see
+``bench/glyphs.py``): ``--split typeface`` holds out whole designs (val typefaces never seen in training,
+a domain shift), ``--split random`` splits (font, character) pairs at random.
+
+Every command writes into a temporary folder next to OUT and rename it at the end, and refuse an OUT that
 exists and is not empty unless ``--overwrite`` (which replaces only a folder this script wrote: it keeps
 its settings in ``OUT/realdata.json``).
 """
@@ -421,9 +426,65 @@ def cmd_events(args: argparse.Namespace) -> str:
     )
 
 
+def cmd_glyphs(args: argparse.Namespace) -> str:
+    glyphs = _bench_module("glyphs")
+    chars = args.chars
+    checks = [
+        (args.size >= 8, f"--size must be >= 8, got {args.size}"),
+        (args.variants >= 1, f"--variants must be >= 1, got {args.variants}"),
+        (len(set(chars)) == len(chars) >= 2, "--chars must be at least two different characters"),
+        (all(c.isascii() and c.isalnum() and (c.isdigit() or c.isupper()) for c in chars),
+         "--chars takes digits and upper-case letters (each is a class folder)"),
+        (0 < args.val_fraction < 1, f"--val-fraction must be between 0 and 1, got {args.val_fraction}"),
+    ]  # fmt: skip
+    for ok, msg in checks:
+        if not ok:
+            raise Refusal(msg)
+    check_out(args.out.expanduser(), args.overwrite)  # before any work
+    start = time.perf_counter()
+    faces = glyphs.find_faces([Path(d) for d in args.font_dir], chars)
+    val_groups = tuple(args.val_groups)
+    groups = {f.group for f in faces}
+    if args.split == "typeface" and not (groups & set(val_groups) and groups - set(val_groups)):
+        raise Refusal(
+            f"found {len(faces)} usable fonts in {len(groups)} designs under {', '.join(args.font_dir)}, which "
+            f"cannot split into val designs {', '.join(val_groups)} and training ones: install the fonts "
+            f"(apt-get install {glyphs.DEBIAN_FONT_PACKAGES}) or give --font-dir / --val-groups"
+        )
+
+    def fill(tmp: Path) -> dict:
+        made = glyphs.write_glyphs(
+            tmp, faces, chars, args.size, args.variants, args.seed, args.split, val_groups, args.val_fraction
+        )
+        settings = {"chars": chars, "size": args.size, "variants": args.variants, "split": args.split}
+        settings |= {"val_groups": list(val_groups) if args.split == "typeface" else None, "seed": args.seed}
+        return {"kind": "glyphs", "source": "font files: " + glyphs.DEBIAN_FONT_PACKAGES, **settings, **made}
+
+    info = write_atomically(args.out, args.overwrite, fill)
+    c = info["counts"]
+    return (
+        f"wrote {c['train']} train + {c['val']} val glyph images ({len(chars)} classes, {args.size}x{args.size} "
+        f"RGB PNG, {len(faces)} fonts in {len(groups)} designs, split by {args.split}) to {args.out} "
+        f"in {time.perf_counter() - start:.1f} s"
+    )
+
+
+def _bench_module(name: str):
+    """A sibling module of this script (bench/ is not a package)."""
+    import importlib.util
+
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name(f"{name}.py"))
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
 def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = ap.add_subparsers(dest="command", required=True, metavar="{images,events}")
+    sub = ap.add_subparsers(dest="command", required=True, metavar="{images,events,glyphs}")
 
     def common(p: argparse.ArgumentParser, what: str) -> None:
         p.add_argument("out", type=Path, metavar="OUT", help=f"output folder ({what}); must not exist or be empty")
@@ -453,6 +514,27 @@ def parser() -> argparse.ArgumentParser:
     ev.add_argument("--duration", type=float, default=1.2, help="seconds per recording (default 1.2)")
     ev.add_argument("--render-hz", type=float, default=1000.0, help="render steps per second (default 1000)")
     ev.set_defaults(run=cmd_events)
+
+    gl = sub.add_parser(
+        "glyphs",
+        help="ImageFolder OUT/{train,val}/<char>/<font>-<variant>.png of printed characters",
+        description="Write printed characters in real typefaces as an ImageFolder (snnkd --dataset imagefolder).",
+    )
+    common(gl, "OUT/train/<char>/<font>-<variant>.png and OUT/val/...")
+    gl.add_argument("--chars", default="0123456789", help="the classes: digits and capitals (default 0123456789)")
+    gl.add_argument("--size", type=int, default=32, help="side of the RGB PNGs in pixels (default 32)")
+    gl.add_argument("--variants", type=int, default=2, help="images per (font, character) (default 2)")
+    gl.add_argument(
+        "--split", choices=("typeface", "random"), default="typeface",
+        help="typeface: val designs are never in training (a shift); random: (font, char) pairs at random",
+    )  # fmt: skip
+    gl.add_argument(
+        "--val-groups", nargs="+", default=list(_bench_module("glyphs").VAL_GROUPS), metavar="GROUP",
+        help="design groups held out by --split typeface (default: palatino avant-garde cantarell caladea)",
+    )  # fmt: skip
+    gl.add_argument("--val-fraction", type=float, default=0.2, help="--split random: share of val (default 0.2)")
+    gl.add_argument("--font-dir", nargs="+", default=["/usr/share/fonts"], help="where fonts are searched")
+    gl.set_defaults(run=cmd_glyphs)
     return ap
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import sys
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 _spec = importlib.util.spec_from_file_location("parity", Path(__file__).parents[1] / "bench" / "parity.py")
 parity = importlib.util.module_from_spec(_spec)
+sys.modules.setdefault("parity", parity)  # its dataclasses look their module up there
 _spec.loader.exec_module(parity)
 
 
@@ -52,3 +54,19 @@ def test_tiny_grid_writes_results_and_table(tmp_path):
     # a second call continues: nothing is run again
     again = parity.main(argv)
     assert again["runs"] == res["runs"]
+
+
+def _run(side, seed, top1):
+    return {"side": side, "seed": seed, "loss": "full-range", "top1": top1, "teacher_top1": 90.0, "train_acc_last": 1.0}
+
+
+def test_the_suite_table_takes_the_better_reference_per_set():
+    """By hand: ref's mean over T is 50, ref-step's 61, so the gap is taken against ref-step."""
+    runs = [_run("ref", 0, [40.0, 60.0]), _run("ref", 1, [40.0, 60.0]), _run("ref-step", 0, [58.0, 62.0])]
+    runs += [_run("ref-step", 1, [60.0, 64.0]), _run("snnkd", 0, [60.0, 66.0]), _run("snnkd", 1, [62.0, 66.0])]
+    by_side = {s: [r for r in runs if r["side"] == s] for s in parity.SIDES}
+    assert parity.best_reference(by_side) == "ref-step"
+    assert parity.gaps(by_side["snnkd"], by_side["ref-step"]) == [2.0, 3.0]
+    text = parity.suite_markdown({"digits16": {"runs": runs}}, "cmd", "parity-suite")
+    assert "| digits16 | full-range | ref-step | +2.0 | +3.0 | +2.5 |" in text
+    assert "| digits16 | full-range | 61.0 ± 1.4 | 66.0 ± 0.0 | 63.5 |" in text
