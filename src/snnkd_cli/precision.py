@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+from collections.abc import Iterator
 
 import torch
 
@@ -66,3 +67,19 @@ def grad_scaler(precision: str, device: torch.device) -> torch.amp.GradScaler:
 
 def default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+@contextlib.contextmanager
+def cudnn_autotune(device: torch.device) -> Iterator[None]:
+    """cuDNN benchmark mode inside the block on CUDA (each convolution's fastest algorithm, timed once per
+    input shape: training batches have one shape, so the search runs once); the previous setting after it.
+    Elsewhere nothing changes."""
+    if device.type != "cuda":
+        yield
+        return
+    before = torch.backends.cudnn.benchmark
+    torch.backends.cudnn.benchmark = True
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.benchmark = before

@@ -7,10 +7,9 @@ write ``last.safetensors`` and (when validation improves) ``best.safetensors`` a
 
 from __future__ import annotations
 
-import contextlib
 import math
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,7 +24,8 @@ from snnkd_cli.errors import SnnkdError, given, option
 from snnkd_cli.evaluation.sweep import SweepResult, sweep
 from snnkd_cli.kd.tasks import Task
 from snnkd_cli.models.contract import reset_state
-from snnkd_cli.precision import autocast, grad_scaler
+from snnkd_cli.precision import autocast, cudnn_autotune, grad_scaler
+from snnkd_cli.train import health
 from snnkd_cli.train.distributed import all_reduce_sum
 from snnkd_cli.train.report import Reporter
 from snnkd_cli.train.resume import LoopState, ResumeFile, restore
@@ -39,6 +39,7 @@ class FitResult:
     best: SweepResult | None = None
     best_epoch: int = 0
     best_top1: float = -1.0
+    notes: list[str] = field(default_factory=list)  # signs that the run is not learning (train.health)
 
 
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
@@ -175,22 +176,6 @@ def _not_finite_message(loss: torch.Tensor) -> str:
     return f"loss is {loss.item()}" if not torch.isfinite(loss) else "loss is not finite on another process"
 
 
-@contextlib.contextmanager
-def cudnn_autotune(device: torch.device) -> Iterator[None]:
-    """cuDNN benchmark mode inside the block on CUDA (each convolution's fastest algorithm, timed once per
-    input shape: training batches have one shape, so the search runs once); the previous setting after it.
-    Elsewhere nothing changes."""
-    if device.type != "cuda":
-        yield
-        return
-    before = torch.backends.cudnn.benchmark
-    torch.backends.cudnn.benchmark = True
-    try:
-        yield
-    finally:
-        torch.backends.cudnn.benchmark = before
-
-
 CUDA_READ_EVERY = 25  # steps between reads of the running loss/accuracy on CUDA (each read waits for the GPU)
 
 
@@ -297,7 +282,9 @@ def fit(
     st = restore(resume, model, optim.opt, optim.sched, optim.scaler) if resume is not None else LoopState()
     if st.step >= steps_per_epoch:  # saved at the very end of an epoch's steps
         st.epoch, st.step = st.epoch + 1, 0
-    run = _Run(model, compile_for_training(model) if cfg.compile else model, task, optim, cfg, device)
+    watch = health.Watch(steps_per_epoch * cfg.epochs, done=st.epoch > 1 or st.step > 0)  # resumed: checked before
+    net = compile_for_training(model) if cfg.compile else model
+    run = _Run(model, net, task, optim, cfg, device, watch, lambda note: reporter.message(f"note: {note}"))
     result = FitResult(history=st.history, best_epoch=st.best_epoch, best_top1=st.best_top1)
     for rec in st.history:  # a resumed run: the best epoch's sweep is in its history
         if rec["epoch"] == st.best_epoch:
@@ -313,6 +300,8 @@ def fit(
             train_time = time.perf_counter() - t0
             val = sweep(model, val_loader, eval_T, **val_pass)
             record = _epoch_record(st, val, eval_T if spiking else None, optim, train_time)
+            if watch.unrecorded:
+                record["notes"], watch.unrecorded = watch.unrecorded, []
             result.history.append(record)
             improved = record["val_top1"] > result.best_top1
             if improved:
@@ -321,10 +310,11 @@ def fit(
             ckpt.epoch_end(st.epoch, improved, {"epoch": str(st.epoch), "metrics": meta})
             ckpt.log(record)
             reporter.epoch_end(
-                st.epoch, cfg.epochs, {k: v for k, v in record.items() if k not in ("epoch", "val", "val_samples")}
+                st.epoch, cfg.epochs, {k: v for k, v in record.items() if k not in _NOT_STATS}
             )
             st = LoopState(st.epoch + 1, 0, result.best_top1, result.best_epoch, result.history)
             ckpt.resume_point(st, optim.opt, optim.sched, optim.scaler)
+    result.notes = watch.notes
     return result
 
 
@@ -339,6 +329,8 @@ class _Run:
     optim: Optimiser
     cfg: TrainConfig
     device: torch.device
+    watch: health.Watch
+    say: Callable[[str], None]
 
     def epoch(self, loader: DataLoader, st: LoopState, steps: int, update, ckpt: Checkpointer) -> None:
         """Train from ``st.step`` to ``steps`` of epoch ``st.epoch``, counting into ``st``."""
@@ -369,6 +361,10 @@ class _Run:
             if st.step % every == 0 or save or st.step == steps:
                 tally.read(st, first)
                 first, stats = st.step, _running(st)
+                if self.watch.due((st.epoch - 1) * steps + st.step):
+                    acc = 100.0 * st.correct / max(st.seen, 1)
+                    for note in self.watch.check_run(self.model, self.task, x, y, acc, logits.shape[-1]):
+                        self.say(note)
             update(stats)
             if save:
                 ckpt.resume_point(st, self.optim.opt, self.optim.sched, self.optim.scaler)
@@ -381,7 +377,7 @@ def _running(st: LoopState) -> dict[str, float]:
     return {"loss": st.loss_sum / st.seen, "acc": 100.0 * st.correct / st.seen} if st.seen else {}
 
 
-_NOT_STATS = ("epoch", "val", "val_samples")  # in a record, not on the epoch's line
+_NOT_STATS = ("epoch", "val", "val_samples", "notes")  # in a record, not on the epoch's line
 
 
 def _epoch_record(st: LoopState, val: SweepResult, eval_T: int | None, optim: Optimiser, seconds: float) -> dict:
