@@ -26,6 +26,7 @@ def test_chance_note_only_below_the_threshold():
     note = health.chance_note(18.9, 10, 0.25)
     assert note is not None and "18.9% after 25% of the run" in note and "not learning" in note
     assert health.chance_note(19.0, 10, 0.25) is None
+    assert "cosine-step" not in note and "cosine-step" in health.chance_note(10.0, 10, 0.25, per_epoch=True)
 
 
 def test_firing_rates_count_spikes_by_hand():

@@ -28,14 +28,16 @@ def chance_threshold(num_classes: int) -> float:
     return min(2 * chance, chance + 0.1 * (100.0 - chance))
 
 
-def chance_note(train_acc: float, num_classes: int, share: float) -> str | None:
-    """The note for a training accuracy (%) still at chance after ``share`` of the run, else None."""
+def chance_note(train_acc: float, num_classes: int, share: float, per_epoch: bool = False) -> str | None:
+    """The note for a training accuracy (%) still at chance after ``share`` of the run, else None.
+    ``per_epoch``: the run's cosine is stepped per epoch (the note then suggests the per-step one)."""
     if num_classes < 2 or train_acc >= chance_threshold(num_classes):
         return None
+    schedule = f"the per-step cosine ({option('schedule')} cosine-step), " if per_epoch else ""
     return (
         f"training accuracy is {train_acc:.1f}% after {share:.0%} of the run, at chance for {num_classes} classes "
-        f"({100 / num_classes:.1f}%): the run is not learning; try a lower {option('lr')}, the per-step cosine "
-        f"({option('schedule')} cosine-step), more {option('epochs')}, or check the labels"
+        f"({100 / num_classes:.1f}%): the run is not learning; try a lower {option('lr')}, {schedule}"
+        f"more {option('epochs')}, or check the labels"
     )
 
 
@@ -96,6 +98,7 @@ class Watch:
 
     total: int
     done: bool = False
+    per_epoch: bool = False  # the run's cosine is stepped per epoch
     notes: list[str] = field(default_factory=list)
     unrecorded: list[str] = field(default_factory=list)  # notes not yet in an epoch's log record
 
@@ -107,7 +110,7 @@ class Watch:
         """The notes for this run (remembered in :attr:`notes`); ``rates`` None for an ANN."""
         self.done = True
         share = min(1.0, math.ceil(CHECK_SHARE * self.total) / self.total)
-        found = [n for n in [chance_note(train_acc, num_classes, share)] if n]
+        found = [n for n in [chance_note(train_acc, num_classes, share, self.per_epoch)] if n]
         self.notes = found + firing_notes(rates or {})
         self.unrecorded = list(self.notes)
         return self.notes

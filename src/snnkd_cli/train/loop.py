@@ -282,7 +282,7 @@ def fit(
     st = restore(resume, model, optim.opt, optim.sched, optim.scaler) if resume is not None else LoopState()
     if st.step >= steps_per_epoch:  # saved at the very end of an epoch's steps
         st.epoch, st.step = st.epoch + 1, 0
-    watch = health.Watch(steps_per_epoch * cfg.epochs, done=st.epoch > 1 or st.step > 0)  # resumed: checked before
+    watch = health.Watch(steps_per_epoch * cfg.epochs, st.epoch > 1 or st.step > 0, cfg.schedule == "cosine-epoch")
     net = compile_for_training(model) if cfg.compile else model
     run = _Run(model, net, task, optim, cfg, device, watch, lambda note: reporter.message(f"note: {note}"))
     result = FitResult(history=st.history, best_epoch=st.best_epoch, best_top1=st.best_top1)
@@ -309,9 +309,7 @@ def fit(
             meta = {"val": val.rows, "best_epoch": result.best_epoch}
             ckpt.epoch_end(st.epoch, improved, {"epoch": str(st.epoch), "metrics": meta})
             ckpt.log(record)
-            reporter.epoch_end(
-                st.epoch, cfg.epochs, {k: v for k, v in record.items() if k not in _NOT_STATS}
-            )
+            reporter.epoch_end(st.epoch, cfg.epochs, {k: v for k, v in record.items() if k not in _NOT_STATS})
             st = LoopState(st.epoch + 1, 0, result.best_top1, result.best_epoch, result.history)
             ckpt.resume_point(st, optim.opt, optim.sched, optim.scaler)
     result.notes = watch.notes
