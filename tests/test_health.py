@@ -99,3 +99,8 @@ def test_check_run_reports_a_dead_student_layer_and_chance():
     notes = watch.check_run(net, Task(), torch.ones(3, 2, 4), torch.zeros(2, dtype=torch.long), 50.0, 2)
     assert len(notes) == 2 and "at chance for 2 classes" in notes[0] and "spiking layer 0 never fired" in notes[1]
     assert not watch.due(8)  # once only
+
+
+def test_a_resumed_run_is_checked_unless_it_resumes_past_the_check():
+    assert health.Watch(total=8, started=1).due(2)  # saved before step 2: the check is still to come
+    assert not health.Watch(total=8, started=2).due(3)  # saved after it: checked before the save

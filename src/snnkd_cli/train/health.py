@@ -94,22 +94,30 @@ def _layers(names: list[str]) -> str:
 
 @dataclass
 class Watch:
-    """Runs the check once, at the first step at or after :data:`CHECK_SHARE` of ``total`` steps."""
+    """Runs the check once, at the first step at or after :data:`CHECK_SHARE` of ``total`` steps.
+
+    ``started``: steps already done when the run began (a resumed run); one that resumes past the check's
+    step was checked before it was saved.
+    """
 
     total: int
-    done: bool = False
+    started: int = 0
     per_epoch: bool = False  # the run's cosine is stepped per epoch
     notes: list[str] = field(default_factory=list)
     unrecorded: list[str] = field(default_factory=list)  # notes not yet in an epoch's log record
 
+    def __post_init__(self) -> None:
+        self.at = math.ceil(CHECK_SHARE * self.total)  # the global step (1-based) of the check
+        self.done = self.started >= self.at
+
     def due(self, step: int) -> bool:
         """Whether global step ``step`` (1-based) is the one to check at."""
-        return not self.done and step >= math.ceil(CHECK_SHARE * self.total)
+        return not self.done and step >= self.at
 
     def check(self, train_acc: float, num_classes: int, rates: dict[str, float] | None) -> list[str]:
         """The notes for this run (remembered in :attr:`notes`); ``rates`` None for an ANN."""
         self.done = True
-        share = min(1.0, math.ceil(CHECK_SHARE * self.total) / self.total)
+        share = min(1.0, self.at / self.total)
         found = [n for n in [chance_note(train_acc, num_classes, share, self.per_epoch)] if n]
         self.notes = found + firing_notes(rates or {})
         self.unrecorded = list(self.notes)

@@ -282,7 +282,8 @@ def fit(
     st = restore(resume, model, optim.opt, optim.sched, optim.scaler) if resume is not None else LoopState()
     if st.step >= steps_per_epoch:  # saved at the very end of an epoch's steps
         st.epoch, st.step = st.epoch + 1, 0
-    watch = health.Watch(steps_per_epoch * cfg.epochs, st.epoch > 1 or st.step > 0, cfg.schedule == "cosine-epoch")
+    started = (st.epoch - 1) * steps_per_epoch + st.step
+    watch = health.Watch(steps_per_epoch * cfg.epochs, started, per_epoch=cfg.schedule == "cosine-epoch")
     net = compile_for_training(model) if cfg.compile else model
     run = _Run(model, net, task, optim, cfg, device, watch, lambda note: reporter.message(f"note: {note}"))
     result = FitResult(history=st.history, best_epoch=st.best_epoch, best_top1=st.best_top1)
@@ -360,8 +361,7 @@ class _Run:
                 tally.read(st, first)
                 first, stats = st.step, _running(st)
                 if self.watch.due((st.epoch - 1) * steps + st.step):
-                    acc = 100.0 * st.correct / max(st.seen, 1)
-                    for note in self.watch.check_run(self.model, self.task, x, y, acc, logits.shape[-1]):
+                    for note in self.watch.check_run(self.model, self.task, x, y, stats["acc"], logits.shape[-1]):
                         self.say(note)
             update(stats)
             if save:
