@@ -332,42 +332,43 @@ class SuiteSet:
     """One real data set of the suite: what it is, how to make it offline, and its budget (parity options)."""
 
     what: str
-    make: tuple[tuple[str, ...], ...]  # ("realdata", argv...) or ("preprocess", argv...), paths under --data-root
+    make: tuple[tuple[str, ...], ...]  # ("realdata", argv...) or ("preprocess", argv...); argv[1] is the made folder
     args: tuple[str, ...]  # parity options; "{root}" is --data-root
-    data: str  # the folder that exists once the set is made
 
 
-_DIGITS = (("realdata", "images", "{root}/digits", "--size", "32"),)
-_EVENTS = ("realdata", "events", "{root}/digit-events", "--per-class", "100")
 _IMAGES = ("--dataset", "imagefolder", "--epochs", "4", "--batch-size", "64", "--T", "4", "--max-T", "6")
+_LETTERS = ("--chars", "ABCDEFGHIJKLMNOPQRSTUVWXYZ", "--split", "random", "--variants", "1")
+
+
+def _image_set(what: str, make: tuple[str, ...], folder: str, size: int, width: int = 64) -> SuiteSet:
+    """A set of images made by ``realdata.py make...`` in ``{root}/folder``, at ``size`` px and ``width``."""
+    data = ("--data-dir", f"{{root}}/{folder}", "--image-size", str(size), "--width", str(width))
+    return SuiteSet(what, (("realdata", make[0], f"{{root}}/{folder}", *make[1:]),), (*_IMAGES, *data))
+
+
+def _event_set(what: str, frames: int, size: int, width: int, epochs: int) -> SuiteSet:
+    """The emulated digit recordings framed by ``preprocess-dvs`` at ``frames`` x ``size`` px, student at T=frames."""
+    cache = f"{{root}}/digit-events-{frames}x{size}"
+    make = (("realdata", "events", "{root}/digit-events", "--per-class", "100"),
+            ("preprocess", "{root}/digit-events", cache, "--frames", str(frames), "--size", str(size), "--split",
+             "random"))  # fmt: skip
+    args = ("--dataset", "cifar10dvs", "--data-dir", cache, "--frames", str(frames), "--epochs", str(epochs),
+            "--batch-size", "32", "--T", str(frames), "--max-T", str(frames), "--width", str(width))  # fmt: skip
+    return SuiteSet(what, make, args)
+
+
 SUITE = {
-    "digits16": SuiteSet(
-        "UCI digits (scikit-learn), 10 classes, 1,438 / 359, at 16 px", _DIGITS,
-        (*_IMAGES, "--data-dir", "{root}/digits", "--image-size", "16"), "digits"),
-    "digits32": SuiteSet(
-        "UCI digits at 32 px, width 32", _DIGITS,
-        (*_IMAGES, "--data-dir", "{root}/digits", "--image-size", "32", "--width", "32"), "digits"),
-    "glyphs-shift": SuiteSet(
+    "digits16": _image_set("UCI digits (scikit-learn), 10 classes, 1,438 / 359, at 16 px", ("images", "--size", "32"),
+                           "digits", 16),
+    "digits32": _image_set("UCI digits at 32 px, width 32", ("images", "--size", "32"), "digits", 32, 32),
+    "glyphs-shift": _image_set(
         "printed digits, 10 classes, val typefaces absent in training (Debian fonts), 32 px, width 32",
-        (("realdata", "glyphs", "{root}/glyphs-digits"),),
-        (*_IMAGES, "--data-dir", "{root}/glyphs-digits", "--image-size", "32", "--width", "32"), "glyphs-digits"),
-    "letters": SuiteSet(
-        "printed capitals, 26 classes, random split, 32 px, width 32",
-        (("realdata", "glyphs", "{root}/glyphs-letters", "--chars", "ABCDEFGHIJKLMNOPQRSTUVWXYZ", "--split",
-          "random", "--variants", "1"),),
-        (*_IMAGES, "--data-dir", "{root}/glyphs-letters", "--image-size", "32", "--width", "32"), "glyphs-letters"),
-    "events8": SuiteSet(
-        "emulated DVS128 digit recordings, 8 frames at 32 px, width 32, T=8", (_EVENTS, (
-            "preprocess", "{root}/digit-events", "{root}/digit-events-8x32", "--frames", "8", "--size", "32",
-            "--split", "random")),
-        ("--dataset", "cifar10dvs", "--data-dir", "{root}/digit-events-8x32", "--frames", "8", "--epochs", "4",
-         "--batch-size", "32", "--T", "8", "--max-T", "8", "--width", "32"), "digit-events-8x32"),
-    "events-preset": SuiteSet(
-        "the same recordings at the cifar10dvs preset's settings: 10 frames at 48 px, width 64, T=10", (_EVENTS, (
-            "preprocess", "{root}/digit-events", "{root}/digit-events-10x48", "--frames", "10", "--size", "48",
-            "--split", "random")),
-        ("--dataset", "cifar10dvs", "--data-dir", "{root}/digit-events-10x48", "--frames", "10", "--epochs", "3",
-         "--batch-size", "32", "--T", "10", "--max-T", "10", "--width", "64"), "digit-events-10x48"),
+        ("glyphs",), "glyphs-digits", 32, 32),
+    "letters": _image_set("printed capitals, 26 classes, random split, 32 px, width 32", ("glyphs", *_LETTERS),
+                          "glyphs-letters", 32, 32),
+    "events8": _event_set("emulated DVS128 digit recordings, 8 frames at 32 px, width 32, T=8", 8, 32, 32, 4),
+    "events-preset": _event_set(
+        "the same recordings at the cifar10dvs preset's settings: 10 frames at 48 px, width 64, T=10", 10, 48, 64, 3),
 }  # fmt: skip
 
 
@@ -377,7 +378,7 @@ def make_set(s: SuiteSet, root: Path) -> None:
 
     for tool, *argv in s.make:
         argv = [a.format(root=root) for a in argv]
-        target = Path(argv[1] if tool == "realdata" else argv[1])
+        target = Path(argv[1])  # realdata.py KIND OUT ..., preprocess-dvs SRC CACHE ...
         if target.exists():
             continue
         cmd = [sys.executable, str(Path(__file__).with_name("realdata.py"))] if tool == "realdata" else [
