@@ -184,13 +184,13 @@ def ref_train(
 # --------------------------------------------------------------------------- snnkd's side
 
 
-def snnkd_overrides(args: argparse.Namespace) -> dict:
-    """The options a user gives to fix the budget (and ``--snnkd-set`` extras), for both commands."""
+def snnkd_overrides(args: argparse.Namespace, extra: list[str] = ()) -> dict:
+    """The options a user gives to fix the budget, ``--snnkd-set`` extras (both commands) and ``extra``."""
     kw = {"data_dir": args.data_dir, "image_size": args.image_size, "batch_size": args.batch_size, "width": args.width}
     kw |= {"synthetic_train": args.synthetic_train, "synthetic_val": args.synthetic_val}
     if args.frames:
         kw["frames"] = args.frames
-    for item in args.snnkd_set:
+    for item in [*args.snnkd_set, *extra]:
         key, _, value = item.partition("=")
         try:
             kw[key] = json.loads(value)  # numbers, true/false
@@ -200,7 +200,7 @@ def snnkd_overrides(args: argparse.Namespace) -> dict:
 
 
 def snnkd_teacher(args: argparse.Namespace, seed: int, out: Path) -> dict:
-    kw = snnkd_overrides(args)
+    kw = snnkd_overrides(args, args.teacher_set)
     cfg = from_preset("teacher", args.dataset, epochs=args.teacher_epochs, arch=args.teacher_arch, seed=seed,
                       out=str(out), **kw)  # fmt: skip
     outcome = train(cfg, overwrite=True)  # a run cut short earlier is redone
@@ -209,7 +209,7 @@ def snnkd_teacher(args: argparse.Namespace, seed: int, out: Path) -> dict:
 
 
 def snnkd_student(args: argparse.Namespace, seed: int, loss: str, teacher: str, out: Path) -> dict:
-    kw = snnkd_overrides(args)
+    kw = snnkd_overrides(args, args.student_set)
     cfg = from_preset("distill", args.dataset, epochs=args.epochs, arch=args.student_arch, T=args.T, loss=loss,
                       seed=seed, teacher=teacher, out=str(out), **kw)  # fmt: skip
     outcome = train(cfg, overwrite=True)  # a run cut short earlier is redone
@@ -388,10 +388,12 @@ def make_set(s: SuiteSet, root: Path) -> None:
 
 
 def suite_argv(args: argparse.Namespace) -> list[str]:
-    """The options of a suite command that every set shares (seeds, sides, losses, threads, snnkd extras)."""
+    """The options of a suite command that every set shares (seeds, sides, losses, ref lrs, threads, extras)."""
     out = ["--seeds", *map(str, args.seeds), "--sides", *args.sides, "--losses", *args.losses]
-    for item in args.snnkd_set:
-        out += ["--snnkd-set", item]
+    out += ["--ref-lr", str(args.ref_lr), "--ref-teacher-lr", str(args.ref_teacher_lr)]
+    for flag in ("snnkd_set", "teacher_set", "student_set"):
+        for item in getattr(args, flag):
+            out += ["--" + flag.replace("_", "-"), item]
     return out + (["--threads", str(args.threads)] if args.threads else [])
 
 
@@ -475,6 +477,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--tau", type=float, default=3.0, help="reference temperature (paper: 3)")
     ap.add_argument("--snnkd-set", action="append", default=[], metavar="KEY=VALUE",
                     help="an extra snnkd config field for both commands (precision=fp32)")  # fmt: skip
+    ap.add_argument("--teacher-set", action="append", default=[], metavar="KEY=VALUE",
+                    help="an extra snnkd config field for train-teacher only (lr=0.02)")  # fmt: skip
+    ap.add_argument("--student-set", action="append", default=[], metavar="KEY=VALUE",
+                    help="an extra snnkd config field for distill only (schedule=cosine-step)")  # fmt: skip
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own)")
     ap.add_argument("--out", default="runs/parity", help="checkpoints and results.json (continued if present)")
     ap.add_argument("--doc", default="docs/results.md", help="markdown file whose marked block is rewritten")

@@ -70,3 +70,19 @@ def test_the_suite_table_takes_the_better_reference_per_set():
     text = parity.suite_markdown({"digits16": {"runs": runs}}, "cmd", "parity-suite")
     assert "| digits16 | full-range | ref-step | +2.0 | +3.0 | +2.5 |" in text
     assert "| digits16 | full-range | 61.0 ± 1.4 | 66.0 ± 0.0 | 63.5 |" in text
+
+
+def test_teacher_and_student_sets_reach_only_their_command_and_the_suite_forwards_them():
+    """``--teacher-set`` changes the teacher's config only, ``--student-set`` the student's only, ``--snnkd-set``
+    both; a suite run hands all three (and the reference lrs) on to every set."""
+    args = parity.parse_args(["--snnkd-set", "precision=fp32", "--teacher-set", "lr=0.02",
+                              "--student-set", "schedule=cosine-step", "--ref-teacher-lr", "0.03"])  # fmt: skip
+    teacher, student = parity.snnkd_overrides(args, args.teacher_set), parity.snnkd_overrides(args, args.student_set)
+    assert (teacher["lr"], teacher["precision"], "schedule" in teacher) == (0.02, "fp32", False)
+    assert (student["schedule"], student["precision"], "lr" in student) == ("cosine-step", "fp32", False)
+    argv = parity.suite_argv(args)
+    for pair in (["--teacher-set", "lr=0.02"], ["--student-set", "schedule=cosine-step"], ["--ref-teacher-lr", "0.03"]):
+        i = argv.index(pair[0])
+        assert argv[i : i + 2] == pair
+    again = parity.parse_args([*argv, "--out", "x"])
+    assert (again.teacher_set, again.student_set, again.ref_teacher_lr) == (["lr=0.02"], ["schedule=cosine-step"], 0.03)
