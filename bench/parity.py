@@ -34,6 +34,7 @@ import platform
 import statistics
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -184,7 +185,10 @@ def ref_train(
 # --------------------------------------------------------------------------- snnkd's side
 
 
-def snnkd_overrides(args: argparse.Namespace, extra: list[str] = ()) -> dict:
+_SETS = {"snnkd_set": "snnkd", "teacher_set": "snnkd's teacher", "student_set": "snnkd's student"}  # --*-set flags
+
+
+def snnkd_overrides(args: argparse.Namespace, extra: Sequence[str] = ()) -> dict:
     """The options a user gives to fix the budget, ``--snnkd-set`` extras (both commands) and ``extra``."""
     kw = {"data_dir": args.data_dir, "image_size": args.image_size, "batch_size": args.batch_size, "width": args.width}
     kw |= {"synthetic_train": args.synthetic_train, "synthetic_val": args.synthetic_val}
@@ -269,7 +273,7 @@ def markdown(results: dict, marker: str) -> str:
     runs = results["runs"]
     lines = [start, ""]
     seeds = sorted({r["seed"] for r in [*runs, *results.get("teachers", [])]})
-    extra = f"; snnkd with {', '.join(a['snnkd_set'])}" if a.get("snnkd_set") else ""
+    extra = "".join(f"; {who} with {', '.join(a[key])}" for key, who in _SETS.items() if a.get(key))
     lines.append(
         f"`{a['command']}` ({results['date']}, {results['machine']}, torch {results['torch']}, "
         f"{a['threads']} thread(s)): {a['dataset']} at {a['image_size'] or 'its'} px, teacher {a['teacher_arch']} "
@@ -391,7 +395,7 @@ def suite_argv(args: argparse.Namespace) -> list[str]:
     """The options of a suite command that every set shares (seeds, sides, losses, ref lrs, threads, extras)."""
     out = ["--seeds", *map(str, args.seeds), "--sides", *args.sides, "--losses", *args.losses]
     out += ["--ref-lr", str(args.ref_lr), "--ref-teacher-lr", str(args.ref_teacher_lr)]
-    for flag in ("snnkd_set", "teacher_set", "student_set"):
+    for flag in _SETS:
         for item in getattr(args, flag):
             out += ["--" + flag.replace("_", "-"), item]
     return out + (["--threads", str(args.threads)] if args.threads else [])

@@ -41,13 +41,15 @@ def test_tiny_grid_writes_results_and_table(tmp_path):
     argv = ["--dataset", "synthetic", "--synthetic-train", "192", "--synthetic-val", "64", "--epochs", "1",
             "--batch-size", "32", "--T", "2", "--max-T", "3", "--width", "4", "--seeds", "0",
             "--losses", "full-range", "--out", str(tmp_path / "p"), "--doc", str(tmp_path / "r.md"),
-            "--marker", "parity-test", "--snnkd-set", "precision=fp32"]  # fmt: skip
+            "--marker", "parity-test", "--snnkd-set", "precision=fp32",
+            "--student-set", "neuron_precision=fp32"]  # fmt: skip
     res = parity.main(argv)
     runs = {r["side"]: r for r in res["runs"]}
     assert set(runs) == {"ref", "snnkd"} and all(len(r["top1"]) == 3 for r in runs.values())
     assert json.loads((tmp_path / "p" / "results.json").read_text())["runs"] == res["runs"]
     text = (tmp_path / "r.md").read_text()
     assert "<!-- parity-test:start -->" in text and "| full-range | **snnkd - ref** |" in text
+    assert "; snnkd with precision=fp32; snnkd's student with neuron_precision=fp32." in text  # what was changed
     gap = text.split("**snnkd - ref** | | ")[1].split(" | ")[0]
     expected = runs["snnkd"]["top1"][0] - runs["ref"]["top1"][0]
     assert float(gap) == pytest.approx(expected, abs=0.051)
