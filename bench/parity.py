@@ -45,6 +45,7 @@ from torch import nn
 from snnkd_cli.config import DataConfig, from_preset
 from snnkd_cli.data import build_datasets
 from snnkd_cli.data.loaders import make_loader
+from snnkd_cli.evaluation.early_exit import DynamicOptions
 from snnkd_cli.evaluation.evaluate import evaluate_checkpoint
 from snnkd_cli.evaluation.sweep import sweep
 from snnkd_cli.models.contract import reset_state, teacher_input, time_major
@@ -217,9 +218,19 @@ def snnkd_student(args: argparse.Namespace, seed: int, loss: str, teacher: str, 
     cfg = from_preset("distill", args.dataset, epochs=args.epochs, arch=args.student_arch, T=args.T, loss=loss,
                       seed=seed, teacher=teacher, out=str(out), **kw)  # fmt: skip
     outcome = train(cfg, overwrite=True)  # a run cut short earlier is redone
-    _, res = evaluate_checkpoint(outcome.best_path, args.max_T)
+    _, res = evaluate_checkpoint(outcome.best_path, args.max_T, dynamic=DynamicOptions())
     last = outcome.fit.history[-1]
-    return {"top1": [r["top1"] for r in res.rows], "train_acc_last": last["train_acc"], "path": str(outcome.best_path)}
+    top1 = [r["top1"] for r in res.rows]
+    return {"top1": top1, "train_acc_last": last["train_acc"], "path": str(outcome.best_path),
+            "exit": early_exit_record(res.dynamic, top1)}  # fmt: skip
+
+
+def early_exit_record(dyn, top1: list[float]) -> dict:
+    """What ``eval-sweep --dynamic`` with its defaults chose, against the best fixed T of the same sweep."""
+    best = max(range(len(top1)), key=lambda t: (top1[t], -t))
+    return {"top1": dyn.chosen["top1"], "mean_T": dyn.chosen["mean_T"], "threshold": dyn.chosen["threshold"],
+            "held_out": dyn.calib_held_out, "best_fixed_top1": top1[best], "best_fixed_T": best + 1,
+            "max_drop": dyn.max_drop}  # fmt: skip
 
 
 # --------------------------------------------------------------------------- the grid and the tables
@@ -438,15 +449,30 @@ def suite_markdown(done: dict[str, dict], command: str, marker: str) -> str:
                 curve = mean_curve(by_side["snnkd"])
                 cells = [_stats([r["top1"][t] for r in by_side["snnkd"]]) for t in range(len(curve))]
                 mean = statistics.fmean(curve)
-                mine_rows.append(f"| {name} | {loss} | " + " | ".join(cells + pad) + f" | {mean:.1f} |")
+                mine_rows.append(f"| {name} | {loss} | " + " | ".join(cells + pad) + f" | {mean:.1f} | "
+                                 + exit_cells(by_side["snnkd"]) + " |")  # fmt: skip
             if ref and by_side["snnkd"]:
                 g = gaps(by_side["snnkd"], by_side[ref])
                 lines.append(f"| {name} | {loss} | {ref} | " + " | ".join([f"{x:+.1f}" for x in g] + pad)
                              + f" | {statistics.fmean(g):+.1f} |")  # fmt: skip
     lines += ["", "snnkd's students (mean ± std over seeds):", "",
-              "| set | loss | " + " | ".join(f"T={t}" for t in range(1, max_T + 1)) + " | mean |",
-              "|---" * (max_T + 3) + "|", *mine_rows, "", end]  # fmt: skip
+              "| set | loss | " + " | ".join(f"T={t}" for t in range(1, max_T + 1))
+              + " | mean | early exit top-1 | mean T | exit - best fixed T |",
+              "|---" * (max_T + 6) + "|", *mine_rows, "",
+              "Early exit: `eval-sweep --dynamic` at its defaults (confidence rule, `--max-drop 0.5`, the calibration "
+              "slice as the student was trained: held out or seen), against the best fixed T of the same sweep.", "",
+              end]  # fmt: skip
     return "\n".join(lines)
+
+
+def exit_cells(runs: list[dict]) -> str:
+    """The early-exit cells of a suite row: chosen top-1, mean T and its gap to the best fixed T (mean ± std)."""
+    runs = [r for r in runs if r.get("exit")]
+    if not runs:
+        return " |  | "
+    gap = [r["exit"]["top1"] - r["exit"]["best_fixed_top1"] for r in runs]
+    return " | ".join([_stats([r["exit"]["top1"] for r in runs]), _stats([r["exit"]["mean_T"] for r in runs]),
+                       _stats(gap)])  # fmt: skip
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

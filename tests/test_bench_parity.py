@@ -53,6 +53,9 @@ def test_tiny_grid_writes_results_and_table(tmp_path):
     gap = text.split("**snnkd - ref** | | ")[1].split(" | ")[0]
     expected = runs["snnkd"]["top1"][0] - runs["ref"]["top1"][0]
     assert float(gap) == pytest.approx(expected, abs=0.051)
+    exit_ = runs["snnkd"]["exit"]  # the default early exit, against the best fixed T of the same sweep
+    assert exit_["best_fixed_top1"] == max(runs["snnkd"]["top1"]) == runs["snnkd"]["top1"][exit_["best_fixed_T"] - 1]
+    assert 1.0 <= exit_["mean_T"] <= 3.0 and exit_["held_out"] is False and exit_["max_drop"] == 0.5
     # a second call continues: nothing is run again
     again = parity.main(argv)
     assert again["runs"] == res["runs"]
@@ -69,9 +72,12 @@ def test_the_suite_table_takes_the_better_reference_per_set():
     by_side = {s: [r for r in runs if r["side"] == s] for s in parity.SIDES}
     assert parity.best_reference(by_side) == "ref-step"
     assert parity.gaps(by_side["snnkd"], by_side["ref-step"]) == [2.0, 3.0]
+    runs[-2]["exit"] = {"top1": 64.0, "mean_T": 1.5, "best_fixed_top1": 66.0}
+    runs[-1]["exit"] = {"top1": 66.0, "mean_T": 1.0, "best_fixed_top1": 66.0}
     text = parity.suite_markdown({"digits16": {"runs": runs}}, "cmd", "parity-suite")
     assert "| digits16 | full-range | ref-step | +2.0 | +3.0 | +2.5 |" in text
-    assert "| digits16 | full-range | 61.0 ± 1.4 | 66.0 ± 0.0 | 63.5 |" in text
+    # early exit: top-1 (64, 66), mean T (1.5, 1.0), exit minus the best fixed T (-2, 0), by hand
+    assert "| digits16 | full-range | 61.0 ± 1.4 | 66.0 ± 0.0 | 63.5 | 65.0 ± 1.4 | 1.2 ± 0.4 | -1.0 ± 1.4 |" in text
 
 
 def test_teacher_and_student_sets_reach_only_their_command_and_the_suite_forwards_them():
