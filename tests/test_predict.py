@@ -252,7 +252,7 @@ def test_predict_fixed_T_equals_the_model(cli, student, tmp_path):
     np.testing.assert_allclose([p["probability"] for p in got["predictions"]], prob.numpy(), atol=1e-6)
     assert all(p["steps"] == 2 and p["class"] == f"class_{p['class_index']}" for p in got["predictions"])
     assert all(f"{p['probability']:.4f}" in res.stdout for p in got["predictions"])  # the table (paths may wrap)
-    default = cli(["predict", path, images[0], "--json", out])  # the training T
+    default = cli(["predict", path, images[0], "--json", out, "--overwrite"])  # the training T
     assert json.loads(out.read_text())["predictions"][0]["steps"] == T and default.exit_code == 0
 
 
@@ -346,7 +346,7 @@ def test_predict_event_frames(cli, tmp_path):
     prob, pred = torch.softmax(running(net, x, T, temporal=True)[-1], -1).max(-1)
     assert [p["class_index"] for p in got["predictions"]] == pred.tolist()
     np.testing.assert_allclose([p["probability"] for p in got["predictions"]], prob.numpy(), atol=1e-6)
-    folder = cli(["predict", path, tmp_path, "--T", "2", "--json", out])  # a folder: its .safetensors files
+    folder = cli(["predict", path, tmp_path, "--T", "2", "--json", out, "--overwrite"])  # its .safetensors files
     names = [Path(p["input"]).name for p in json.loads(out.read_text())["predictions"]]
     assert folder.exit_code == 2 and names == ["a.safetensors", "b.safetensors", "short.safetensors"]
 

@@ -8,6 +8,7 @@ and renamed over the target, so a crash never leaves a half-written checkpoint.
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,9 +18,9 @@ from safetensors.torch import save as st_save
 from torch import nn
 
 from snnkd_cli.config import RunConfig, check_exit_rule
-from snnkd_cli.errors import SnnkdError, option
+from snnkd_cli.errors import SnnkdError, given, option
 from snnkd_cli.format import FORMAT, KINDS, checkpoint_metadata
-from snnkd_cli.fsutil import atomic_write_bytes, read_safetensors
+from snnkd_cli.fsutil import STDOUT, atomic_write_bytes, check_output_file, read_safetensors
 from snnkd_cli.models import build_model
 from snnkd_cli.models.fold import build_folded
 
@@ -187,3 +188,42 @@ def check_fresh_out(out: str | Path, overwrite: bool) -> None:
         f"{out} already holds a run ({found[0]}): pass {option('overwrite')} to replace it, --resume to continue it, "
         f"or another {option('out')} (free: {free})"
     )
+
+
+def check_outputs(
+    outputs: dict[str, str | Path | None], inputs: tuple[str | Path, ...] = (), overwrite: bool = False
+) -> None:
+    """The one check of the files a command writes (``json``, ``csv``, ``out``), before any work.
+
+    ``outputs`` maps each option's name to its path; None and ``-`` (standard output) pass. Refused: a
+    folder or a place that cannot be written; two outputs on one path; an output that is one of ``inputs``;
+    a file of a training run (:data:`RUN_FILES`, ``config.json``) in a folder that holds one (``log.jsonl``),
+    even with ``overwrite``; any other existing file unless ``overwrite``.
+
+    Raises:
+        SnnkdError: one line naming the option and its path, and what to do.
+    """
+    seen: dict[Path, str] = {}
+    read = {Path(p).resolve() for p in inputs}
+    for name, path in outputs.items():
+        if path is None or str(path) == STDOUT:
+            continue
+        check_output_file(path, option(name))
+        real, what = Path(path).resolve(), given(name, path)
+        if real in seen:
+            raise SnnkdError(f"{option(seen[real])} and {option(name)} are both {path}: give each its own file")
+        seen[real] = name
+        if real in read:
+            raise SnnkdError(f"{what} is an input of this command: choose another file")
+        if real.name in (*RUN_FILES, "config.json") and (real.parent / "log.jsonl").exists():
+            raise SnnkdError(f"{what} is a file of the training run in {real.parent}: choose another path")
+        if real.exists() and not overwrite:
+            raise SnnkdError(f"{what} already exists: pass {option('overwrite')} to replace it, or choose another path")
+
+
+def check_writable(path: str | Path, why: str) -> None:
+    """Before any long work: the existing file ``path`` can be replaced in place (``why``: the option that will)."""
+    path = Path(path)
+    read_only = not path.stat().st_mode & 0o222  # refused even where root could write it: the owner's intent
+    if read_only or not (os.access(path, os.W_OK) and os.access(path.parent, os.W_OK | os.X_OK)):
+        raise SnnkdError(f"{why} cannot write {path} (read-only file or folder): copy it somewhere writable first")

@@ -20,6 +20,7 @@ from snnkd_cli.cli.options import (
     EnergySamples,
     HardReset,
     Precision,
+    ReplaceOutputs,
     SoftReset,
     Threads,  # shared by train-teacher and distill
 )
@@ -137,6 +138,7 @@ def eval_sweep(
         typer.Option("--csv", help="Also write the results as CSV here ('-': standard output, tables to stderr)."),
     ] = None,
     threads: Threads = None,
+    overwrite: ReplaceOutputs = False,
     **early_exit: Any,
 ) -> None:
     """Accuracy of each checkpoint at every T from 1 to max-T, from one forward pass at max-T."""
@@ -159,6 +161,7 @@ def eval_sweep(
         dynamic=dyn,
         save_threshold=early_exit["save_threshold"],
         threads=threads,
+        overwrite=overwrite,
     )
 
 
@@ -202,6 +205,7 @@ def predict(
         ),
     ] = None,
     threads: Threads = None,
+    overwrite: ReplaceOutputs = False,
 ) -> None:
     """Classify image files (or event frames) with a checkpoint: class, probability and steps used per input."""
     from snnkd_cli.cli.commands import run_predict
@@ -216,6 +220,7 @@ def predict(
         batch_size=batch_size,
         json_path=json_path,
         threads=threads,
+        overwrite=overwrite,
     )
     if code:
         raise typer.Exit(code)
@@ -308,11 +313,12 @@ def export(
     verify_T: Annotated[
         int | None, typer.Option("--verify-T", help="Check the export at T = 1, 2 and this (default: the training T).")
     ] = None,
+    overwrite: ReplaceOutputs = False,
 ) -> None:
     """Export a checkpoint to BN-folded safetensors, a single-step ONNX graph or NIR, verified before it is written."""
     from snnkd_cli.cli.commands import run_export
 
-    run_export(checkpoint, fmt=fmt, out=out, verify_T=verify_T)
+    run_export(checkpoint, fmt=fmt, out=out, verify_T=verify_T, overwrite=overwrite)
 
 
 def main() -> None:

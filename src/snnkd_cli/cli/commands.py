@@ -7,7 +7,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-from snnkd_cli.checkpoint import load_checkpoint, read_metadata, run_files_in, store_exit_rule
+from snnkd_cli.checkpoint import (
+    check_outputs,
+    check_writable,
+    load_checkpoint,
+    read_metadata,
+    run_files_in,
+    store_exit_rule,
+)
 from snnkd_cli.cli._output import (
     cost_table,
     dynamic_table,
@@ -29,7 +36,7 @@ from snnkd_cli.config import RunConfig, from_preset
 from snnkd_cli.errors import SnnkdError
 from snnkd_cli.evaluation.early_exit import DynamicOptions, exit_rule_record
 from snnkd_cli.evaluation.evaluate import evaluate_checkpoint
-from snnkd_cli.fsutil import STDOUT, check_output_file
+from snnkd_cli.fsutil import STDOUT
 from snnkd_cli.train.distributed import dist_env
 from snnkd_cli.train.run import TrainOutcome, train
 from snnkd_cli.train.threads import set_threads
@@ -80,6 +87,7 @@ def run_sweep(
     dynamic: DynamicOptions | None = None,
     save_threshold: bool = False,
     threads: int | None = None,
+    overwrite: bool = False,
 ) -> None:
     """Evaluate every checkpoint, then print one table (with ``energy``, an accuracy-versus-cost table
     and the spike rate per layer; with ``dynamic``, one early-exit table per student), write the
@@ -87,12 +95,14 @@ def run_sweep(
 
     ``energy``: count costs on this many samples (None: no energy columns).
     """
-    check_output_file(json_path, "--json")
-    check_output_file(csv_path, "--csv")
     if str(json_path) == str(csv_path) == STDOUT:
         raise SnnkdError("--json - and --csv - cannot both go to standard output: give one of them a file name")
+    check_outputs({"json": json_path, "csv": csv_path}, tuple(checkpoints), overwrite)
     tables = tables_console(json_path, csv_path)
     kinds = [read_metadata(p)["kind"] for p in checkpoints]  # every file is a checkpoint before any work
+    for p, kind in zip(checkpoints, kinds, strict=True):
+        if save_threshold and kind == "student":
+            check_writable(p, "--save-threshold")
     set_threads(threads)
     if dynamic is not None and all(kind == "teacher" for kind in kinds):
         raise SnnkdError("--dynamic (early exit) applies to spiking students: every checkpoint given is an ANN teacher")
@@ -135,12 +145,13 @@ def run_predict(
     batch_size: int,
     json_path: Path | None,
     threads: int | None = None,
+    overwrite: bool = False,
 ) -> int:
     """Classify the inputs, print the table and one ``error:`` line per bad input; the exit code (2 if any)."""
     from snnkd_cli.cli._output import print_error
     from snnkd_cli.inference.predict import predict_files
 
-    check_output_file(json_path, "--json")
+    check_outputs({"json": json_path}, (checkpoint, *inputs), overwrite)
     set_threads(threads)
     report = predict_files(
         checkpoint, inputs, T=T, dynamic=dynamic, threshold=threshold, rule=exit_rule, batch_size=batch_size
@@ -173,7 +184,8 @@ def run_quickstart(
     for option, value in (("--teacher-epochs", teacher_epochs), ("--student-epochs", student_epochs)):
         if value < 1:
             raise SnnkdError(f"{option} must be >= 1, got {value}")
-    if not overwrite and any(run_files_in(out / sub) for sub in ("teacher", "student")):
+    sweep_json = out / "sweep.json"  # the quickstart's own files: refused together, replaced with --overwrite
+    if not overwrite and (sweep_json.exists() or any(run_files_in(out / sub) for sub in ("teacher", "student"))):
         raise SnnkdError(f"{out} already holds a quickstart run: pass --overwrite to replace it, or another --out")
     # both configurations are checked before anything is trained
     t_cfg = from_preset("teacher", "synthetic", epochs=teacher_epochs, out=str(out / "teacher"), precision=precision)
@@ -186,7 +198,7 @@ def run_quickstart(
     s_cfg = dataclasses.replace(s_cfg, kd=dataclasses.replace(s_cfg.kd, teacher=str(teacher.best_path)))
     student = train(s_cfg, RichReporter(err_console), overwrite=overwrite)
     err_console.rule(f"3/3  sweep T = 1..{max_T}")
-    run_sweep([student.best_path, teacher.best_path], max_T, None, None, None, None, out / "sweep.json", None)
+    run_sweep([student.best_path, teacher.best_path], max_T, None, None, None, None, sweep_json, None, overwrite=True)
     err_console.print(
         f"done in {time.perf_counter() - t0:.0f}s. teacher: {teacher.best_path}  student: {student.best_path}\n"
         f"next: snnkd eval-sweep {student.best_path} --max-T 16",
@@ -237,7 +249,7 @@ def run_preprocess_dvs(
     out_console.print(preprocess_summary(rep), crop=False)
 
 
-def run_export(checkpoint: Path, fmt: str, out: Path | None, verify_T: int | None) -> None:
+def run_export(checkpoint: Path, fmt: str, out: Path | None, verify_T: int | None, overwrite: bool = False) -> None:
     """Load a checkpoint, export it (the export verifies itself), print what was written."""
     from snnkd_cli.checkpoint import model_from_checkpoint
     from snnkd_cli.config import check_choice
@@ -246,9 +258,9 @@ def run_export(checkpoint: Path, fmt: str, out: Path | None, verify_T: int | Non
     check_choice(fmt, FORMATS, "export format")
     ckpt = load_checkpoint(checkpoint)
     out = out or default_out(checkpoint, fmt)
-    check_output_file(out, "--out")
     if out.resolve() == Path(checkpoint).resolve():
         raise SnnkdError(f"--out {out} is the checkpoint itself: choose another file")
+    check_outputs({"out": out}, (checkpoint,), overwrite)
     err_console.print(f"exporting {checkpoint} ({ckpt.kind}, {ckpt.config.model.arch}) to {fmt} ...", soft_wrap=True)
     summary = export_checkpoint(
         model_from_checkpoint(ckpt), ckpt.config, ckpt.kind, fmt, out, verify_T=verify_T, meta=ckpt.meta

@@ -140,6 +140,15 @@ CalibHoldout = Annotated[
     ),
 ]
 
+ReplaceOutputs = Annotated[
+    bool,
+    typer.Option(
+        "--overwrite",
+        help="Replace output files that exist (--json, --csv, --out). Never an input of the command or a file "
+        "of a training run.",
+    ),
+]
+
 # eval-sweep: --energy and the early-exit options
 Energy = Annotated[
     bool,

@@ -9,13 +9,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from snnkd_cli.checkpoint import save_checkpoint
+from snnkd_cli.checkpoint import check_outputs, save_checkpoint
 from snnkd_cli.config import DATASETS, TASK_OF_NETWORK, RunConfig, check_choice, freeze, from_preset
 from snnkd_cli.convert import Converted, convert_state, read_state_dict
 from snnkd_cli.data import build_datasets, resolved
 from snnkd_cli.data.loaders import check_T_fits
 from snnkd_cli.errors import SnnkdError, given, option
-from snnkd_cli.fsutil import check_output_file
 
 
 @dataclass
@@ -33,11 +32,9 @@ class ImportReport:
 
 
 def _check_out(src: Path, out: Path, overwrite: bool) -> None:
-    check_output_file(out, option("out"))
-    if out.exists() and not overwrite:
-        raise SnnkdError(f"{out} already exists: pass {option('overwrite')} to replace it, or another {option('out')}")
     if out.exists() and src.exists() and out.resolve() == src.resolve():
         raise SnnkdError(f"{given('out', str(out))} is the source file itself: choose another file")
+    check_outputs({"out": out}, (src,), overwrite)
 
 
 def _resolved(cfg: RunConfig, conv: Converted, source: Path) -> tuple[RunConfig, tuple[str, ...]]:

@@ -11,6 +11,7 @@ import dataclasses
 import json
 import os
 import random
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -262,6 +263,8 @@ def train(
         if res is None:  # a fresh run (--overwrite): no file of the replaced run survives
             for name in (*RUN_FILES, "config.json"):
                 (out / name).unlink(missing_ok=True)
+            if (out / "tensorboard").is_dir():  # the old run's curves would mix with the new ones
+                shutil.rmtree(out / "tensorboard")
         ckpt = RunCheckpointer(out, model, cfg.checkpoint_kind, cfg, tensorboard, info.classes)
         ckpt.save_every = save_every
     if res is not None:
