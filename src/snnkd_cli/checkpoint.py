@@ -19,7 +19,7 @@ from torch import nn
 
 from snnkd_cli.config import RunConfig, check_exit_rule
 from snnkd_cli.errors import SnnkdError, given, option
-from snnkd_cli.format import FORMAT, KINDS, checkpoint_metadata
+from snnkd_cli.format import FORMAT, FORMAT_VERSION, KINDS, checkpoint_metadata
 from snnkd_cli.fsutil import STDOUT, atomic_write_bytes, check_output_file, read_safetensors
 from snnkd_cli.models import build_model
 from snnkd_cli.models.fold import build_folded
@@ -163,6 +163,12 @@ def _open(path: Path, tensors: bool) -> tuple[dict[str, torch.Tensor], dict[str,
         raise SnnkdError(
             f"{path} is a safetensors file but not a snnkd checkpoint (no snnkd metadata); "
             "pass a file written by 'snnkd train-teacher' or 'snnkd distill'"
+        )
+    version = meta.get("format_version", FORMAT_VERSION)
+    if not version.isdigit() or int(version) > int(FORMAT_VERSION):
+        raise SnnkdError(
+            f"{path} is in checkpoint format version {version} (written by snnkd {meta.get('snnkd_version', '?')}); "
+            f"this snnkd reads version {FORMAT_VERSION} and older: upgrade snnkd to read it"
         )
     return state, meta
 

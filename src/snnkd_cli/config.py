@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 from dataclasses import dataclass, field
 from typing import Any
@@ -30,6 +31,8 @@ RESIZES = ("bilinear", "area")  # how cifar10dvs frames were resized from 128 px
 IMAGE_AUGMENTS = ("none", "crop", "crop-flip", "cifar", "imagenet")
 EVENT_AUGMENTS = ("none", "dvs")
 MAX_WARMUP_SHARE = 0.25  # warm-up never takes more than this share of a run's steps
+MAX_TRAIN_T = 256  # backpropagation through time keeps every step's activations: more is refused
+HIGH_LR = 1.0  # an SGD lr above this gets a note (recipes use 0.01-0.5)
 
 
 class Freezable:
@@ -84,12 +87,7 @@ class ModelConfig(Freezable):
 
     def kwargs(self) -> dict[str, Any]:
         """Keyword arguments for ``create_model`` (everything but arch and num_classes)."""
-        kw: dict[str, Any] = {
-            "kind": self.kind,
-            "in_channels": self.in_channels,
-            "width": self.width,
-            "stem": self.stem,
-        }
+        kw: dict[str, Any] = dict(kind=self.kind, in_channels=self.in_channels, width=self.width, stem=self.stem)
         if self.kind == "snn":
             kw.update(decay=self.decay, soft_reset=self.soft_reset)
         return kw
@@ -333,6 +331,9 @@ def warmup_steps(warmup_epochs: float, steps_per_epoch: int, total_steps: int) -
 def notes(cfg: RunConfig) -> list[str]:
     """Warnings for options that are valid but have no effect in this run (printed when it starts)."""
     out = []
+    if cfg.train.lr > HIGH_LR:
+        out.append(f"{given('lr', cfg.train.lr)} is above {HIGH_LR:g}, far beyond SGD's usual 0.01-0.5: "
+                   "expect the loss to diverge (the dataset's preset lr is the default)")  # fmt: skip
     if cfg.kd is not None and cfg.kd.loss == "twce" and cfg.kd.teacher:
         out.append(
             f"{given('loss', 'twce')} uses no teacher: {option('teacher')} is ignored "
@@ -347,10 +348,18 @@ def _first_failed(checks: list[tuple[bool, str]]) -> None:
             raise SnnkdError(msg)
 
 
+def check_finite(**values: float) -> None:
+    """A one-line error for the first value that is NaN or infinite (by its option name)."""
+    _first_failed([(math.isfinite(v), f"{option(k)} must be a finite number, got {v}") for k, v in values.items()])
+
+
 def validate_train(t: TrainConfig) -> None:
     """One-line errors for training settings no run can use (also what the Python API's ``distill`` checks)."""
+    check_finite(lr=t.lr, weight_decay=t.weight_decay, warmup_epochs=t.warmup_epochs)
     _first_failed([
         (t.T >= 1, f"{option('T')} must be >= 1, got {t.T}"),
+        (t.T <= MAX_TRAIN_T, f"{option('T')} {t.T} is above {MAX_TRAIN_T}: training keeps every step's activations "
+         "for backpropagation through time (the paper trains at 1-10); eval-sweep --max-T runs longer"),
         (t.epochs >= 1, f"{option('epochs')} must be >= 1, got {t.epochs}"),
         (t.batch_size >= 1, f"{option('batch_size')} must be >= 1, got {t.batch_size}"),
         (t.lr > 0, f"{option('lr')} must be > 0, got {t.lr}"),
@@ -366,6 +375,7 @@ def validate_train(t: TrainConfig) -> None:
 def validate_kd(kd: KDConfig) -> None:
     """One-line errors for a loss and weights no run can use."""
     check_choice(kd.loss, LOSSES, "loss")
+    check_finite(tau=kd.tau, alpha=kd.alpha, beta=kd.beta)
     if kd.tau <= 0:
         raise SnnkdError(f"{option('tau')} must be > 0, got {kd.tau}")
     if kd.alpha < 0 or kd.beta < 0:

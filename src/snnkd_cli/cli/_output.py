@@ -27,6 +27,11 @@ def print_error(message: str) -> None:
     print(f"error: {message}", file=sys.stderr)
 
 
+def print_note(message: str) -> None:
+    """One ``note:`` line on stderr: an option that is valid but will not do what it may seem to."""
+    print(f"note: {message}", file=sys.stderr)
+
+
 def legend(lines: list[str]) -> Text:
     """Lines printed whole under a table: paths are never folded (the terminal wraps them, copy-paste works)."""
     return Text("\n".join(lines), no_wrap=True, overflow="ignore")

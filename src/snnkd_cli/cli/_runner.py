@@ -28,8 +28,8 @@ def handle_errors(fn: Callable) -> Callable:
             if os.environ.get("RANK", "0") == "0":  # under torchrun every rank fails alike: say it once
                 print_error(e.message)
             raise typer.Exit(e.exit_code) from None
-        except KeyboardInterrupt:
-            print_error("interrupted")
+        except KeyboardInterrupt as e:  # a training run says what it saved (train.resume.interrupted_note)
+            print_error(f"interrupted: {e}" if str(e) else "interrupted")
             raise typer.Exit(130) from None
 
     return wrapper

@@ -24,6 +24,7 @@ from snnkd_cli.cli.options import (
     SoftReset,
     Threads,  # shared by train-teacher and distill
 )
+from snnkd_cli.errors import SnnkdError
 
 app = typer.Typer(
     name="snnkd",
@@ -128,7 +129,7 @@ def eval_sweep(
         ),
     ] = False,
     energy: Energy = False,
-    energy_samples: EnergySamples = 256,
+    energy_samples: EnergySamples = None,
     json_path: Annotated[
         Path | None,
         typer.Option("--json", help="Also write the results as JSON here ('-': standard output, tables to stderr)."),
@@ -146,7 +147,9 @@ def eval_sweep(
 
     data = str(data_dir) if data_dir else None
     dyn = early_exit_options(**early_exit)
-    energy_n = energy_samples if energy else None
+    if energy_samples is not None and not energy:
+        raise SnnkdError("--energy-samples applies with --energy")
+    energy_n = (256 if energy_samples is None else energy_samples) if energy else None
     run_sweep(
         checkpoints,
         max_T=max_T,

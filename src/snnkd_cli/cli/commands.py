@@ -24,6 +24,7 @@ from snnkd_cli.cli._output import (
     out_console,
     predict_table,
     preprocess_summary,
+    print_note,
     split_to_fit,
     sweep_entries,
     sweep_table,
@@ -32,7 +33,7 @@ from snnkd_cli.cli._output import (
     write_sweep_csv,
 )
 from snnkd_cli.cli._progress import RichReporter
-from snnkd_cli.config import RunConfig, from_preset
+from snnkd_cli.config import MAX_TRAIN_T, RunConfig, from_preset
 from snnkd_cli.errors import SnnkdError
 from snnkd_cli.evaluation.early_exit import DynamicOptions, exit_rule_record
 from snnkd_cli.evaluation.evaluate import evaluate_checkpoint
@@ -104,8 +105,12 @@ def run_sweep(
         if save_threshold and kind == "student":
             check_writable(p, "--save-threshold")
     set_threads(threads)
-    if dynamic is not None and all(kind == "teacher" for kind in kinds):
-        raise SnnkdError("--dynamic (early exit) applies to spiking students: every checkpoint given is an ANN teacher")
+    if all(kind == "teacher" for kind in kinds):
+        for flag, value in (("--dynamic (early exit)", dynamic), ("--max-T", max_T)):
+            if value is not None:
+                raise SnnkdError(f"{flag} applies to spiking students: every checkpoint given is an ANN teacher")
+    if max_T is not None and max_T > MAX_TRAIN_T:
+        print_note(f"--max-T {max_T} runs {max_T} steps on every batch: expect a long sweep")
     kw = {"dataset": dataset, "data_dir": data_dir, "batch_size": batch_size, "precision": precision}
     kw |= {"reframe": reframe, "energy": energy is not None, "energy_samples": energy, "dynamic": dynamic}
     results = [evaluate_checkpoint(p, max_T, **kw) for p in checkpoints]

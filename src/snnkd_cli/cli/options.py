@@ -159,7 +159,8 @@ Energy = Annotated[
     ),
 ]
 EnergySamples = Annotated[
-    int, typer.Option(help="Samples the --energy counters run on (the first of the evaluation set).")
+    int | None,
+    typer.Option(help="Samples the --energy counters run on (the first of the evaluation set; default 256)."),
 ]
 DynamicFlag = Annotated[
     bool,

@@ -105,6 +105,17 @@ def read_resume(path: str | Path) -> ResumeFile:
     return ResumeFile(path, RunConfig.from_dict(json.loads(meta["config"])), tensors, meta)
 
 
+def interrupted_note(out: Path) -> str:
+    """What an interrupted run in ``out`` left: where its resume file stands and how to continue."""
+    path = Path(out) / "resume.safetensors"
+    try:
+        loop = LoopState(**json.loads(read_safetensors(path, "resume file", tensors=False)[1]["loop"]))
+    except (SnnkdError, KeyError, TypeError, ValueError):
+        return f"no resume point was saved in {out} yet: run the same command again to start over"
+    where = f"after epoch {loop.epoch - 1}" if loop.step == 0 else f"at epoch {loop.epoch}, step {loop.step}"
+    return f"{path} holds the run {where}: add --resume to the same command to continue it"
+
+
 def config_differences(old: RunConfig, new: RunConfig) -> list[str]:
     """``section.field (old -> new)`` for every value that differs (ignoring :data:`MAY_CHANGE`)."""
 

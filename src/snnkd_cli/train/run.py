@@ -39,7 +39,14 @@ from snnkd_cli.train.distributed import (
 )
 from snnkd_cli.train.loop import Checkpointer, FitResult, fit
 from snnkd_cli.train.report import Reporter
-from snnkd_cli.train.resume import LoopState, ResumeFile, config_differences, read_resume, save_resume
+from snnkd_cli.train.resume import (
+    LoopState,
+    ResumeFile,
+    config_differences,
+    interrupted_note,
+    read_resume,
+    save_resume,
+)
 from snnkd_cli.train.teacher import load_teacher
 
 
@@ -79,6 +86,14 @@ def _resolve_data(cfg: RunConfig, train: bool = True) -> tuple[Dataset | None, D
     return tr, val, info, cfg
 
 
+def _clear_run(out: Path) -> None:
+    """Remove the files of a run in ``out`` (:data:`RUN_FILES`, ``config.json``, ``tensorboard/``)."""
+    for name in (*RUN_FILES, "config.json"):
+        (out / name).unlink(missing_ok=True)
+    if (out / "tensorboard").is_dir():  # the old run's curves would mix with the new ones
+        shutil.rmtree(out / "tensorboard")
+
+
 def check_resumable(res: ResumeFile, cfg: RunConfig, reporter: Reporter) -> None:
     """``cfg`` may continue ``res``: the same configuration, except ``--epochs``, which may change while
     an epoch is left to run (the learning-rate schedule is then recomputed for the new length)."""
@@ -90,8 +105,13 @@ def check_resumable(res: ResumeFile, cfg: RunConfig, reporter: Reporter) -> None
             f"--resume {res.path} was written by a run with another configuration; "
             f"fields that differ: {', '.join(diff)}"
         )
+    done = res.loop().epoch - 1
+    if cfg.train.epochs == old.train.epochs and done >= cfg.train.epochs:
+        raise SnnkdError(
+            f"the run in {res.path} is finished ({done} of {done} epochs): nothing to resume; give a larger "
+            f"{option('epochs')} to extend it, or {option('overwrite')} instead of {option('resume')} to train it again"
+        )
     if cfg.train.epochs != old.train.epochs:
-        done = res.loop().epoch - 1
         if cfg.train.epochs <= done:
             raise SnnkdError(
                 f"--epochs {cfg.train.epochs}: the run in {res.path} has already done {done} epochs; "
@@ -239,6 +259,10 @@ def train(
     cfg = dataclasses.replace(copy.deepcopy(cfg), train=dataclasses.replace(cfg.train, **run_train))
     if save_every is not None and save_every < 1:
         raise SnnkdError(f"{option('save_every')} must be >= 1, got {save_every}")
+    if resume is not None and overwrite:
+        raise SnnkdError(
+            f"{option('resume')} continues a run and {option('overwrite')} replaces it: give one of them"
+        )
     if resume is None:
         check_fresh_out(cfg.train.out, overwrite)
     seed_everything(cfg.train.seed)
@@ -261,10 +285,7 @@ def train(
     ckpt: Checkpointer = Checkpointer()
     if env.is_primary:
         if res is None:  # a fresh run (--overwrite): no file of the replaced run survives
-            for name in (*RUN_FILES, "config.json"):
-                (out / name).unlink(missing_ok=True)
-            if (out / "tensorboard").is_dir():  # the old run's curves would mix with the new ones
-                shutil.rmtree(out / "tensorboard")
+            _clear_run(out)
         ckpt = RunCheckpointer(out, model, cfg.checkpoint_kind, cfg, tensorboard, info.classes)
         ckpt.save_every = save_every
     if res is not None:
@@ -276,6 +297,9 @@ def train(
         net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     eval_T = cfg.train.T if cfg.task == "distill" else None
     kw = {"eval_T": eval_T, "device": device, "checkpointer": ckpt, "reporter": reporter, "resume": res}
-    result = fit(net, task, train_loader, val_loader, cfg.train, **kw)
+    try:
+        result = fit(net, task, train_loader, val_loader, cfg.train, **kw)
+    except KeyboardInterrupt:
+        raise KeyboardInterrupt(interrupted_note(out)) from None
     finish_distributed()
     return TrainOutcome(cfg, out, result, out / "best.safetensors", out / "last.safetensors")
