@@ -260,9 +260,7 @@ def train(
     if save_every is not None and save_every < 1:
         raise SnnkdError(f"{option('save_every')} must be >= 1, got {save_every}")
     if resume is not None and overwrite:
-        raise SnnkdError(
-            f"{option('resume')} continues a run and {option('overwrite')} replaces it: give one of them"
-        )
+        raise SnnkdError(f"{option('resume')} continues a run and {option('overwrite')} replaces it: give one of them")
     if resume is None:
         check_fresh_out(cfg.train.out, overwrite)
     seed_everything(cfg.train.seed)
