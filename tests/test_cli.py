@@ -490,7 +490,7 @@ def test_an_unreadable_image_stops_the_run_in_one_line_and_writes_nothing(
     errors = [line for line in res.stderr.splitlines() if line.startswith("error:")]
     assert errors == [res.stderr.splitlines()[-1]], res.stderr
     assert "cannot read image" in errors[0] and "9.png" in errors[0] and "remove or replace" in errors[0]
-    assert files_under(Path(inputs["out"])) == []
+    assert not Path(inputs["out"]).exists()  # the folder the run made, with nothing saved in it, is gone
 
 
 @pytest.mark.parametrize(("rank", "printed"), [("0", True), ("1", False)])

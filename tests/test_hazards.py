@@ -109,3 +109,45 @@ def test_an_interrupt_says_what_was_saved(cli, finished_run, tmp_path, monkeypat
     assert res.stderr.strip().splitlines()[-1] == (
         f"error: interrupted: no resume point was saved in {out} yet: run the same command again to start over"
     )
+
+
+def test_an_empty_validation_split_is_noted_by_preprocess_and_refused_by_training(cli, tmp_path):
+    """Three recordings, the random 90/10 split: no validation recording. Training would report 0.00 and
+    choose its best epoch on nothing; it refuses instead, with what to do."""
+    from snnkd_cli.testing import make_cifar10dvs_tree
+
+    make_cifar10dvs_tree(tmp_path / "src", per_class=1, classes=3, events=2_000)
+    cache = tmp_path / "cache"
+    pre = cli(["preprocess-dvs", tmp_path / "src", cache, "--frames", "2", "--size", "16"])
+    assert pre.exit_code == 0, pre.output
+    assert "3 train / 0 val" in pre.stdout
+    notes = [line for line in pre.stderr.splitlines() if line.startswith("note:")]
+    assert notes == [
+        "note: the random split left the validation split empty (3 train / 0 val): training and eval-sweep will "
+        "refuse it; give at least 10 recordings, or --split per-class"
+    ]
+    out = tmp_path / "run"
+    res = cli(["train-teacher", "--dataset", "cifar10dvs", "--data-dir", cache, *TINY, "--out", out])
+    assert_one_line_error(res, "the validation split of cifar10dvs in")
+    assert "has no samples: add validation data (preprocess-dvs: at least 10 recordings" in res.stderr
+    assert not out.exists()
+
+
+def test_a_missing_tensor_is_named(cli, student_ckpt, tmp_path):
+    with safe_open(str(student_ckpt), "pt") as f:
+        meta, tensors = f.metadata(), {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
+    gone = sorted(tensors)[1]
+    del tensors[gone]
+    broken = tmp_path / "broken.safetensors"
+    save_file(tensors, str(broken), metadata=meta)
+    line = assert_one_line_error(cli(["eval-sweep", broken]), "weights do not match its stored architecture")
+    assert f"(tensors 1 missing: {gone})" in line
+
+
+def test_a_teacher_resume_file_given_to_distill_says_so(cli, teacher_dir, teacher_ckpt, tmp_path):
+    argv = ["distill", "--teacher", teacher_ckpt, *TINY, "--out", tmp_path / "s"]
+    line = assert_one_line_error(cli([*argv, "--resume", teacher_dir / "resume.safetensors"]), "continues a")
+    assert line.endswith(
+        "continues a 'snnkd train-teacher' run, not a 'snnkd distill' one: pass the resume.safetensors of an "
+        "earlier 'snnkd distill' run"
+    )

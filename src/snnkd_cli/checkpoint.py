@@ -147,7 +147,7 @@ def model_from_checkpoint(ckpt: Checkpoint) -> nn.Module:
     try:
         net.load_state_dict(ckpt.state, strict=True)
     except RuntimeError as e:
-        first = str(e).splitlines()[0]
+        first = state_mismatch(net.state_dict(), ckpt.state) or str(e).splitlines()[0]
         if ckpt.config.model.arch == "preact_resnet34" and any(k.startswith("final.") for k in ckpt.state):
             first = (
                 "it has the layout of snnkd's earlier preact_resnet34 (BN before each LIF, a final BN and LIF), "
@@ -155,6 +155,22 @@ def model_from_checkpoint(ckpt: Checkpoint) -> nn.Module:
             )
         raise SnnkdError(f"{ckpt.path}: weights do not match its stored architecture ({first})") from None
     return net
+
+
+def state_mismatch(expected: dict[str, torch.Tensor], got: dict[str, torch.Tensor]) -> str:
+    """How ``got`` differs from the state dict ``expected``, naming the first tensors ("" if it fits)."""
+
+    def listed(keys: list[str]) -> str:
+        return ", ".join(keys[:3]) + (f" and {len(keys) - 3} more" if len(keys) > 3 else "")
+
+    missing = [k for k in expected if k not in got]
+    extra = [k for k in got if k not in expected]
+    shapes = [f"{k} {list(got[k].shape)} (the network: {list(v.shape)})" for k, v in expected.items()
+              if k in got and got[k].shape != v.shape]  # fmt: skip
+    parts = [f"{len(missing)} missing: {listed(missing)}"] if missing else []
+    parts += [f"{len(extra)} unexpected: {listed(extra)}"] if extra else []
+    parts += [f"{len(shapes)} of another shape: {listed(shapes)}"] if shapes else []
+    return "tensors " + "; ".join(parts) if parts else ""
 
 
 def _open(path: Path, tensors: bool) -> tuple[dict[str, torch.Tensor], dict[str, str]]:

@@ -328,6 +328,7 @@ def preprocess_summary(rep) -> Group:
         ("files", f"{rep.files:,} ({rep.reused:,} reused from an earlier run)"),
         ("events", f"{rep.events:,}"),
         ("frames", f"{rep.frames:,}"),
+        ("split", f"{rep.train:,} train / {rep.val:,} val"),
         ("skipped", f"{len(rep.skipped):,}"),
         ("time", f"{rep.seconds:.1f} s"),
         ("events per second", f"{rep.events_per_second:,.0f} (decoded this run)"),

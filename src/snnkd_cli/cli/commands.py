@@ -252,6 +252,11 @@ def run_preprocess_dvs(
         if task is not None:
             bar.stop()
     out_console.print(preprocess_summary(rep), crop=False)
+    for name, n in (("validation", rep.val), ("training", rep.train)):
+        if n == 0:  # training and evaluation refuse an empty split: say so now, with what to do
+            todo = "at least 10 recordings, or --split per-class" if split == "random" else "2 or more per class"
+            print_note(f"the {split} split left the {name} split empty ({rep.train} train / {rep.val} val): "
+                       f"training and eval-sweep will refuse it; give {todo}")  # fmt: skip
 
 
 def run_export(checkpoint: Path, fmt: str, out: Path | None, verify_T: int | None, overwrite: bool = False) -> None:

@@ -59,9 +59,19 @@ def build_datasets(
     Raises:
         SnnkdError: unknown dataset, missing files, wrong layout (one line, what to do).
     """
+    from snnkd_cli.errors import SnnkdError
+
     spec = dataset_spec(cfg.dataset)
     size = cfg.image_size or spec.image_size
-    return spec.build(cfg, size, train, augment, augment_policy(cfg, size))
+    tr, val, info = spec.build(cfg, size, train, augment, augment_policy(cfg, size))
+    for split, part in (("training", tr), ("validation", val)):
+        if part is not None and len(part) == 0:  # a metric on it would read 0.00, a "best" epoch chosen on nothing
+            raise SnnkdError(
+                f"the {split} split of {info.name} in {cfg.data_dir} has no samples: add {split} data"
+                + (" (preprocess-dvs: at least 10 recordings for --split random, or --split per-class)"
+                   if cfg.dataset == "cifar10dvs" else "")
+            )  # fmt: skip
+    return tr, val, info
 
 
 CALIB_SEED = 0  # the permutation that defines the calibration slice of a training split

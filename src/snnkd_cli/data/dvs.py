@@ -68,6 +68,8 @@ class PreprocessReport:
     seconds: float = 0.0
     reused: int = 0
     decoded_events: int = 0  # events decoded in this run (reused files excluded)
+    train: int = 0  # recordings in the training split
+    val: int = 0  # recordings in the validation split
 
     @property
     def events_per_second(self) -> float:
@@ -257,7 +259,8 @@ def preprocess_dvs(
     }  # fmt: skip
     atomic_write_bytes(cache / MANIFEST, (json.dumps(manifest, indent=1, sort_keys=True) + "\n").encode())
     return PreprocessReport(cache, len(done), sum(done.values()), len(done) * frames, sorted(skipped.items()),
-                            time.perf_counter() - start, reused, decoded)  # fmt: skip
+                            time.perf_counter() - start, reused, decoded, len(manifest["train"]),
+                            len(manifest["val"]))  # fmt: skip
 
 
 def read_manifest(cache_dir: Path) -> dict[str, Any]:

@@ -6,12 +6,14 @@ These are what the commands call: ``train`` (teacher or distillation, chosen by
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import json
 import os
 import random
 import shutil
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,7 +21,7 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-from snnkd_cli.checkpoint import RUN_FILES, check_fresh_out, save_checkpoint
+from snnkd_cli.checkpoint import RUN_FILES, check_fresh_out, run_files_in, save_checkpoint
 from snnkd_cli.config import ModelConfig, RunConfig, freeze, notes
 from snnkd_cli.data import DataInfo, build_datasets, resolved, without_calibration
 from snnkd_cli.data.loaders import check_T_fits, make_loader
@@ -94,10 +96,32 @@ def _clear_run(out: Path) -> None:
         shutil.rmtree(out / "tensorboard")
 
 
+@contextlib.contextmanager
+def _failing_cleanly(out: Path, created: bool) -> Iterator[None]:
+    """An interrupt says what is saved in ``out``; an error (an unreadable image mid-epoch) removes ``out``
+    if this run ``created`` it and saved no checkpoint in it."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        raise KeyboardInterrupt(interrupted_note(out)) from None
+    except SnnkdError:
+        if created and not run_files_in(out):
+            _clear_run(out)
+            with contextlib.suppress(OSError):
+                out.rmdir()  # only if nothing else is in it
+        raise
+
+
 def check_resumable(res: ResumeFile, cfg: RunConfig, reporter: Reporter) -> None:
     """``cfg`` may continue ``res``: the same configuration, except ``--epochs``, which may change while
     an epoch is left to run (the learning-rate schedule is then recomputed for the new length)."""
     old = res.config
+    if old.task != cfg.task:
+        runs = {"teacher": "'snnkd train-teacher'", "distill": "'snnkd distill'"}
+        raise SnnkdError(
+            f"{option('resume')} {res.path} continues a {runs.get(old.task, old.task)} run, not a "
+            f"{runs[cfg.task]} one: pass the resume.safetensors of an earlier {runs[cfg.task]} run"
+        )
     same_length = dataclasses.replace(old, train=dataclasses.replace(old.train, epochs=cfg.train.epochs))
     diff = config_differences(same_length, cfg)
     if diff:
@@ -271,6 +295,7 @@ def train(
     if res is not None:
         check_resumable(res, cfg, reporter)
     model = _model(cfg, tr, info, device)
+    created = not Path(cfg.train.out).exists()
     out = check_out_dir(cfg.train.out)  # after every input is checked: a bad one leaves no folder
     reporter.config(dataclasses.asdict(cfg))
     for note in [*notes(cfg), precision_note(cfg.train.precision, device)]:
@@ -295,9 +320,7 @@ def train(
         net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     eval_T = cfg.train.T if cfg.task == "distill" else None
     kw = {"eval_T": eval_T, "device": device, "checkpointer": ckpt, "reporter": reporter, "resume": res}
-    try:
+    with _failing_cleanly(out, created and env.is_primary):
         result = fit(net, task, train_loader, val_loader, cfg.train, **kw)
-    except KeyboardInterrupt:
-        raise KeyboardInterrupt(interrupted_note(out)) from None
     finish_distributed()
     return TrainOutcome(cfg, out, result, out / "best.safetensors", out / "last.safetensors")
