@@ -351,15 +351,16 @@ class SuiteSet:
     args: tuple[str, ...]  # parity options; "{root}" is --data-root
 
 
-_IMAGES = ("--dataset", "imagefolder", "--epochs", "4", "--batch-size", "64", "--T", "4", "--max-T", "6")
+_IMAGES = ("--dataset", "imagefolder", "--batch-size", "64", "--T", "4", "--max-T", "6")
 _LETTERS = ("--chars", "ABCDEFGHIJKLMNOPQRSTUVWXYZ", "--split", "random", "--variants", "1")
 
 
 def _image_set(what: str, make: tuple[str, ...], folder: str, size: int, width: int = 64,
-               teacher_epochs: int = 4) -> SuiteSet:  # fmt: skip
-    """Images made by ``realdata.py make...`` in ``{root}/folder``: ``size`` px, student ``width``, 4 student epochs."""
+               epochs: int = 4) -> SuiteSet:  # fmt: skip
+    """Images made by ``realdata.py make...`` in ``{root}/folder``: ``size`` px, student ``width``, ``epochs``
+    for the teacher and the student alike."""
     data = ("--data-dir", f"{{root}}/{folder}", "--image-size", str(size), "--width", str(width),
-            "--teacher-epochs", str(teacher_epochs))  # fmt: skip
+            "--epochs", str(epochs))  # fmt: skip
     return SuiteSet(what, (("realdata", make[0], f"{{root}}/{folder}", *make[1:]),), (*_IMAGES, *data))
 
 
@@ -379,9 +380,9 @@ SUITE = {
                            "digits", 16),
     "digits32": _image_set("UCI digits at 32 px, width 32", ("images", "--size", "32"), "digits", 32, 32),
     "glyphs-shift": _image_set(
-        "printed digits, 10 classes, val typefaces absent in training (Debian fonts), 32 px, width 32, teacher 12 ep",
+        "printed digits, 10 classes, val typefaces absent in training (Debian fonts), 32 px, width 32, 12 epochs",
         ("glyphs",), "glyphs-digits", 32, 32, 12),
-    "letters": _image_set("printed capitals, 26 classes, random split, 32 px, width 32, teacher 12 epochs",
+    "letters": _image_set("printed capitals, 26 classes, random split, 32 px, width 32, 12 epochs",
                           ("glyphs", *_LETTERS), "glyphs-letters", 32, 32, 12),
     "events8": _event_set("emulated DVS128 digit recordings, 8 frames at 32 px, width 32, T=8", 8, 32, 32, 4),
     "events-preset": _event_set(
