@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -73,3 +74,33 @@ def test_set_threads_returns_what_it_set() -> None:
         assert threads.set_threads(1) == 1 == torch.get_num_threads()
     finally:
         torch.set_num_threads(before)
+
+
+def test_others_load_is_the_busy_time_less_this_process(monkeypatch: pytest.MonkeyPatch) -> None:
+    """(busy seconds on our cores - our own CPU seconds) / interval, by hand: (10.5 - 10.0 - 0.1) / 0.2 = 2.0."""
+    busy, own = iter([10.0, 10.5]), iter([1.0, 1.1])
+    monkeypatch.setattr(threads, "_busy_seconds", lambda cpus: next(busy))
+    monkeypatch.setattr(threads.time, "process_time", lambda: next(own))
+    monkeypatch.setattr(threads.time, "sleep", lambda s: None)
+    assert threads.others_load(0.2) == pytest.approx(2.0)
+
+
+@pytest.mark.skipif(not Path("/proc/stat").exists(), reason="Linux /proc counters")
+def test_others_load_sees_a_spinning_process() -> None:
+    spin = subprocess.Popen([sys.executable, "-c", "import time\nt = time.time()\nwhile time.time() - t < 5: pass"])
+    try:
+        time.sleep(0.5)  # past its start-up
+        cores = threads.usable_cores()
+        load = threads.others_load(0.5)
+        assert load is not None and load >= min(0.7, cores - 0.3), load  # one core's worth (or all of one core)
+    finally:
+        spin.kill()
+        spin.wait()
+
+
+@pytest.mark.parametrize(("load", "cores", "noted"), [(None, 2, False), (1.4, 2, False), (1.5, 2, True), (6, 8, True)])
+def test_busy_note_from_three_quarters_of_the_cores(load, cores: int, noted: bool) -> None:
+    note = threads.busy_note(2, load, cores)
+    assert (note is not None) == noted
+    if noted:
+        assert note.startswith(f"other processes keep {load:.1f} of the {cores} cores") and "--threads 1 each" in note

@@ -50,6 +50,7 @@ from snnkd_cli.train.resume import (
     save_resume,
 )
 from snnkd_cli.train.teacher import load_teacher
+from snnkd_cli.train.threads import busy_note, others_load, usable_cores
 
 
 @dataclass
@@ -94,6 +95,13 @@ def _clear_run(out: Path) -> None:
         (out / name).unlink(missing_ok=True)
     if (out / "tensorboard").is_dir():  # the old run's curves would mix with the new ones
         shutil.rmtree(out / "tensorboard")
+
+
+def _busy(device: torch.device, world_size: int) -> str | None:
+    """The note for a CPU run on cores other processes keep busy (a single process: ranks share cores)."""
+    if device.type != "cpu" or world_size > 1:
+        return None
+    return busy_note(torch.get_num_threads(), others_load(), usable_cores())
 
 
 @contextlib.contextmanager
@@ -298,7 +306,7 @@ def train(
     created = not Path(cfg.train.out).exists()
     out = check_out_dir(cfg.train.out)  # after every input is checked: a bad one leaves no folder
     reporter.config(dataclasses.asdict(cfg))
-    for note in [*notes(cfg), precision_note(cfg.train.precision, device)]:
+    for note in [*notes(cfg), precision_note(cfg.train.precision, device), _busy(device, env.world_size)]:
         if note:
             reporter.message(f"note: {note}")
     per_rank = cfg.train.batch_size // env.world_size  # --batch-size is the global batch
