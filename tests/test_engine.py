@@ -114,7 +114,7 @@ def test_reframed_sweep_equals_runs_on_caches_framed_at_each_T(tmp_path):
     from snnkd_cli.evaluation.sweep import sweep
     from snnkd_cli.testing import make_cifar10dvs_tree
 
-    make_cifar10dvs_tree(tmp_path / "src", per_class=2, classes=3, events=3000, seed=1)
+    make_cifar10dvs_tree(tmp_path / "src", per_class=4, classes=3, events=3000, seed=1)
     cache = preprocess_dvs(tmp_path / "src", tmp_path / "cache", frames=3, size=16).cache_dir
     s = train(
         from_preset(
