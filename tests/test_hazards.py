@@ -16,6 +16,7 @@ from safetensors.torch import save_file
 
 from conftest import STUDENT_T, TINY
 from helpers import assert_one_line_error, files_under
+from snnkd_cli.errors import SnnkdError
 from snnkd_cli.format import FORMAT_VERSION
 from snnkd_cli.train.resume import interrupted_note
 
@@ -52,16 +53,21 @@ def test_a_huge_lr_is_noted_when_the_run_starts(cli, tmp_path):
     assert len(notes) == 1 and "1000000000.0 is above 1" in notes[0] and "diverge" in notes[0], res.stderr
 
 
-def test_options_with_no_effect_on_eval_sweep(cli, teacher_ckpt, student_ckpt):
+def test_options_with_no_effect_on_eval_sweep(cli, teacher_ckpt, student_ckpt, monkeypatch):
     """--energy-samples needs --energy (as --max-drop needs --dynamic); --max-T needs a student; a huge
-    --max-T is noted."""
+    --max-T is noted before the sweep starts (the sweep itself is stopped here: 257 steps take a minute)."""
     assert_one_line_error(cli(["eval-sweep", student_ckpt, "--energy-samples", "8"]), "--energy-samples applies with")
     assert_one_line_error(cli(["eval-sweep", teacher_ckpt, "--max-T", "4"]), "--max-T applies to spiking students")
     both = cli(["eval-sweep", student_ckpt, teacher_ckpt, "--max-T", "3"])  # the teacher runs once, as documented
     assert both.exit_code == 0 and "note:" not in both.stderr, both.output
-    many = cli(["eval-sweep", student_ckpt, "--max-T", "257", "--batch-size", "64"])
-    assert many.exit_code == 0, many.output
-    assert "note: --max-T 257 runs 257 steps on every batch" in many.stderr
+
+    def stop(*args, **kwargs):
+        raise SnnkdError("stopped by the test")
+
+    monkeypatch.setattr("snnkd_cli.cli.commands.evaluate_checkpoint", stop)
+    many = cli(["eval-sweep", student_ckpt, "--max-T", "257"])
+    assert many.exit_code == 2 and "error: stopped by the test" in many.stderr, many.output
+    assert "note: --max-T 257 runs 257 steps on every batch" in many.stderr.splitlines()[0]
 
 
 def test_a_checkpoint_from_a_newer_format_is_refused_with_its_version(cli, student_ckpt, tmp_path):
