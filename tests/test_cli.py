@@ -99,6 +99,21 @@ def test_every_option_has_help_text(cli, name: str) -> None:
                 assert opt in shown, f"{name} --help does not show {opt}"
 
 
+@pytest.mark.parametrize(
+    ("args", "fragment"),
+    [
+        (["distill", "--no-such-option"], "No such option: --no-such-option"),
+        (["eval-sweep"], "Missing argument 'checkpoints'; see 'snnkd eval-sweep -h'"),
+        (["distill", "--T", "x"], "Invalid value for '--T' / '-T'"),
+        (["no-such-command"], "No such command 'no-such-command'; see 'snnkd -h'"),
+    ],
+)
+def test_a_usage_error_is_one_line(cli, args: list[str], fragment: str) -> None:
+    """Click's mistakes (an unknown option or command, a bad value, a missing argument) read as snnkd's own."""
+    line = assert_one_line_error(cli(args), fragment)
+    assert "Usage:" not in line and line.endswith(" -h'"), line
+
+
 # --- training through the CLI ------------------------------------------------------------------
 
 

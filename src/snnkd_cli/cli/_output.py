@@ -8,12 +8,12 @@ import json
 import sys
 from pathlib import Path
 
-from rich.console import Console, Group
-from rich.measure import Measurement
+from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
 from snnkd_cli.checkpoint import Checkpoint
+from snnkd_cli.cli._layout import Framed, fits
 from snnkd_cli.evaluation.energy import SOURCE as ENERGY_SOURCE
 from snnkd_cli.evaluation.sweep import SweepResult
 from snnkd_cli.fsutil import STDOUT, atomic_write_bytes
@@ -30,26 +30,6 @@ def print_error(message: str) -> None:
 def print_note(message: str) -> None:
     """One ``note:`` line on stderr: an option that is valid but will not do what it may seem to."""
     print(f"note: {message}", file=sys.stderr)
-
-
-def legend(lines: list[str]) -> Text:
-    """Lines printed whole under a table: paths are never folded (the terminal wraps them, copy-paste works)."""
-    return Text("\n".join(lines), no_wrap=True, overflow="ignore")
-
-
-def fits(console: Console, table: Table) -> bool:
-    """Whether ``table`` fits ``console``'s width without cutting a cell that may not wrap (numbers)."""
-    unbounded = console.options.update_width(1_000_000)  # measured free of the width it is checked against
-    return Measurement.get(console, unbounded, table).minimum <= console.width
-
-
-def split_to_fit(console: Console, build, results: list) -> list[Group]:
-    """``build(results, first) -> (table, legend lines)`` for every checkpoint in one table, or one table
-    per checkpoint (numbered as in the whole) when the whole would not fit ``console``'s width."""
-    table, lines = build(results, 1)
-    if len(results) == 1 or fits(console, table):
-        return [Group(table, legend(lines))]
-    return [Group(t, legend(lines)) for i, r in enumerate(results, 1) for t, lines in [build([r], i)]]
 
 
 def _pct(v: float | None, digits: int = 2) -> str:
@@ -90,11 +70,13 @@ def sweep_entries(results: list[tuple[Checkpoint, SweepResult]]) -> list[dict]:
     return entries
 
 
-def sweep_table(results: list[tuple[Checkpoint, SweepResult]], first: int = 1) -> tuple[Table, list[str]]:
+def sweep_table(results: list[tuple[Checkpoint, SweepResult]], first: int = 1) -> Framed:
     """T down the side; per checkpoint #i (from ``first``): top-1, top-5 and, for an SNN, the drop versus its
     best T and the mean spike rate (%). The legend lines say which file #i is."""
     caption = []
-    if any(r.method == "reframed" for _, r in results):
+    if all(c.kind == "teacher" for c, _ in results):  # an ANN has no timesteps: its one row is "ANN"
+        title = f"accuracy of the ANN teacher{'s (one pass each' if len(results) > 1 else ' (one pass'}, no timesteps)"
+    elif any(r.method == "reframed" for _, r in results):
         title = "accuracy at every T (recordings re-framed into T frames, one pass per T)"
     elif any(r.method == "per-T" for _, r in results):
         per_t = ", ".join(f"#{i}" for i, (_, r) in enumerate(results, 1) if r.method == "per-T")
@@ -103,7 +85,7 @@ def sweep_table(results: list[tuple[Checkpoint, SweepResult]], first: int = 1) -
         title = "accuracy at every T (one pass, running mean of per-step logits)"
     precisions = sorted({r.precision for _, r in results})
     title += f"; {', '.join(precisions)}"
-    table = Table(title=title, title_justify="left")
+    table = Table()
     table.add_column("T", justify="right", style="bold", no_wrap=True)
     for i, (ckpt, _) in enumerate(results, first):
         cfg = ckpt.config
@@ -135,20 +117,20 @@ def sweep_table(results: list[tuple[Checkpoint, SweepResult]], first: int = 1) -
                 rate = None if row["spike_rate"] is None else 100.0 * row["spike_rate"]
                 cells += [f"{best - row['top1']:.2f}", _pct(rate, 1)]
         table.add_row(*cells)
-    return table, caption
+    return Framed(table, title, caption)
 
 
-def cost_table(results: list[tuple[Checkpoint, SweepResult]], first: int = 1) -> tuple[Table, list[str]]:
+def cost_table(results: list[tuple[Checkpoint, SweepResult]], first: int = 1) -> Framed:
     """Accuracy versus cost at every T: per checkpoint #i (from ``first``) with ``--energy``, top-1, SynOps
-    and MACs per sample (millions) and the energy estimate per sample (µJ); and the legend lines."""
-    table = Table(title="accuracy and cost per sample at every T (--energy)", title_justify="left")
+    and MACs per sample (millions) and the energy estimate per sample (µJ); the legend says which file #i is."""
+    every_T = "" if all(c.kind == "teacher" for c, _ in results) else " at every T"
+    table = Table()
     table.add_column("T", justify="right", style="bold", no_wrap=True)
     caption = []
     for i, (ckpt, res) in enumerate(results, first):
         for col in (f"#{i} top-1", "SynOps M", "MACs M", "energy µJ"):
             table.add_column(col, justify="right", no_wrap=True)
         caption.append(f"#{i} {ckpt.path} ({ckpt.kind}; costs over {res.energy.num_samples} samples)")
-    caption.append(f"energy = SynOps x AC + MACs x MAC ({ENERGY_SOURCE}); BatchNorm folded, memory not counted")
     keys = list(dict.fromkeys(r["T"] for _, res in results for r in res.energy.rows))
     keys.sort(key=lambda k: (k is None, k or 0))
     for key in keys:
@@ -161,43 +143,44 @@ def cost_table(results: list[tuple[Checkpoint, SweepResult]], first: int = 1) ->
             cells += [f"{res.at(key)['top1']:.2f}", f"{cost['synops'] / 1e6:.4g}", f"{cost['macs'] / 1e6:.4g}"]
             cells.append(f"{cost['energy_uj']:.4g}")
         table.add_row(*cells)
-    return table, caption
+    note = f"energy = SynOps x AC + MACs x MAC ({ENERGY_SOURCE}); BatchNorm folded, memory not counted"
+    return Framed(table, f"accuracy and cost per sample{every_T} (--energy)", caption, [note])
 
 
-def layer_table(ckpt: Checkpoint, energy) -> Group:
-    """Spike rate per spiking layer (an :class:`snnkd_cli.evaluation.energy.EnergyResult`), in network order."""
+def layer_table(ckpt: Checkpoint, energy) -> Framed:
+    """Spike rate per spiking layer (an :class:`snnkd_cli.evaluation.energy.EnergyResult`), in network order.
+    A long layer name folds onto a second line; the numbers are never cut."""
     T = energy.rows[-1]["T"]
-    table = Table(title=f"spike rate per layer (T={T}, {energy.num_samples} samples)", title_justify="left")
-    for col in ("layer", "neurons", "spikes %"):
-        table.add_column(col, justify="left" if col == "layer" else "right", no_wrap=True)
+    table = Table()
+    table.add_column("layer", overflow="fold")
+    for col in ("neurons", "spikes %"):
+        table.add_column(col, justify="right", no_wrap=True)
     for layer in energy.layers:
         table.add_row(layer["name"], f"{layer['neurons']:,}", f"{100.0 * layer['spike_rate']:.2f}")
-    return Group(table, legend([f"checkpoint: {ckpt.path}"]))
+    return Framed(table, f"spike rate per layer (T={T}, {energy.num_samples} samples)", [f"checkpoint: {ckpt.path}"])
 
 
 def _threshold(v: float | None) -> str:
     return "none" if v is None else f"{v:g}"
 
 
-def dynamic_table(index: int, ckpt: Checkpoint, res: SweepResult, console: Console | None = None) -> Group:
+def dynamic_table(index: int, ckpt: Checkpoint, res: SweepResult, console: Console | None = None) -> Framed:
     """Early exit of checkpoint ``#index``: per threshold, top-1, mean T and the share exiting at each
-    step (%), then the fixed runs T=1..Tmax from the same pass; the caption gives the chosen threshold.
-    The per-step shares are left out (and the legend says so) where they would not fit ``console``."""
-    table = _dynamic_table(index, res, shares=True)
-    lines = [f"#{index} {ckpt.path}"]
-    if console is not None and not fits(console, table):
-        table = _dynamic_table(index, res, shares=False)
-        lines.append("the share exiting at each step (@t) is left out at this width: see --json or widen the terminal")
-    return Group(table, legend(lines))
+    step (%), then the fixed runs T=1..Tmax from the same pass; the notes give the chosen threshold.
+    The per-step shares are left out (and a note says so) where they would not fit ``console``."""
+    framed = _dynamic_table(index, ckpt, res, shares=True)
+    if console is not None and not fits(console, framed.table):
+        framed = _dynamic_table(index, ckpt, res, shares=False)
+        left_out = "the share exiting at each step (@t) is left out at this width: see --json or widen the terminal"
+        framed.notes.append(left_out)
+    return framed
 
 
-def _dynamic_table(index: int, res: SweepResult, shares: bool) -> Table:
+def _dynamic_table(index: int, ckpt: Checkpoint, res: SweepResult, shares: bool) -> Framed:
     dyn = res.dynamic
     T = dyn.max_T
     sign = ">=" if dyn.rule == "confidence" else "<="
-    table = Table(
-        title=f"early exit #{index} (exit when {dyn.rule} {sign} threshold; all exit at T={T})", title_justify="left"
-    )
+    table = Table()
     table.add_column("threshold", justify="right", style="bold", no_wrap=True)
     table.add_column("top-1", justify="right", no_wrap=True)
     table.add_column("mean T", justify="right", no_wrap=True)
@@ -227,18 +210,19 @@ def _dynamic_table(index: int, res: SweepResult, shares: bool) -> Table:
             f"(T={T}: {dyn.calib_top1_max_T:.2f}, max drop {dyn.max_drop:g}) at mean T {chosen['calib_mean_T']:.2f}"
         )
     seen = "held out from training" if dyn.calib_held_out else "seen in training: distill with --calib-holdout"
-    table.caption = (
-        f"@t: % of samples exiting at step t; rows T=t: fixed runs of t steps\n{pick}\n"
+    notes = [
+        "@t: % of samples exiting at step t; rows T=t: fixed runs of t steps" if shares else "rows T=t: fixed runs",
+        Text.from_markup(pick),
         f"calibration: {dyn.calib_samples} samples ({100 * dyn.calib_fraction:g}% of the training split, "
-        f"evaluation transforms, fixed seed; {seen})\n"
+        f"evaluation transforms, fixed seed; {seen})",
         f"evaluation set: early exit {chosen['top1']:.2f} at mean T {chosen['mean_T']:.2f}; fixed T={T} "
-        f"{res.at(T)['top1']:.2f}; best fixed {best['top1']:.2f} (T={best['T']})"
-    )
-    table.caption_justify = "left"
-    return table
+        f"{res.at(T)['top1']:.2f}; best fixed {best['top1']:.2f} (T={best['T']})",
+    ]
+    title = f"early exit #{index} (exit when {dyn.rule} {sign} threshold; all exit at T={T})"
+    return Framed(table, title, [f"#{index} {ckpt.path}"], notes)
 
 
-def predict_table(report, console: Console | None = None) -> Group:
+def predict_table(report, console: Console | None = None) -> Framed:
     """``snnkd predict``: per input the class, its probability and the steps used
     (a :class:`snnkd_cli.inference.predict.PredictReport`). Inputs are printed whole: where the boxed table
     would cut them at ``console``'s width, plain columns list them last, unwrapped."""
@@ -252,7 +236,7 @@ def predict_table(report, console: Console | None = None) -> Group:
         how = f"early exit: {report.rule} {sign} {thr} ({report.threshold_source}), up to T={report.T}"
         if report.threshold is None:
             how = f"early exit stored as 'none' (no threshold met the calibration bound): T={report.T}"
-    table = Table(title=f"predict ({how})", title_justify="left")
+    table = Table()
     for col, just in (("input", "left"), ("class", "left"), ("probability", "right"), ("steps", "right")):
         table.add_column(col, justify=just, no_wrap=True)
     rows = [
@@ -266,12 +250,12 @@ def predict_table(report, console: Console | None = None) -> Group:
         mean = sum(p["steps"] for p in report.predictions) / len(report.predictions)
         notes.insert(0, f"mean steps {mean:.2f} of {report.T}")
     if console is None or fits(console, table):
-        return Group(table, legend(notes))
+        return Framed(table, f"predict ({how})", notes)
     # too wide for the boxes: plain columns, the input last and whole (the terminal wraps it)
     w = max([len("class"), *(len(r[1]) for r in rows)])
     lines = [f"{'class':<{w}}  probability  steps  input"]
     lines += [f"{c:<{w}}  {p:>11}  {st:>5}  {i}" for i, c, p, st in rows]
-    return Group(Text(f"predict ({how})"), legend([*lines, *notes]))
+    return Framed(None, f"predict ({how})", [*lines, *notes])
 
 
 def _write(path: Path | str, text: str) -> None:
@@ -319,9 +303,9 @@ def write_sweep_csv(path: Path | str, entries: list[dict]) -> None:
     _write(path, buf.getvalue())
 
 
-def preprocess_summary(rep) -> Group:
+def preprocess_summary(rep) -> Framed:
     """The summary of ``snnkd preprocess-dvs`` (a :class:`snnkd_cli.data.dvs.PreprocessReport`); paths whole."""
-    table = Table(title="preprocess-dvs", title_justify="left", show_header=False)
+    table = Table(show_header=False)
     table.add_column(style="bold")
     table.add_column(justify="right")
     rows = [
@@ -338,13 +322,13 @@ def preprocess_summary(rep) -> Group:
     lines = [f"cache: {rep.cache_dir}"]
     if rep.skipped:
         lines += ["skipped (unreadable):", *(f"  {path}: {why}" for path, why in rep.skipped)]
-    return Group(table, legend(lines))
+    return Framed(table, "preprocess-dvs", lines)
 
 
-def export_table(summary) -> Group:
+def export_table(summary) -> Framed:
     """What ``snnkd export`` wrote and how it was checked (a :class:`snnkd_cli.export.ExportSummary`); the
     file's path whole under the table."""
-    table = Table(title=f"export: {summary.format}", title_justify="left", show_header=False)
+    table = Table(show_header=False)
     table.add_column(style="bold", no_wrap=True)
     table.add_column()
     paths = []
@@ -353,13 +337,13 @@ def export_table(summary) -> Group:
             paths.append(f"file: {value}")
         else:
             table.add_row(label, value)
-    return Group(table, legend(paths))
+    return Framed(table, f"export: {summary.format}", paths)
 
 
-def import_table(report) -> Group:
+def import_table(report) -> Framed:
     """What ``snnkd import`` wrote (a :class:`snnkd_cli.convert.importer.ImportReport`) and the next command."""
     m, conv = report.config.model, report.converted
-    table = Table(title=f"import: {report.checkpoint_kind} {m.arch}", title_justify="left", show_header=False)
+    table = Table(show_header=False)
     table.add_column(style="bold", no_wrap=True)
     table.add_column()
     table.add_row("layout", conv.layout.about)
@@ -370,14 +354,14 @@ def import_table(report) -> Group:
     table.add_row("tensors", f"{len(conv.model.state_dict())} ({len(conv.renamed)} renamed)")
     table.add_row("data", report.config.data.dataset)
     paths = [f"file: {report.out}", f"next: snnkd eval-sweep {report.out}"]
-    return Group(table, legend(paths))
+    return Framed(table, f"import: {report.checkpoint_kind} {m.arch}", paths)
 
 
-def models_table() -> Table:
+def models_table() -> Framed:
     """Every registered architecture: kind, name, parameters (10 classes, width 64), data, neuron, note."""
     from snnkd_cli.models import create_model, list_models, model_info
 
-    table = Table(title="registered models (--arch / --student-arch; or package.module:factory)", title_justify="left")
+    table = Table()
     for col in ("kind", "name", "parameters"):  # never cut a name or a number
         table.add_column(col, justify="right" if col == "parameters" else "left", no_wrap=True)
     table.add_column("input; neuron; note", ratio=1)  # wraps between words
@@ -394,4 +378,4 @@ def models_table() -> Table:
         )
         about = [info.get("fits", fits), info.get("neuron", neuron), info.get("note", "")]
         table.add_row(kind, name, f"{n / 1e6:.2f} M", "; ".join(a for a in about if a))
-    return table
+    return Framed(table, "registered models (--arch / --student-arch; or package.module:factory)")

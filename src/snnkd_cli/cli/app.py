@@ -10,7 +10,7 @@ from typing import Annotated, Any
 import typer
 
 from snnkd_cli import __version__
-from snnkd_cli.cli._runner import bare_resume, handle_errors
+from snnkd_cli.cli._runner import SnnkdGroup, bare_resume, handle_errors
 from snnkd_cli.cli._training import _train, early_exit_command, early_exit_options, reset_choice, training_command
 from snnkd_cli.cli.import_cmd import import_command
 from snnkd_cli.cli.options import (
@@ -32,7 +32,9 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
-    context_settings={"help_option_names": ["-h", "--help"]},
+    cls=SnnkdGroup,
+    rich_markup_mode=None,  # plain help: Rich's panels left ~25 columns for the text at 80 and cut defaults
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 120},
 )
 
 
@@ -59,7 +61,10 @@ def train_teacher(
     arch: Annotated[str | None, typer.Option(help="ANN teacher: resnet18, resnet19, resnet34.")] = None,
     **shared: Any,
 ) -> None:
-    """Train an ANN teacher with cross-entropy (the paper's recipe for the dataset)."""
+    """Train an ANN teacher with cross-entropy.
+
+    The recipe (epochs, learning rate, augmentation) is the paper's for the dataset unless an option says otherwise.
+    """
     _train("teacher", {"arch": arch, **shared})
 
 
@@ -94,7 +99,11 @@ def distill(
     calib_holdout: CalibHoldout = None,
     **shared: Any,
 ) -> None:
-    """Distil a spiking student from an ANN teacher so that it works at every T from 1 to Tmax."""
+    """Distil a spiking student from an ANN teacher.
+
+    With the full-range loss (the default) the student works at every T from 1 to Tmax, not only at its
+    training T.
+    """
     opts = {k: v for k, v in locals().items() if k != "shared"} | shared
     opts["soft_reset"] = reset_choice(soft_reset, opts.pop("hard_reset"))
     opts["arch"] = opts.pop("student_arch")
@@ -142,7 +151,11 @@ def eval_sweep(
     overwrite: ReplaceOutputs = False,
     **early_exit: Any,
 ) -> None:
-    """Accuracy of each checkpoint at every T from 1 to max-T, from one forward pass at max-T."""
+    """Accuracy of each checkpoint at every T up to max-T.
+
+    Usually every T comes from one forward pass at max-T (the running mean of the per-step logits); the
+    table's title says how each was read.
+    """
     from snnkd_cli.cli.commands import run_sweep
 
     data = str(data_dir) if data_dir else None
@@ -210,7 +223,10 @@ def predict(
     threads: Threads = None,
     overwrite: ReplaceOutputs = False,
 ) -> None:
-    """Classify image files (or event frames) with a checkpoint: class, probability and steps used per input."""
+    """Classify images (or event frames) with a checkpoint.
+
+    Per input: the class, its probability and the steps used.
+    """
     from snnkd_cli.cli.commands import run_predict
 
     code = run_predict(
@@ -243,7 +259,11 @@ def quickstart(
     ] = False,
     threads: Threads = None,
 ) -> None:
-    """Teacher, full-range student and sweep on the built-in synthetic data (a few minutes on a CPU)."""
+    """Teacher, student and sweep on built-in synthetic data.
+
+    An ANN teacher, a full-range student distilled from it and the sweep of the student's accuracy at every T,
+    on data made on the fly: a few minutes on a CPU.
+    """
     from snnkd_cli.cli.commands import run_quickstart
 
     run_quickstart(
@@ -278,7 +298,10 @@ def preprocess_dvs(
         str, typer.Option(help="bilinear: antialiased bilinear (paper); area: the mean of each source window (older).")
     ] = "bilinear",
 ) -> None:
-    """Turn event recordings into cached frames [T, 2, H, W] (safetensors) for --dataset cifar10dvs."""
+    """Turn event recordings into cached frames.
+
+    Frames [T, 2, H, W] as safetensors, read by --dataset cifar10dvs.
+    """
     from snnkd_cli.cli.commands import run_preprocess_dvs
 
     run_preprocess_dvs(
@@ -289,7 +312,10 @@ def preprocess_dvs(
 @app.command()
 @handle_errors
 def models() -> None:
-    """List the registered students and teachers with their parameters and the data they fit."""
+    """List the registered students and teachers.
+
+    With their parameters and the data they fit.
+    """
     from snnkd_cli.cli._output import models_table, out_console
 
     out_console.print(models_table())
@@ -318,7 +344,10 @@ def export(
     ] = None,
     overwrite: ReplaceOutputs = False,
 ) -> None:
-    """Export a checkpoint to BN-folded safetensors, a single-step ONNX graph or NIR, verified before it is written."""
+    """Export a checkpoint to safetensors, ONNX or NIR.
+
+    BN-folded safetensors, a single-step ONNX graph (any T at run time) or NIR, verified before it is written.
+    """
     from snnkd_cli.cli.commands import run_export
 
     run_export(checkpoint, fmt=fmt, out=out, verify_T=verify_T, overwrite=overwrite)

@@ -15,6 +15,7 @@ from snnkd_cli.checkpoint import (
     run_files_in,
     store_exit_rule,
 )
+from snnkd_cli.cli._layout import split_to_fit
 from snnkd_cli.cli._output import (
     cost_table,
     dynamic_table,
@@ -25,7 +26,6 @@ from snnkd_cli.cli._output import (
     predict_table,
     preprocess_summary,
     print_note,
-    split_to_fit,
     sweep_entries,
     sweep_table,
     tables_console,

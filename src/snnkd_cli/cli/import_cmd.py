@@ -34,7 +34,9 @@ def import_command(
     hard_reset: HardReset = False,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace --out if it exists.")] = False,
 ) -> None:
-    """Import weights trained elsewhere (the paper's code, torchvision, timm) as a snnkd checkpoint.
+    """Import weights trained elsewhere as a snnkd checkpoint.
+
+    A state dict saved by the paper's code, torchvision or timm becomes a checkpoint every command reads.
 
     --dataset names the data it was trained on: the checkpoint takes its data settings and class names from it.
     """
