@@ -14,12 +14,28 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import save as st_save
 from torch import nn
 
 from snnkd_cli.config import RunConfig, check_exit_rule
 from snnkd_cli.errors import SnnkdError, given, option
-from snnkd_cli.format import FORMAT, FORMAT_VERSION, KINDS, checkpoint_metadata
+from snnkd_cli.format import (
+    CONFIG_FILE,
+    CONFIG_KEY,
+    EXIT_RULE_KEY,
+    FORMAT,
+    FORMAT_KEY,
+    FORMAT_VERSION,
+    FORMAT_VERSION_KEY,
+    KIND_KEY,
+    KINDS,
+    LOG_FILE,
+    METRICS_KEY,
+    RUN_FILES,
+    VERSION_KEY,
+    checkpoint_metadata,
+    encode,
+    is_folded,
+)
 from snnkd_cli.fsutil import STDOUT, atomic_write_bytes, check_output_file, read_safetensors
 from snnkd_cli.models import build_model
 from snnkd_cli.models.fold import build_folded
@@ -37,18 +53,20 @@ class Checkpoint:
 
     @property
     def metrics(self) -> dict[str, Any]:
-        return json.loads(self.meta.get("metrics", "{}"))
+        return json.loads(self.meta.get(METRICS_KEY, "{}"))
+
+
+def write_checkpoint(path: Path, state: dict[str, torch.Tensor], meta: dict[str, str]) -> None:
+    """Write ``state`` (a state_dict) with ``meta`` (from :func:`snnkd_cli.format.checkpoint_metadata`),
+    atomically: what every checkpoint writer calls."""
+    atomic_write_bytes(Path(path), encode(state, meta))
 
 
 def save_checkpoint(
     path: Path, state: dict[str, torch.Tensor], kind: str, config: RunConfig, extra: dict[str, Any] | None = None
 ) -> None:
     """Save ``state`` (a state_dict) with the run config and ``extra`` (JSON-able) as metadata."""
-    meta = checkpoint_metadata(kind, config)
-    for k, v in (extra or {}).items():
-        meta[k] = v if isinstance(v, str) else json.dumps(v)
-    tensors = {k: v.detach().cpu().contiguous() for k, v in state.items()}
-    atomic_write_bytes(Path(path), st_save(tensors, metadata=meta))
+    write_checkpoint(path, state, checkpoint_metadata(kind, config, extra=extra))
 
 
 def update_metadata(path: Path, extra: dict[str, str]) -> None:
@@ -59,10 +77,7 @@ def update_metadata(path: Path, extra: dict[str, str]) -> None:
     """
     state, meta = _open(Path(path), tensors=True)
     meta.update(extra)
-    atomic_write_bytes(Path(path), st_save(state, metadata=meta))
-
-
-EXIT_RULE_KEY = "early_exit"  # the metadata entry ``eval-sweep --dynamic --save-threshold`` writes
+    write_checkpoint(path, state, meta)
 
 
 def store_exit_rule(path: Path, record: dict) -> dict:
@@ -109,7 +124,7 @@ def load_checkpoint(path: str | Path, expect: str | None = None) -> Checkpoint:
     """
     path = Path(path)
     state, meta = _open(path, tensors=True)
-    kind = meta["kind"]
+    kind = meta[KIND_KEY]
     if expect is not None and kind != expect:
         need = (
             "an ANN teacher checkpoint (from 'snnkd train-teacher')"
@@ -118,7 +133,7 @@ def load_checkpoint(path: str | Path, expect: str | None = None) -> Checkpoint:
         )
         raise SnnkdError(f"{path} is a {kind} checkpoint, but {need} is needed here")
     try:
-        config = RunConfig.from_dict(json.loads(meta["config"]))
+        config = RunConfig.from_dict(json.loads(meta[CONFIG_KEY]))
     except (KeyError, ValueError, TypeError, AttributeError) as e:
         raise SnnkdError(f"{path}: its stored configuration cannot be read ({e}); re-create the checkpoint") from None
     return Checkpoint(path, kind, config, state, meta)
@@ -140,7 +155,7 @@ def model_from_checkpoint(ckpt: Checkpoint) -> nn.Module:
     A file from ``snnkd export --format safetensors`` (BN folded) is rebuilt folded.
     """
     check_rebuildable(ckpt)
-    if ckpt.meta.get("folded") == "1":
+    if is_folded(ckpt.meta):
         net = build_folded(ckpt.config)
     else:
         net = build_model(ckpt.config.model)
@@ -175,21 +190,18 @@ def state_mismatch(expected: dict[str, torch.Tensor], got: dict[str, torch.Tenso
 
 def _open(path: Path, tensors: bool) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     state, meta = read_safetensors(path, "checkpoint", tensors=tensors)
-    if meta.get("format") != FORMAT or meta.get("kind") not in KINDS:
+    if meta.get(FORMAT_KEY) != FORMAT or meta.get(KIND_KEY) not in KINDS:
         raise SnnkdError(
             f"{path} is a safetensors file but not a snnkd checkpoint (no snnkd metadata); "
             "pass a file written by 'snnkd train-teacher' or 'snnkd distill'"
         )
-    version = meta.get("format_version", FORMAT_VERSION)
+    version = meta.get(FORMAT_VERSION_KEY, FORMAT_VERSION)
     if not version.isdigit() or int(version) > int(FORMAT_VERSION):
         raise SnnkdError(
-            f"{path} is in checkpoint format version {version} (written by snnkd {meta.get('snnkd_version', '?')}); "
+            f"{path} is in checkpoint format version {version} (written by snnkd {meta.get(VERSION_KEY, '?')}); "
             f"this snnkd reads version {FORMAT_VERSION} and older: upgrade snnkd to read it"
         )
     return state, meta
-
-
-RUN_FILES = ("best.safetensors", "last.safetensors", "resume.safetensors", "log.jsonl")
 
 
 def run_files_in(out: str | Path) -> list[str]:
@@ -237,7 +249,7 @@ def check_outputs(
         seen[real] = name
         if real in read:
             raise SnnkdError(f"{what} is an input of this command: choose another file")
-        if real.name in (*RUN_FILES, "config.json") and (real.parent / "log.jsonl").exists():
+        if real.name in (*RUN_FILES, CONFIG_FILE) and (real.parent / LOG_FILE).exists():
             raise SnnkdError(f"{what} is a file of the training run in {real.parent}: choose another path")
         if real.exists() and not overwrite:
             raise SnnkdError(f"{what} already exists: pass {option('overwrite')} to replace it, or choose another path")

@@ -9,12 +9,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from snnkd_cli.checkpoint import check_outputs, save_checkpoint
+from snnkd_cli.checkpoint import check_outputs, write_checkpoint
 from snnkd_cli.config import DATASETS, TASK_OF_NETWORK, RunConfig, check_choice, freeze, from_preset
 from snnkd_cli.convert import Converted, convert_state, read_state_dict
 from snnkd_cli.data import build_datasets, resolved
 from snnkd_cli.data.loaders import check_T_fits
 from snnkd_cli.errors import SnnkdError, given, option
+from snnkd_cli.format import checkpoint_metadata
 
 
 @dataclass
@@ -111,8 +112,8 @@ def import_checkpoint(
         state, arch, kind, source=str(src), label=f"{given('arch', arch)} {given('kind', kind)}", **neuron
     )
     cfg, classes = _resolved(cfg, conv, src)
-    extra = {"imported_from": src.name, "layout": conv.layout.name}
-    if classes:
-        extra["classes"] = list(classes)
-    save_checkpoint(out, conv.model.state_dict(), cfg.checkpoint_kind, cfg, extra)
+    meta = checkpoint_metadata(
+        cfg.checkpoint_kind, cfg, classes=classes, imported_from=src.name, layout=conv.layout.name
+    )
+    write_checkpoint(out, conv.model.state_dict(), meta)
     return ImportReport(out, src, cfg, conv)

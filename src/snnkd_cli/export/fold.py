@@ -2,8 +2,8 @@
 :func:`build_folded`, :class:`FoldReport`) is :mod:`snnkd_cli.models.fold`'s, re-exported here.
 
 A folded file keeps the checkpoint's metadata (``kind``, ``config``...) and adds ``"folded": "1"``
-and ``"fold_report"``; :func:`build_folded` rebuilds the same structure from the config, so
-:func:`load_exported` is ``build_folded(config) -> load_state_dict(strict=True)``.
+and ``"fold_report"`` (:func:`snnkd_cli.format.folded_metadata`); :func:`build_folded` rebuilds the same
+structure from the config, so :func:`load_exported` is ``build_folded(config) -> load_state_dict(strict=True)``.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from pathlib import Path
 
 from torch import nn
 
+from snnkd_cli import format as fmt
 from snnkd_cli.config import RunConfig
 from snnkd_cli.errors import SnnkdError
 from snnkd_cli.fsutil import read_safetensors
@@ -24,7 +25,7 @@ __all__ = ["FoldReport", "build_folded", "fold_bn", "folded_metadata", "load_exp
 
 def folded_metadata(meta: dict[str, str], report: FoldReport) -> dict[str, str]:
     """The checkpoint's metadata (kind and config kept) plus ``folded`` and ``fold_report``."""
-    return {**meta, "folded": "1", "fold_report": report.to_json()}
+    return fmt.folded_metadata(meta, report.to_json())
 
 
 def load_exported(path: str | Path) -> nn.Module:
@@ -42,13 +43,13 @@ def load_exported(path: str | Path) -> nn.Module:
     """
     path = Path(path)
     state, meta = read_safetensors(path, "exported model")
-    if "config" not in meta:
+    if fmt.CONFIG_KEY not in meta:
         raise SnnkdError(f"{path} has no snnkd metadata (no 'config'); pass a file written by 'snnkd export'")
     try:
-        config = RunConfig.from_dict(json.loads(meta["config"]))
+        config = RunConfig.from_dict(json.loads(meta[fmt.CONFIG_KEY]))
     except (ValueError, TypeError) as e:
         raise SnnkdError(f"{path}: its stored configuration cannot be read ({e})") from None
-    net = build_folded(config) if meta.get("folded") == "1" else build_model(config.model)
+    net = build_folded(config) if fmt.is_folded(meta) else build_model(config.model)
     try:
         net.load_state_dict(state, strict=True)
     except RuntimeError as e:

@@ -20,7 +20,7 @@ from snnkd_cli.config import EVENT_DATASETS, RunConfig
 from snnkd_cli.errors import SnnkdError, option
 from snnkd_cli.export.fold import build_folded, fold_bn, folded_metadata
 from snnkd_cli.export.onnx_step import SingleStepSNN, ann_to_onnx, require, run_session, session, snn_to_onnx
-from snnkd_cli.format import checkpoint_metadata
+from snnkd_cli.format import checkpoint_metadata, encode
 from snnkd_cli.fsutil import atomic_write_bytes
 
 FORMATS = ("safetensors", "onnx", "nir")
@@ -184,10 +184,8 @@ class _Job:
     def safetensors(self, meta: dict[str, str]) -> tuple[bytes, float]:
         """The folded weights as a snnkd checkpoint, checked by rebuilding it; ``(bytes, max abs diff)``."""
         from safetensors.torch import load as st_load
-        from safetensors.torch import save as st_save
 
-        state = {k: v.detach().contiguous() for k, v in self.folded.state_dict().items()}
-        data = st_save(state, meta)
+        data = encode(self.folded.state_dict(), meta)
         rebuilt = build_folded(self.config)  # what load_exported does
         rebuilt.load_state_dict(st_load(data), strict=True)
         f64, ref, checked = torch.float64, self.ref, self.checked

@@ -21,6 +21,7 @@ from snnkd_cli.data import dataset_spec
 from snnkd_cli.data.inputs import InputError, expand_inputs, image_transform, is_temporal, load_frames, load_image
 from snnkd_cli.errors import SnnkdError, option
 from snnkd_cli.evaluation.early_exit import check_rule, running_mean
+from snnkd_cli.format import CLASSES_KEY
 from snnkd_cli.inference.exit_runtime import EarlyExitClassifier
 from snnkd_cli.models.contract import reset_state, teacher_input, time_major
 from snnkd_cli.precision import default_device
@@ -50,7 +51,7 @@ def class_names(ckpt: Checkpoint) -> list[str]:
     knows (CIFAR-10), read from an image folder's ``val/`` if it is still there, else ``class_<i>``."""
     n, data = ckpt.config.model.num_classes, ckpt.config.data
     try:
-        stored = json.loads(ckpt.meta.get("classes", "[]"))
+        stored = json.loads(ckpt.meta.get(CLASSES_KEY, "[]"))
     except ValueError:
         stored = []
     if isinstance(stored, list) and len(stored) == n:
