@@ -18,12 +18,12 @@ from spikingjelly.activation_based.neuron import BaseNode
 from torch import nn
 from torch.utils.data import DataLoader
 
+from snnkd_cli.dist import all_reduce_sum
 from snnkd_cli.errors import SnnkdError
 from snnkd_cli.evaluation.early_exit import DynamicResult, ExitTrace, running_mean
 from snnkd_cli.models.contract import evaluating, mixes_time, reset_state, teacher_input, time_major
 from snnkd_cli.precision import autocast, resolve_precision
 from snnkd_cli.progress import track
-from snnkd_cli.train.distributed import all_reduce_sum
 
 
 @dataclass

@@ -1,42 +1,29 @@
-"""torchrun environment read in one place, process groups, and BatchNorm synchronised over ranks.
+"""Training on several processes: the process group, and BatchNorm synchronised over ranks. Where this process
+stands (rank, world size, the sum over ranks) is read in :mod:`snnkd_cli.dist`, re-exported here.
 
 One process: rank 0 of world 1, no process group, no DDP wrapper (an off switch costs nothing).
 """
 
 from __future__ import annotations
 
-import os
-from dataclasses import dataclass
-
 import torch
 
 from snnkd_cli.config import PRESETS, RunConfig
+from snnkd_cli.dist import DistEnv, all_reduce_sum, dist_env
 from snnkd_cli.errors import SnnkdError
 
-
-@dataclass(frozen=True)
-class DistEnv:
-    """Where this process stands: ``rank`` of ``world_size`` (``local_rank`` picks the GPU)."""
-
-    rank: int = 0
-    world_size: int = 1
-    local_rank: int = 0
-
-    @property
-    def is_primary(self) -> bool:
-        """Only the primary process prints, logs and writes files."""
-        return self.rank == 0
-
-    @property
-    def distributed(self) -> bool:
-        return self.world_size > 1
-
-
-def dist_env() -> DistEnv:
-    """Read torchrun's ``RANK``/``WORLD_SIZE``/``LOCAL_RANK`` (defaults: one process)."""
-    return DistEnv(
-        int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)), int(os.environ.get("LOCAL_RANK", 0))
-    )
+__all__ = [
+    "CPUSyncBatchNorm",
+    "DistEnv",
+    "MultiStepCPUSyncBatchNorm",
+    "MultiStepSyncBatchNorm",
+    "all_reduce_sum",
+    "convert_sync_bn",
+    "dist_env",
+    "finish_distributed",
+    "init_distributed",
+    "resolve_sync_bn",
+]
 
 
 def resolve_sync_bn(cfg: RunConfig, env: DistEnv | None = None) -> bool:
@@ -80,15 +67,6 @@ def finish_distributed() -> None:
     if dist.is_available() and dist.is_initialized():
         dist.barrier()
         dist.destroy_process_group()
-
-
-def all_reduce_sum(*tensors: torch.Tensor) -> None:
-    """Sum tensors over ranks in place (a no-op on one process)."""
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized():
-        for t in tensors:
-            dist.all_reduce(t)
 
 
 class CPUSyncBatchNorm(torch.nn.BatchNorm2d):

@@ -15,6 +15,7 @@ import time
 
 import torch
 
+from snnkd_cli.dist import local_world_size
 from snnkd_cli.errors import SnnkdError, option
 
 
@@ -28,7 +29,7 @@ def usable_cores() -> int:
 
 def default_threads() -> int:
     """``usable_cores / processes on this node``, at least 1."""
-    return max(1, usable_cores() // max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1"))))
+    return max(1, usable_cores() // local_world_size())
 
 
 def set_threads(threads: int | None) -> int:
