@@ -320,12 +320,14 @@ def test_store_exit_rule_rewrites_only_the_metadata(tmp_path):
 def test_held_out_slice_is_left_out_of_training():
     from snnkd_cli.config import from_preset
     from snnkd_cli.data import calibration_indices
-    from snnkd_cli.train.run import _resolve_data
+    from snnkd_cli.dist import DistEnv
+    from snnkd_cli.train.run import resolve_run
 
     small, large = calibration_indices(200, 0.05), calibration_indices(200, 0.1)
     assert set(small) < set(large) and len(large) == 20  # a smaller fraction is a subset of a larger one
     cfg = from_preset("distill", "synthetic", calib_holdout=0.1, loss="twce")
-    tr, _, _, cfg = _resolve_data(cfg)
+    setup = resolve_run(cfg, torch.device("cpu"), DistEnv())
+    tr, cfg = setup.train_set, setup.config
     assert len(tr) == 1800 and cfg.data.calib_holdout == 0.1
     assert not set(tr.indices) & set(calibration_split(cfg.data, 0.1).indices)
     with pytest.raises(SnnkdError, match="^calib_holdout must be in"):

@@ -99,17 +99,17 @@ class DivergesAt(TeacherTask):
 
 def test_a_nan_found_at_a_later_read_names_its_step_and_writes_no_checkpoint(tmp_path, monkeypatch) -> None:
     from snnkd_cli.checkpoint import load_checkpoint
-    from snnkd_cli.train.run import RunCheckpointer
+    from snnkd_cli.saver import RunSaver
 
     monkeypatch.setattr(loop, "_read_every", lambda device: 3)
     cfg = from_preset("teacher", "synthetic", epochs=3, batch_size=16, width=4, max_steps=STEPS, out=str(tmp_path))
     model = create_model("resnet18", 10, kind="ann", width=4)
     train = make_loader(SyntheticImages(128), 16, train=True, workers=0, seed=0, device=torch.device("cpu"))
     val = DataLoader(SyntheticImages(32, split_seed=1), batch_size=32)
-    ckpt = RunCheckpointer(tmp_path, model, "teacher", cfg)
+    ckpt = RunSaver(tmp_path, model, cfg)
     task = DivergesAt()
     with pytest.raises(SnnkdError, match="loss is nan at epoch 2 step 2: lower lr or use precision='fp32'"):
-        loop.fit(model, task, train, val, cfg.train, eval_T=None, device=torch.device("cpu"), checkpointer=ckpt)
+        loop.fit(model, task, train, val, cfg.train, eval_T=None, device=torch.device("cpu"), saver=ckpt)
     assert task.calls == STEPS + 3  # found at the read after step 3 of epoch 2, not at step 2
     assert load_checkpoint(tmp_path / "last.safetensors").meta["epoch"] == "1"
 

@@ -80,8 +80,8 @@ def test_nan_loss_stops_naming_the_step_and_keeps_the_last_good_checkpoint(tmp_p
     from snnkd_cli.errors import SnnkdError
     from snnkd_cli.kd.tasks import TeacherTask
     from snnkd_cli.models import create_model
+    from snnkd_cli.saver import RunSaver
     from snnkd_cli.train.loop import fit
-    from snnkd_cli.train.run import RunCheckpointer
 
     class DivergesAt(TeacherTask):
         """Cross-entropy that turns NaN at epoch 2, step 3 (counted by calls: 4 steps per epoch)."""
@@ -100,9 +100,9 @@ def test_nan_loss_stops_naming_the_step_and_keeps_the_last_good_checkpoint(tmp_p
     ds = SyntheticImages(256)
     train = make_loader(ds, 32, train=True, workers=0, seed=0, device=torch.device("cpu"))
     val = DataLoader(SyntheticImages(64, split_seed=1), batch_size=64)
-    ckpt = RunCheckpointer(tmp_path, model, "teacher", cfg)
+    ckpt = RunSaver(tmp_path, model, cfg)
     with pytest.raises(SnnkdError, match="loss is nan at epoch 2 step 3"):
-        fit(model, DivergesAt(), train, val, cfg.train, eval_T=None, device=torch.device("cpu"), checkpointer=ckpt)
+        fit(model, DivergesAt(), train, val, cfg.train, eval_T=None, device=torch.device("cpu"), saver=ckpt)
     assert load_checkpoint(tmp_path / "last.safetensors").meta["epoch"] == "1"
 
 

@@ -1,8 +1,9 @@
 """The one training loop: teacher training and distillation differ only in their task.
 
 Per step: reset the network state (the only place training does), run the task under
-autocast, step SGD and the per-step schedule. Per epoch: validate with the one-pass sweep,
-write ``last.safetensors`` and (when validation improves) ``best.safetensors`` atomically.
+autocast, step SGD and the per-step schedule. Per epoch: validate with the one-pass sweep, and hand the
+saver (:mod:`snnkd_cli.saver`) the epoch: it writes ``last.safetensors``, ``best.safetensors`` (when
+validation improves), the log and the resume file.
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 import torch
 from spikingjelly.activation_based import functional
@@ -20,13 +20,14 @@ from torch.utils.data import DataLoader
 
 from snnkd_cli.config import MAX_WARMUP_SHARE, TrainConfig, warmup_steps
 from snnkd_cli.data.loaders import EpochSampler
+from snnkd_cli.dist import all_reduce_sum
 from snnkd_cli.errors import SnnkdError, given, option
 from snnkd_cli.evaluation.sweep import SweepResult, sweep
 from snnkd_cli.kd.tasks import Task
 from snnkd_cli.models.contract import reset_state
 from snnkd_cli.precision import autocast, cudnn_autotune, grad_scaler
+from snnkd_cli.saver import Saver
 from snnkd_cli.train import health
-from snnkd_cli.train.distributed import all_reduce_sum
 from snnkd_cli.train.report import Reporter
 from snnkd_cli.train.resume import LoopState, ResumeFile, restore
 
@@ -71,23 +72,7 @@ def lr_lambda(total_steps: int, warmup_steps: int, steps_per_epoch: int | None =
     return f
 
 
-class Checkpointer:
-    """Where :func:`fit` writes: override what you need (the default writes nothing).
-
-    ``epoch_end`` is called after validation with the metadata of the epoch; ``resume_point``
-    when a resume file should be written (each epoch, and every ``save_every`` steps when it is set).
-    """
-
-    save_every: int | None = None  # also a resume point every this many steps (None: at the end of each epoch only)
-
-    def epoch_end(self, epoch: int, improved: bool, extra: dict) -> None:
-        """Write last (and best, when ``improved``) checkpoints."""
-
-    def resume_point(self, loop: LoopState, opt: torch.optim.Optimizer, sched: Any, scaler: Any) -> None:
-        """Write the resume file."""
-
-    def log(self, record: dict) -> None:
-        """Append one epoch's metrics to the run's logs."""
+Checkpointer = Saver  # the name of the saver's protocol before snnkd_cli.saver
 
 
 def compile_for_training(model: nn.Module) -> nn.Module:
@@ -251,9 +236,10 @@ def fit(
     *,
     eval_T: int | None,
     device: torch.device,
-    checkpointer: Checkpointer | None = None,
+    saver: Saver | None = None,
     reporter: Reporter | None = None,
     resume: ResumeFile | None = None,
+    save_every: int | None = None,
 ) -> FitResult:
     """Train ``model`` with ``task`` for ``cfg.epochs`` epochs.
 
@@ -268,15 +254,16 @@ def fit(
         eval_T: validation steps for a spiking model (None for an ANN). Validation reads ``task.temporal``
             (event frames instead of static images) and ``task.spiking``.
         device: where batches go.
-        checkpointer: writes checkpoints, resume files and logs (default: nothing).
+        saver: writes checkpoints, resume files and logs (:class:`snnkd_cli.saver.RunSaver`; default: nothing).
         reporter: progress and per-epoch lines.
         resume: continue from this resume file (model, optimiser, schedule, RNG, position).
+        save_every: also a resume point every this many steps (None: at the end of each epoch only).
 
     Raises:
         SnnkdError: a non-finite loss (names the epoch and step; the last good checkpoint stays).
     """
     reporter = reporter or Reporter()
-    ckpt = checkpointer or Checkpointer()
+    saver = saver or Saver()
     steps_per_epoch = _steps_per_epoch(train_loader, cfg)
     optim = build_optimiser(model, cfg, steps_per_epoch, device, reporter, quiet=resume is not None)
     st = restore(resume, model, optim.opt, optim.sched, optim.scaler) if resume is not None else LoopState()
@@ -285,7 +272,8 @@ def fit(
     started = (st.epoch - 1) * steps_per_epoch + st.step
     watch = health.Watch(steps_per_epoch * cfg.epochs, started, per_epoch=cfg.schedule == "cosine-epoch")
     net = compile_for_training(model) if cfg.compile else model
-    run = _Run(model, net, task, optim, cfg, device, watch, lambda note: reporter.message(f"note: {note}"))
+    say = lambda note: reporter.message(f"note: {note}")  # noqa: E731
+    run = _Run(model, net, task, optim, cfg, device, watch, say, save_every)
     result = FitResult(history=st.history, best_epoch=st.best_epoch, best_top1=st.best_top1)
     for rec in st.history:  # a resumed run: the best epoch's sweep is in its history
         if rec["epoch"] == st.best_epoch:
@@ -297,7 +285,7 @@ def fit(
         while st.epoch <= cfg.epochs:
             t0 = time.perf_counter()
             with reporter.epoch_progress(st.epoch, cfg.epochs, steps_per_epoch) as update:
-                run.epoch(train_loader, st, steps_per_epoch, update, ckpt)
+                run.epoch(train_loader, st, steps_per_epoch, update, saver)
             train_time = time.perf_counter() - t0
             val = sweep(model, val_loader, eval_T, **val_pass)
             record = _epoch_record(st, val, eval_T if spiking else None, optim, train_time)
@@ -307,12 +295,11 @@ def fit(
             improved = record["val_top1"] > result.best_top1
             if improved:
                 result.best, result.best_epoch, result.best_top1 = val, st.epoch, record["val_top1"]
-            meta = {"val": val.rows, "best_epoch": result.best_epoch}
-            ckpt.epoch_end(st.epoch, improved, {"epoch": str(st.epoch), "metrics": meta})
-            ckpt.log(record)
+            saver.epoch_end(st.epoch, improved, {"val": val.rows, "best_epoch": result.best_epoch})
+            saver.log(record)
             reporter.epoch_end(st.epoch, cfg.epochs, {k: v for k, v in record.items() if k not in _NOT_STATS})
             st = LoopState(st.epoch + 1, 0, result.best_top1, result.best_epoch, result.history)
-            ckpt.resume_point(st, optim.opt, optim.sched, optim.scaler)
+            saver.resume_point(st, optim.opt, optim.sched, optim.scaler)
     result.notes = watch.notes
     return result
 
@@ -330,8 +317,9 @@ class _Run:
     device: torch.device
     watch: health.Watch
     say: Callable[[str], None]
+    save_every: int | None = None  # also a resume point every this many steps
 
-    def epoch(self, loader: DataLoader, st: LoopState, steps: int, update, ckpt: Checkpointer) -> None:
+    def epoch(self, loader: DataLoader, st: LoopState, steps: int, update, saver: Saver) -> None:
         """Train from ``st.step`` to ``steps`` of epoch ``st.epoch``, counting into ``st``."""
         cfg, fmt = self.cfg, torch.channels_last if self.cfg.channels_last else torch.preserve_format
         self.model.train()
@@ -356,7 +344,7 @@ class _Run:
             st.step += 1
             st.seen += len(y)
             tally.add(loss, logits, y)
-            save = bool(ckpt.save_every) and st.step % ckpt.save_every == 0 and st.step < steps
+            save = bool(self.save_every) and st.step % self.save_every == 0 and st.step < steps
             if st.step % every == 0 or save or st.step == steps:
                 tally.read(st, first)
                 first, stats = st.step, _running(st)
@@ -365,7 +353,7 @@ class _Run:
                         self.say(note)
             update(stats)
             if save:
-                ckpt.resume_point(st, self.optim.opt, self.optim.sched, self.optim.scaler)
+                saver.resume_point(st, self.optim.opt, self.optim.sched, self.optim.scaler)
         tally.read(st, first)
         reset_state(self.model)
 

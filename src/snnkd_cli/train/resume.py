@@ -2,7 +2,8 @@
 
 ``resume.safetensors`` holds the model, the optimiser's buffers and the RNG states as tensors,
 and the rest (loop position, schedule, scaler, history, Python/NumPy RNG, the config) as JSON
-metadata. Nothing is unpickled. Written atomically like every checkpoint.
+metadata. Nothing is unpickled. Written atomically like every checkpoint, by :mod:`snnkd_cli.saver`
+(:func:`save_resume`, re-exported here); read, checked and restored here.
 """
 
 from __future__ import annotations
@@ -15,13 +16,39 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import save as st_save
 
 from snnkd_cli.config import RunConfig
-from snnkd_cli.errors import SnnkdError
-from snnkd_cli.fsutil import atomic_write_bytes, read_safetensors
+from snnkd_cli.errors import SnnkdError, option
+from snnkd_cli.format import (
+    CONFIG_KEY,
+    FORMAT_KEY,
+    LOOP_KEY,
+    PARAM_GROUPS_KEY,
+    RESUME_FILE,
+    RNG_NUMPY_KEY,
+    RNG_PYTHON_KEY,
+    SCALER_KEY,
+    SCHEDULER_KEY,
+)
+from snnkd_cli.format import RESUME_FORMAT as FORMAT
+from snnkd_cli.fsutil import read_safetensors
+from snnkd_cli.saver import save_resume
+from snnkd_cli.train.report import Reporter
 
-FORMAT = "snnkd-resume"
+__all__ = [
+    "FORMAT",
+    "MAY_CHANGE",
+    "LoopState",
+    "ResumeFile",
+    "check_resumable",
+    "config_differences",
+    "interrupted_note",
+    "open_resume",
+    "read_resume",
+    "restore",
+    "save_resume",
+]
+
 # Fields that may differ between the interrupted run and its resumption. train.sync_bn: the ImageNet recipe
 # turns it on by the number of processes, which may change on resumption (as the per-rank batch does).
 MAY_CHANGE = {"data.workers", "data.data_dir", "data.download", "train.out", "train.compile", "train.sync_bn"}
@@ -41,48 +68,6 @@ class LoopState:
     seen: int = 0
 
 
-def save_resume(
-    path: Path,
-    model: torch.nn.Module,
-    opt: torch.optim.Optimizer,
-    sched: Any,
-    scaler: Any,
-    loop: LoopState,
-    config: RunConfig,
-) -> None:
-    """Write the whole training state to ``path`` atomically."""
-    tensors = {f"model/{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    osd = opt.state_dict()
-    for idx, st in osd["state"].items():
-        for name, val in st.items():
-            if torch.is_tensor(val):
-                tensors[f"optim/{idx}/{name}"] = val.detach().cpu().contiguous()
-    tensors["rng/torch"] = torch.get_rng_state()
-    if torch.cuda.is_available():
-        for i, s in enumerate(torch.cuda.get_rng_state_all()):
-            tensors[f"rng/cuda/{i}"] = s
-    py_state = random.getstate()
-    sched_state = {k: v for k, v in sched.state_dict().items() if k != "lr_lambdas"}
-    meta = {
-        "format": FORMAT,
-        "config": config.to_json(),
-        "loop": json.dumps(dataclasses.asdict(loop)),
-        "param_groups": json.dumps(osd["param_groups"]),
-        "scheduler": json.dumps(sched_state),
-        "scaler": json.dumps(scaler.state_dict()),
-        "rng_python": json.dumps([py_state[0], list(py_state[1]), py_state[2]]),
-    }
-    try:
-        import numpy as np
-
-        kind, keys, pos, has_gauss, gauss = np.random.get_state()
-        tensors["rng/numpy"] = torch.from_numpy(keys.astype(np.int64))
-        meta["rng_numpy"] = json.dumps([kind, int(pos), int(has_gauss), float(gauss)])
-    except ImportError:  # numpy is optional
-        pass
-    atomic_write_bytes(Path(path), st_save(tensors, metadata=meta))
-
-
 @dataclass
 class ResumeFile:
     """A loaded resume file."""
@@ -93,23 +78,23 @@ class ResumeFile:
     meta: dict[str, str]
 
     def loop(self) -> LoopState:
-        return LoopState(**json.loads(self.meta["loop"]))
+        return LoopState(**json.loads(self.meta[LOOP_KEY]))
 
 
 def read_resume(path: str | Path) -> ResumeFile:
     """Read a resume file; one-line errors for a missing, corrupt or foreign file."""
     path = Path(path)
     tensors, meta = read_safetensors(path, "resume file", hint=" (it is written to --out as resume.safetensors)")
-    if meta.get("format") != FORMAT:
+    if meta.get(FORMAT_KEY) != FORMAT:
         raise SnnkdError(f"{path} is not a snnkd resume file; pass the resume.safetensors of an earlier run")
-    return ResumeFile(path, RunConfig.from_dict(json.loads(meta["config"])), tensors, meta)
+    return ResumeFile(path, RunConfig.from_dict(json.loads(meta[CONFIG_KEY])), tensors, meta)
 
 
 def interrupted_note(out: Path) -> str:
     """What an interrupted run in ``out`` left: where its resume file stands and how to continue."""
-    path = Path(out) / "resume.safetensors"
+    path = Path(out) / RESUME_FILE
     try:
-        loop = LoopState(**json.loads(read_safetensors(path, "resume file", tensors=False)[1]["loop"]))
+        loop = LoopState(**json.loads(read_safetensors(path, "resume file", tensors=False)[1][LOOP_KEY]))
     except (SnnkdError, KeyError, TypeError, ValueError):
         return f"no resume point was saved in {out} yet: run the same command again to start over"
     where = f"after epoch {loop.epoch - 1}" if loop.step == 0 else f"at epoch {loop.epoch}, step {loop.step}"
@@ -143,23 +128,68 @@ def restore(res: ResumeFile, model: torch.nn.Module, opt: torch.optim.Optimizer,
         if k.startswith("optim/"):
             _, idx, name = k.split("/", 2)
             state.setdefault(int(idx), {})[name] = v
-    opt.load_state_dict({"state": state, "param_groups": json.loads(res.meta["param_groups"])})
-    sched_state = json.loads(res.meta["scheduler"])
+    opt.load_state_dict({"state": state, "param_groups": json.loads(res.meta[PARAM_GROUPS_KEY])})
+    sched_state = json.loads(res.meta[SCHEDULER_KEY])
     sched_state["lr_lambdas"] = [None] * len(sched.lr_lambdas)
     sched.load_state_dict(sched_state)
     # the lr of the saved position under this run's schedule (the same unless --epochs changed)
     for group, base, fn in zip(opt.param_groups, sched.base_lrs, sched.lr_lambdas, strict=True):
         group["lr"] = base * fn(sched.last_epoch)
-    scaler.load_state_dict(json.loads(res.meta["scaler"]))
+    scaler.load_state_dict(json.loads(res.meta[SCALER_KEY]))
     torch.set_rng_state(t["rng/torch"])
     cuda = [t[k] for k in sorted(t) if k.startswith("rng/cuda/")]
     if cuda and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(cuda)
-    v, state_py, gauss = json.loads(res.meta["rng_python"])
+    v, state_py, gauss = json.loads(res.meta[RNG_PYTHON_KEY])
     random.setstate((v, tuple(state_py), gauss))
-    if "rng_numpy" in res.meta:
+    if RNG_NUMPY_KEY in res.meta:
         import numpy as np
 
-        kind, pos, has_gauss, g = json.loads(res.meta["rng_numpy"])
+        kind, pos, has_gauss, g = json.loads(res.meta[RNG_NUMPY_KEY])
         np.random.set_state((kind, t["rng/numpy"].numpy().astype(np.uint32), pos, has_gauss, g))
     return res.loop()
+
+
+def check_resumable(res: ResumeFile, cfg: RunConfig, reporter: Reporter) -> None:
+    """``cfg`` may continue ``res``: the same configuration, except ``--epochs``, which may change while
+    an epoch is left to run (the learning-rate schedule is then recomputed for the new length)."""
+    old = res.config
+    if old.task != cfg.task:
+        runs = {"teacher": "'snnkd train-teacher'", "distill": "'snnkd distill'"}
+        raise SnnkdError(
+            f"{option('resume')} {res.path} continues a {runs.get(old.task, old.task)} run, not a "
+            f"{runs[cfg.task]} one: pass the resume.safetensors of an earlier {runs[cfg.task]} run"
+        )
+    same_length = dataclasses.replace(old, train=dataclasses.replace(old.train, epochs=cfg.train.epochs))
+    diff = config_differences(same_length, cfg)
+    if diff:
+        raise SnnkdError(
+            f"--resume {res.path} was written by a run with another configuration; "
+            f"fields that differ: {', '.join(diff)}"
+        )
+    done = res.loop().epoch - 1
+    if cfg.train.epochs == old.train.epochs and done >= cfg.train.epochs:
+        raise SnnkdError(
+            f"the run in {res.path} is finished ({done} of {done} epochs): nothing to resume; give a larger "
+            f"{option('epochs')} to extend it, or {option('overwrite')} instead of {option('resume')} to train it again"
+        )
+    if cfg.train.epochs != old.train.epochs:
+        if cfg.train.epochs <= done:
+            raise SnnkdError(
+                f"--epochs {cfg.train.epochs}: the run in {res.path} has already done {done} epochs; "
+                f"give more than {done} to extend it"
+            )
+        reporter.message(
+            f"--epochs {old.train.epochs} -> {cfg.train.epochs}: the learning-rate schedule is recomputed "
+            f"for {cfg.train.epochs} epochs"
+        )
+
+
+def open_resume(resume: str | Path | None, cfg: RunConfig, reporter: Reporter) -> ResumeFile | None:
+    """The resume file a run continues from (None: a fresh run), read and checked against the run's resolved
+    ``cfg`` (:func:`check_resumable`)."""
+    if resume is None:
+        return None
+    res = read_resume(resume)
+    check_resumable(res, cfg, reporter)
+    return res
