@@ -285,3 +285,8 @@ def test_evaluation_and_inference_never_import_train() -> None:
     for package in ("evaluation", "inference"):
         for path in (SRC / package).rglob("*.py"):
             assert not {n for n in _imports(path) if n.startswith("snnkd_cli.train")}, path
+
+
+def test_the_rank_is_read_in_one_place() -> None:
+    readers = {str(p.relative_to(SRC)) for p in SRC.rglob("*.py") if '"RANK"' in p.read_text()}
+    assert readers == {"dist.py"}

@@ -4,7 +4,6 @@ help wrapped at the terminal's width."""
 from __future__ import annotations
 
 import functools
-import os
 import re
 import sys
 from collections.abc import Callable
@@ -12,6 +11,7 @@ from collections.abc import Callable
 import typer
 from typer.core import TyperGroup
 
+from snnkd_cli.dist import is_main_process
 from snnkd_cli.errors import SnnkdError, command_line_names
 
 try:  # Typer 0.2x carries its own copy of Click
@@ -36,7 +36,7 @@ def handle_errors(fn: Callable) -> Callable:
             with reporting(ConsoleProgress(err_console)), command_line_names():
                 return fn(*args, **kwargs)
         except SnnkdError as e:
-            if os.environ.get("RANK", "0") == "0":  # under torchrun every rank fails alike: say it once
+            if is_main_process():  # under torchrun every rank fails alike: say it once
                 print_error(e.message)
             raise typer.Exit(e.exit_code) from None
         except KeyboardInterrupt as e:  # a training run says what it saved (train.resume.interrupted_note)
@@ -104,7 +104,7 @@ class SnnkdGroup(TyperGroup):
         except click.ClickException as e:  # a usage error (exit 2), or a file Click could not open
             if type(e).__name__ == "NoArgsIsHelpError":  # bare `snnkd`: the help, on standard output
                 print(e.format_message())
-            elif os.environ.get("RANK", "0") == "0":  # as handle_errors: said once under torchrun
+            elif is_main_process():  # as handle_errors: said once under torchrun
                 print(f"error: {usage_line(e)}", file=sys.stderr)  # _output.print_error's line, without torch
             sys.exit(e.exit_code)
         except typer.Abort:

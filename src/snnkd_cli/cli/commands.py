@@ -32,13 +32,13 @@ from snnkd_cli.cli._output import (
     write_json,
     write_sweep_csv,
 )
-from snnkd_cli.cli._progress import RichReporter
 from snnkd_cli.config import MAX_TRAIN_T, RunConfig, from_preset
+from snnkd_cli.dist import is_main_process
 from snnkd_cli.errors import SnnkdError
 from snnkd_cli.evaluation.early_exit import DynamicOptions, exit_rule_record
 from snnkd_cli.evaluation.evaluate import evaluate_checkpoint
 from snnkd_cli.fsutil import STDOUT
-from snnkd_cli.train.distributed import dist_env
+from snnkd_cli.reporting import RichReporter
 from snnkd_cli.train.run import TrainOutcome, train
 from snnkd_cli.train.threads import set_threads
 
@@ -63,7 +63,7 @@ def run_training(
         tensorboard=tensorboard,
         overwrite=overwrite,
     )
-    if not dist_env().is_primary:  # under torchrun only rank 0 prints
+    if not is_main_process():  # under torchrun only rank 0 prints
         return outcome
     best = load_checkpoint(outcome.best_path)
     out_console.print(*split_to_fit(out_console, sweep_table, [(best, outcome.fit.best)]), crop=False)
