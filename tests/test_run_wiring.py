@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import ast
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -290,3 +291,58 @@ def test_evaluation_and_inference_never_import_train() -> None:
 def test_the_rank_is_read_in_one_place() -> None:
     readers = {str(p.relative_to(SRC)) for p in SRC.rglob("*.py") if '"RANK"' in p.read_text()}
     assert readers == {"dist.py"}
+
+
+def test_the_commands_hand_their_options_on_by_name() -> None:
+    """No option reaches the config through ``locals()`` or an ``eval`` of annotations (issue #24)."""
+    call = re.compile(r"(?<![\w.])(locals|eval)\(")
+    found = [
+        f"{path.relative_to(SRC)}:{n}: {line.strip()}"
+        for path in sorted((SRC / "cli").rglob("*.py"))
+        for n, line in enumerate(path.read_text().splitlines(), 1)
+        if call.search(line)
+    ]
+    assert not found
+
+
+@pytest.fixture
+def handed_on(monkeypatch) -> list[tuple]:
+    """What ``train-teacher`` and ``distill`` hand the run: ``(config, RunOptions)`` per call, nothing trained."""
+    import snnkd_cli.cli.commands as commands
+
+    calls: list[tuple] = []
+    monkeypatch.setattr(commands, "run_training", lambda cfg, run: calls.append((cfg, run)))
+    return calls
+
+
+def test_a_flag_reaches_the_config_and_the_run_options_by_keyword(handed_on, tmp_path) -> None:
+    from snnkd_cli.cli._training import RunOptions
+
+    args = ["distill", "--teacher", "t.safetensors", "--student-arch", "resnet19", "--T", "3", "--epochs", "2"]
+    args += ["--lr", "0.05", "--hard-reset", "--out", str(tmp_path / "s"), "--data-dir", str(tmp_path)]
+    args += ["--resume=auto", "--save-every", "7", "--tensorboard", "--threads", "1"]
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 0, res.output
+    ((cfg, run),) = handed_on
+    assert (cfg.task, cfg.model.arch, cfg.train.T, cfg.train.epochs, cfg.train.lr) == (
+        "distill",
+        "resnet19",
+        3,
+        2,
+        0.05,
+    )
+    assert (cfg.model.soft_reset, cfg.kd.teacher, cfg.train.out) == (False, "t.safetensors", str(tmp_path / "s"))
+    assert cfg.data.data_dir == str(tmp_path)
+    assert run == RunOptions(resume="auto", overwrite=False, save_every=7, tensorboard=True, threads=1)
+    with pytest.raises(AttributeError):
+        run.threads = 2  # frozen
+
+
+def test_no_flag_means_the_recipe_and_the_default_run(handed_on) -> None:
+    from snnkd_cli.cli._training import RunOptions
+
+    res = CliRunner().invoke(app, ["train-teacher"])
+    assert res.exit_code == 0, res.output
+    ((cfg, run),) = handed_on
+    recipe = from_preset("teacher", "synthetic", data_dir="data", seed=60, precision="auto")
+    assert cfg.to_json() == recipe.to_json() and run == RunOptions()

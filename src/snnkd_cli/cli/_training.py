@@ -1,11 +1,13 @@
 """Groups of options declared once for several commands (``train-teacher`` and ``distill`` share the training
-options; ``eval-sweep`` takes the early-exit group), and the hand-off to the training run."""
+options; ``eval-sweep`` takes the early-exit group). A group is a function: Typer reads its parameters, and the
+command receives what it returns (a frozen dataclass) as one keyword."""
 
 from __future__ import annotations
 
 import functools
 import inspect
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -44,13 +46,40 @@ from snnkd_cli.cli.options import (
     Width,
     Workers,
 )
+from snnkd_cli.config import RunConfig, from_preset
 from snnkd_cli.errors import SnnkdError
 
 if TYPE_CHECKING:
     from snnkd_cli.evaluation.early_exit import DynamicOptions
 
 
-def _training_options(
+@dataclass(frozen=True)
+class RunOptions:
+    """How a training run goes, beside the config it trains (and records): ``--resume`` (a path, or "auto" for
+    OUT/resume.safetensors), ``--overwrite``, ``--save-every``, ``--tensorboard`` and ``--threads``."""
+
+    resume: str | None = None
+    overwrite: bool = False
+    save_every: int | None = None
+    tensorboard: bool = False
+    threads: int | None = None
+
+
+@dataclass(frozen=True)
+class TrainingOptions:
+    """What the options ``train-teacher`` and ``distill`` share give the command.
+
+    Attributes:
+        build: ``build(task, **own)``: :func:`~snnkd_cli.config.from_preset` for ``--dataset`` with the shared
+            options and the command's own, each by keyword (None: the recipe's).
+        run: how the run goes.
+    """
+
+    build: Callable[..., RunConfig]
+    run: RunOptions
+
+
+def training_options(
     dataset: Dataset = "synthetic",
     data_dir: DataDir = Path("./data"),
     download: Download = False,
@@ -78,38 +107,76 @@ def _training_options(
     overwrite: Overwrite = False,
     save_every: SaveEvery = None,
     tensorboard: TensorBoard = False,
-) -> None:
-    """The options ``train-teacher`` and ``distill`` share (the dataset's recipe where None)."""
+) -> TrainingOptions:
+    """The options ``train-teacher`` and ``distill`` share (the dataset's recipe where None): declared here for
+    Typer (:func:`with_options` reads this signature); checked when the command builds its config."""
+    build = functools.partial(
+        from_preset,
+        dataset=dataset,
+        data_dir=str(data_dir),
+        download=download,
+        image_size=image_size,
+        width=width,
+        epochs=epochs,
+        batch_size=batch_size,
+        lr=lr,
+        weight_decay=weight_decay,
+        warmup_epochs=warmup_epochs,
+        schedule=schedule,
+        augment=augment,
+        resize=resize,
+        seed=seed,
+        workers=workers,
+        out=str(out) if out is not None else None,
+        precision=precision,
+        neuron_precision=neuron_precision,
+        channels_last=channels_last,
+        compile=compile,
+        max_steps=max_steps,
+        sync_bn=sync_bn,
+    )
+    run = RunOptions(
+        resume=resume, overwrite=overwrite, save_every=save_every, tensorboard=tensorboard, threads=threads
+    )
+    return TrainingOptions(build=build, run=run)
 
 
 def _parameters(fn: Callable) -> list[inspect.Parameter]:
-    """``fn``'s parameters with their annotations evaluated in ``fn``'s module (the return annotation, which
-    may name a type imported only for type checkers, is not evaluated)."""
-    evaluated = lambda a: eval(a, fn.__globals__) if isinstance(a, str) else a  # noqa: E731
-    return [p.replace(annotation=evaluated(p.annotation)) for p in inspect.signature(fn).parameters.values()]
+    """``fn``'s parameters, their annotations resolved in ``fn``'s module (as Typer resolves a command's)."""
+    return list(inspect.signature(fn, eval_str=True).parameters.values())
 
 
-def with_options(group: Callable) -> Callable[[Callable], Callable]:
-    """A decorator giving ``fn(own options, **group's)`` the options declared by ``group``'s signature after its
-    own, for Typer (which reads the signature and the annotations): a group of options is declared once."""
+def with_options(group: Callable, into: str) -> Callable[[Callable], Callable]:
+    """A decorator declaring ``group``'s options on a command after its own, for Typer (which reads the signature
+    and the annotations): a group of options is declared once. The command is called with its own options by
+    keyword and ``into=group(the group's options by keyword)``."""
     shared = _parameters(group)
 
     def deco(fn: Callable) -> Callable:
-        own = [p for p in _parameters(fn) if p.kind is not p.VAR_KEYWORD]
+        own = [p for p in _parameters(fn) if p.name != into]
 
         @functools.wraps(fn)
-        def wrapper(**kwargs: Any) -> None:
-            return fn(**kwargs)
+        def wrapper(**options: Any) -> None:
+            grouped = {p.name: options.pop(p.name) for p in shared}
+            return fn(**options, **{into: group(**grouped)})
 
         wrapper.__signature__ = inspect.Signature([*own, *shared], return_annotation=None)  # type: ignore[attr-defined]
-        # evaluated here: the string annotations name options the declaring modules import
         wrapper.__annotations__ = {p.name: p.annotation for p in [*own, *shared]}
         return wrapper
 
     return deco
 
 
-training_command = with_options(_training_options)
+training_command = with_options(training_options, into="training")
+
+
+@dataclass(frozen=True)
+class EarlyExitOptions:
+    """``eval-sweep``'s early-exit options, checked: ``dynamic`` (None without ``--dynamic``) and
+    ``--save-threshold``."""
+
+    dynamic: DynamicOptions | None
+    save_threshold: bool
 
 
 def early_exit_options(
@@ -119,9 +186,9 @@ def early_exit_options(
     max_drop: MaxDrop = None,
     calib_fraction: CalibFraction = None,
     save_threshold: SaveThreshold = False,
-) -> DynamicOptions | None:
+) -> EarlyExitOptions:
     """``eval-sweep``'s early-exit options: declared here for Typer (:func:`with_options` reads this signature)
-    and checked when called, as ``DynamicOptions`` (None without ``--dynamic``).
+    and checked when called: the rule and its search as ``DynamicOptions`` (None without ``--dynamic``).
 
     Raises:
         SnnkdError: an option given without ``--dynamic``, or a bad value (one line).
@@ -142,7 +209,7 @@ def early_exit_options(
         ]
         if given:
             raise SnnkdError(f"{given[0]} applies with --dynamic")
-        return None
+        return EarlyExitOptions(dynamic=None, save_threshold=False)
     grid = None
     if thresholds is not None:
         try:
@@ -154,22 +221,11 @@ def early_exit_options(
         if not grid:
             raise SnnkdError("--thresholds is empty: give comma-separated numbers, e.g. 0.8,0.9,0.95")
     opts = {"rule": exit_rule, "max_drop": max_drop, "calib_fraction": calib_fraction}
-    return DynamicOptions(thresholds=grid, **{k: v for k, v in opts.items() if v is not None})
+    dyn = DynamicOptions(thresholds=grid, **{k: v for k, v in opts.items() if v is not None})
+    return EarlyExitOptions(dynamic=dyn, save_threshold=save_threshold)
 
 
-early_exit_command = with_options(early_exit_options)
-
-
-def _train(task: str, opts: dict) -> None:
-    """Build the run's config from the command's options (the recipe where None) and train."""
-    from snnkd_cli.cli.commands import run_training
-    from snnkd_cli.config import from_preset
-
-    run_opts = {k: opts.pop(k) for k in ("resume", "overwrite", "save_every", "tensorboard", "threads")}
-    dataset = opts.pop("dataset")
-    opts["data_dir"] = str(opts["data_dir"])
-    opts["out"] = str(opts["out"]) if opts["out"] is not None else None
-    run_training(from_preset(task, dataset, **opts), **run_opts)
+early_exit_command = with_options(early_exit_options, into="early_exit")
 
 
 def reset_choice(soft_reset: bool, hard_reset: bool) -> bool | None:

@@ -5,13 +5,19 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
 from snnkd_cli import __version__
 from snnkd_cli.cli._runner import SnnkdGroup, bare_resume, handle_errors
-from snnkd_cli.cli._training import _train, early_exit_command, early_exit_options, reset_choice, training_command
+from snnkd_cli.cli._training import (
+    EarlyExitOptions,
+    TrainingOptions,
+    early_exit_command,
+    reset_choice,
+    training_command,
+)
 from snnkd_cli.cli.import_cmd import import_command
 from snnkd_cli.cli.options import (
     CalibHoldout,
@@ -59,13 +65,16 @@ def root(
 @training_command
 def train_teacher(
     arch: Annotated[str | None, typer.Option(help="ANN teacher: resnet18, resnet19, resnet34.")] = None,
-    **shared: Any,
+    *,
+    training: TrainingOptions,
 ) -> None:
     """Train an ANN teacher with cross-entropy.
 
     The recipe (epochs, learning rate, augmentation) is the paper's for the dataset unless an option says otherwise.
     """
-    _train("teacher", {"arch": arch, **shared})
+    from snnkd_cli.cli.commands import run_training
+
+    run_training(training.build("teacher", arch=arch), training.run)
 
 
 @app.command()
@@ -97,18 +106,32 @@ def distill(
     soft_reset: SoftReset = False,
     hard_reset: HardReset = False,
     calib_holdout: CalibHoldout = None,
-    **shared: Any,
+    *,
+    training: TrainingOptions,
 ) -> None:
     """Distil a spiking student from an ANN teacher.
 
     With the full-range loss (the default) the student works at every T from 1 to Tmax, not only at its
     training T.
     """
-    opts = {k: v for k, v in locals().items() if k != "shared"} | shared
-    opts["soft_reset"] = reset_choice(soft_reset, opts.pop("hard_reset"))
-    opts["arch"] = opts.pop("student_arch")
-    opts["teacher"] = str(teacher) if teacher else None
-    _train("distill", opts)
+    reset = reset_choice(soft_reset, hard_reset)  # refused before the engine (and torch) loads
+    from snnkd_cli.cli.commands import run_training
+
+    cfg = training.build(
+        "distill",
+        teacher=str(teacher) if teacher else None,
+        teacher_arch=teacher_arch,
+        arch=student_arch,
+        loss=loss,
+        T=T,
+        alpha=alpha,
+        beta=beta,
+        tau=tau,
+        decay=decay,
+        soft_reset=reset,
+        calib_holdout=calib_holdout,
+    )
+    run_training(cfg, training.run)
 
 
 app.command("import")(handle_errors(import_command))
@@ -149,7 +172,8 @@ def eval_sweep(
     ] = None,
     threads: Threads = None,
     overwrite: ReplaceOutputs = False,
-    **early_exit: Any,
+    *,
+    early_exit: EarlyExitOptions,
 ) -> None:
     """Accuracy of each checkpoint at every T up to max-T.
 
@@ -159,7 +183,6 @@ def eval_sweep(
     from snnkd_cli.cli.commands import run_sweep
 
     data = str(data_dir) if data_dir else None
-    dyn = early_exit_options(**early_exit)
     if energy_samples is not None and not energy:
         raise SnnkdError("--energy-samples applies with --energy")
     energy_n = (256 if energy_samples is None else energy_samples) if energy else None
@@ -174,8 +197,8 @@ def eval_sweep(
         csv_path=csv_path,
         reframe=reframe,
         energy=energy_n,
-        dynamic=dyn,
-        save_threshold=early_exit["save_threshold"],
+        dynamic=early_exit.dynamic,
+        save_threshold=early_exit.save_threshold,
         threads=threads,
         overwrite=overwrite,
     )

@@ -32,6 +32,7 @@ from snnkd_cli.cli._output import (
     write_json,
     write_sweep_csv,
 )
+from snnkd_cli.cli._training import RunOptions
 from snnkd_cli.config import MAX_TRAIN_T, RunConfig, from_preset
 from snnkd_cli.dist import is_main_process
 from snnkd_cli.errors import SnnkdError
@@ -43,25 +44,17 @@ from snnkd_cli.train.run import TrainOutcome, train
 from snnkd_cli.train.threads import set_threads
 
 
-def run_training(
-    cfg: RunConfig,
-    resume: str | None = None,
-    save_every: int | None = None,
-    tensorboard: bool = False,
-    overwrite: bool = False,
-    threads: int | None = None,
-) -> TrainOutcome:
-    """Train (teacher or student), then print the sweep of the best epoch and where the files are."""
-    set_threads(threads)
-    if resume == "auto":
-        resume = str(Path(cfg.train.out) / "resume.safetensors")
+def run_training(cfg: RunConfig, run: RunOptions) -> TrainOutcome:
+    """Train (teacher or student) as ``run`` says, then print the sweep of the best epoch and where the files are."""
+    set_threads(run.threads)
+    resume = str(Path(cfg.train.out) / "resume.safetensors") if run.resume == "auto" else run.resume
     outcome = train(
         cfg,
         RichReporter(err_console),
         resume=resume,
-        save_every=save_every,
-        tensorboard=tensorboard,
-        overwrite=overwrite,
+        save_every=run.save_every,
+        tensorboard=run.tensorboard,
+        overwrite=run.overwrite,
     )
     if not is_main_process():  # under torchrun only rank 0 prints
         return outcome
