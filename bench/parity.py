@@ -205,6 +205,12 @@ def snnkd_overrides(args: argparse.Namespace, extra: Sequence[str] = ()) -> dict
 
 
 def snnkd_teacher(args: argparse.Namespace, seed: int, out: Path) -> dict:
+    if args.teachers_from:  # a teacher trained by an earlier run of this script: evaluated, not retrained
+        path = Path(args.teachers_from) / out.name / "best.safetensors"
+        if not path.exists():
+            raise SystemExit(f"--teachers-from: no {path}; run that seed there first or drop --teachers-from")
+        _, res = evaluate_checkpoint(path)
+        return {"best_top1": res.rows[0]["top1"], "path": str(path)}
     kw = snnkd_overrides(args, args.teacher_set)
     cfg = from_preset("teacher", args.dataset, epochs=args.teacher_epochs, arch=args.teacher_arch, seed=seed,
                       out=str(out), **kw)  # fmt: skip
@@ -423,6 +429,7 @@ def run_suite(args: argparse.Namespace, command: str) -> dict:
         s = SUITE[name]
         make_set(s, root)
         argv = [a.format(root=root) for a in s.args] + suite_argv(args) + ["--out", str(out / name), "--no-doc"]
+        argv += ["--teachers-from", str(Path(args.teachers_from) / name)] if args.teachers_from else []
         print(f"== {name}: {s.what}", flush=True)
         done[name] = main(argv)
     table = suite_markdown(done, command, args.marker)
@@ -515,6 +522,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--student-set", action="append", default=[], metavar="KEY=VALUE",
                     help="an extra snnkd config field for distill only (schedule=cosine-step)")  # fmt: skip
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own)")
+    ap.add_argument("--teachers-from", default=None, metavar="DIR",
+                    help="snnkd's teachers: DIR/snnkd-teacher-seedS/best.safetensors of an earlier --out (with "
+                         "--suite: DIR/<set>/...), used as they are; the reference sides train theirs")  # fmt: skip
     ap.add_argument("--out", default="runs/parity", help="checkpoints and results.json (continued if present)")
     ap.add_argument("--doc", default="docs/results.md", help="markdown file whose marked block is rewritten")
     ap.add_argument("--marker", default="parity", help="name of the block in --doc (<!-- NAME:start -->)")

@@ -192,6 +192,7 @@ def test_teacher_from_a_pth_state_dict(tmp_path):
         ({"tau": 0.0}, "tau must be > 0, got 0.0"),
         ({"alpha": -1.0}, "alpha and beta must be >= 0"),
         ({"loss": "kl"}, "unknown loss 'kl': choose one of full-range, standard-kd, twce"),
+        ({"sd_none_correct": "drop"}, "unknown sd_none_correct 'drop': choose one of uniform, skip"),
         ({"precision": "fp8"}, "unknown precision 'fp8'"),
     ],
 )

@@ -59,6 +59,15 @@ def test_tiny_grid_writes_results_and_table(tmp_path):
     # a second call continues: nothing is run again
     again = parity.main(argv)
     assert again["runs"] == res["runs"]
+    # --teachers-from: the same teacher checkpoint, evaluated and used, not trained again
+    reuse = [*argv[: argv.index("--seeds")], "--seeds", "0", "--sides", "snnkd", "--losses", "twce", "--no-doc",
+             "--teachers-from", str(tmp_path / "p"), "--out", str(tmp_path / "p2")]  # fmt: skip
+    second = parity.main(reuse)
+    first_teacher = next(t for t in res["teachers"] if t["side"] == "snnkd")
+    assert second["teachers"][0]["top1"] == first_teacher["top1"] == second["runs"][0]["teacher_top1"]
+    assert not (tmp_path / "p2" / "snnkd-teacher-seed0").exists()
+    with pytest.raises(SystemExit, match="no .*snnkd-teacher-seed1"):
+        parity.main([*reuse[:-2], "--seeds", "1", "--out", str(tmp_path / "p3")])
 
 
 def _run(side, seed, top1):

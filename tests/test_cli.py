@@ -338,6 +338,11 @@ BAD_INPUT = [
     _case("T-0", ["distill", "--teacher", "{teacher}", "--T", "0"], "--T must be >= 1, got 0"),
     _case("max-T-0", ["eval-sweep", "{student}", "--max-T", "0", *_SWEEP_OUT], "--max-T must be >= 1, got 0"),
     _case("loss", ["distill", "--teacher", "{teacher}", "--loss", "bogus"], "unknown loss 'bogus'"),
+    _case(
+        "sd-none-correct",
+        ["distill", "--teacher", "{teacher}", "--sd-none-correct", "drop"],
+        "unknown --sd-none-correct 'drop': choose one of uniform, skip",
+    ),
     _case("full-range-no-teacher", ["distill"], "--loss full-range needs --teacher"),
     _case("standard-kd-no-teacher", ["distill", "--loss", "standard-kd"], "--loss standard-kd needs --teacher"),
     # teachers and data that do not fit

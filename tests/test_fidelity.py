@@ -192,6 +192,7 @@ def hand_terms(tau: float) -> dict[str, float]:
         "ce": mean(lambda t, b: _ce(s[t][b], y[b])),
         "td": mean(lambda t, b: _kd(s[t][b], z[b], tau)),
         "sd": mean(lambda t, b: _kd(s[t][b], ens[b], tau)),
+        "sd_skip": mean(lambda t, b: _kd(s[t][b], ens[b], tau) if any(ens[b]) else 0.0),
         "std_ce": sum(_ce(avg[b], y[b]) for b in range(B)) / B,
         "std_kd": sum(_kd(avg[b], z[b], tau) for b in range(B)) / B,
     }
@@ -216,6 +217,8 @@ def test_distill_task_computes_methods_loss(tau):
     assert float(std["loss"]) == pytest.approx(want_std, rel=1e-5) and abs(want_std - want) > 0.01
     twce, _ = DistillTask(None, T, KDConfig("twce"))(student, x, Y)
     assert float(twce["loss"]) == pytest.approx(h["ce"], rel=1e-5)
+    skip, _ = DistillTask(teacher, T, KDConfig("full-range", alpha, beta, tau, sd_none_correct="skip"))(student, x, Y)
+    assert float(skip["sd"]) == pytest.approx(h["sd_skip"], rel=1e-5) and h["sd_skip"] < h["sd"] - 0.01
 
 
 # --- the CIFAR training transform -------------------------------------------------------------------

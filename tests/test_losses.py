@@ -30,7 +30,7 @@ def kd(p_row, q_row, tau):
     return sum(qc * (math.log(qc) - math.log(pc)) for pc, qc in zip(p, q, strict=True)) * tau**2
 
 
-def hand_full_range(s, z, y, alpha, beta, tau):
+def hand_full_range(s, z, y, alpha, beta, tau, none_correct="uniform"):
     T, B = len(s), len(y)
     ens = []
     for b in range(B):
@@ -41,7 +41,8 @@ def hand_full_range(s, z, y, alpha, beta, tau):
             ens.append([0.0] * len(s[0][b]))
     ce_t = [sum(ce(s[t][b], y[b]) for b in range(B)) / B for t in range(T)]
     td_t = [sum(kd(s[t][b], z[b], tau) for b in range(B)) / B for t in range(T)]
-    sd_t = [sum(kd(s[t][b], ens[b], tau) for b in range(B)) / B for t in range(T)]
+    counted = [none_correct == "uniform" or any(ens[b]) for b in range(B)]  # skip: no SD term without a correct step
+    sd_t = [sum(kd(s[t][b], ens[b], tau) for b in range(B) if counted[b]) / B for t in range(T)]
     mean = lambda v: sum(v) / len(v)  # noqa: E731
     return mean(ce_t) + alpha * mean(td_t) + beta * mean(sd_t), ens
 
@@ -65,6 +66,20 @@ def test_full_range_matches_hand_computation(batch, alpha, beta, tau):
     got = full_range_kd_loss(s, z, y, alpha=alpha, beta=beta, temperature=tau)
     assert got.dim() == 0
     assert got.item() == pytest.approx(want, rel=1e-5)
+
+
+@pytest.mark.parametrize("alpha,beta,tau", [(0.2, 0.5, 3.0), (0.0, 2.0, 1.0)])
+def test_skipping_samples_with_no_correct_step_matches_hand_computation(batch, alpha, beta, tau):
+    s, z, y = batch
+    want, _ = hand_full_range(s.tolist(), z.tolist(), y.tolist(), alpha, beta, tau, none_correct="skip")
+    uniform, _ = hand_full_range(s.tolist(), z.tolist(), y.tolist(), alpha, beta, tau)
+    got = full_range_kd_loss(s, z, y, alpha=alpha, beta=beta, temperature=tau, none_correct="skip")
+    assert got.item() == pytest.approx(want, rel=1e-5) and want < uniform  # sample 3 adds its pull to uniform
+    never = torch.tensor([[[2.0, 0.0, -1.0]], [[1.0, 3.0, 0.0]]])  # no step correct: SD is exactly zero
+    terms = full_range_kd_terms(never, torch.zeros(1, 3), torch.tensor([2]), none_correct="skip")
+    assert terms["sd"].item() == 0.0
+    with pytest.raises(ValueError, match="none_correct"):
+        full_range_kd_terms(s, z, y, none_correct="drop")
 
 
 def test_self_distillation_ensemble_and_uniform_fallback(batch):

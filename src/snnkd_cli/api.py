@@ -54,6 +54,7 @@ def distill(
     alpha: float = 0.2,
     beta: float = 0.5,
     tau: float = 3.0,
+    sd_none_correct: str = "uniform",
     temporal: bool = False,
     device: str | torch.device | None = None,
     verbose: bool = True,
@@ -74,6 +75,8 @@ def distill(
         train_loader, val_loader: yield ``(x [B, ...], y [B])``; event data as ``[B, T, C, H, W]``.
         loss: ``"full-range"``, ``"standard-kd"`` or ``"twce"``.
         alpha, beta, tau: loss weights and temperature.
+        sd_none_correct: the self-distillation target of a sample no step gets right: ``"uniform"`` (the
+            paper's code) or ``"skip"`` (no self-distillation term for it).
         temporal: True for event frames (frame t at step t), False for static images.
         device: where to train (default: CUDA if available).
         verbose: a progress bar and per-epoch lines on standard error (:class:`snnkd_cli.reporting.RichReporter`).
@@ -98,7 +101,8 @@ def distill(
         :class:`FitResult` with the per-epoch history and the best validation sweep.
     """
     out = config.pop("out", None)
-    cfg, kd = _options(config, KDConfig(loss=loss, alpha=alpha, beta=beta, tau=tau), dataset)
+    kd_config = KDConfig(loss=loss, alpha=alpha, beta=beta, tau=tau, sd_none_correct=sd_none_correct)
+    cfg, kd = _options(config, kd_config, dataset)
     check_run_options(out, resume := _resume_path(resume, out), overwrite, save_every)
     dev, env = torch.device(device) if device is not None else default_device(), DistEnv()  # one process: this
     student.to(dev)

@@ -18,6 +18,7 @@ from snnkd_cli.errors import SnnkdError, given, option
 DATASETS = ("synthetic", "cifar10", "cifar100", "imagefolder", "imagenet", "cifar10dvs", "synthetic-dvs")
 EVENT_DATASETS = ("cifar10dvs", "synthetic-dvs")
 LOSSES = ("full-range", "standard-kd", "twce")
+SD_NONE_CORRECT = ("uniform", "skip")  # the self-distillation target of a sample with no correct step
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 NEURON_PRECISIONS = ("fp32", "autocast")
 SCHEDULES = ("cosine-epoch", "cosine-step")
@@ -123,6 +124,7 @@ class KDConfig(Freezable):
     alpha: float = 0.2
     beta: float = 0.5
     tau: float = 3.0
+    sd_none_correct: str = "uniform"  # SD target of a sample with no correct step: uniform (paper) or skip
     teacher: str = ""
     teacher_arch: str = ""  # for a .pth/.pt state dict trained elsewhere
 
@@ -375,6 +377,7 @@ def validate_train(t: TrainConfig) -> None:
 def validate_kd(kd: KDConfig) -> None:
     """One-line errors for a loss and weights no run can use."""
     check_choice(kd.loss, LOSSES, "loss")
+    check_choice(kd.sd_none_correct, SD_NONE_CORRECT, option("sd_none_correct"))
     check_finite(tau=kd.tau, alpha=kd.alpha, beta=kd.beta)
     if kd.tau <= 0:
         raise SnnkdError(f"{option('tau')} must be > 0, got {kd.tau}")

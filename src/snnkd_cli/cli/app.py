@@ -102,6 +102,13 @@ def distill(
     alpha: Annotated[float, typer.Option(help="Weight of the teacher KD term.")] = 0.2,
     beta: Annotated[float, typer.Option(help="Weight of the self-distillation term.")] = 0.5,
     tau: Annotated[float | None, typer.Option(help="KD temperature (paper: 3 CIFAR/DVS, 1 ImageNet).")] = None,
+    sd_none_correct: Annotated[
+        str,
+        typer.Option(
+            help="Self-distillation target of a sample that no timestep classifies correctly: uniform (the "
+            "paper's code: pulled toward a uniform distribution) or skip (no self-distillation term for it)."
+        ),
+    ] = "uniform",
     decay: Decay = None,
     soft_reset: SoftReset = False,
     hard_reset: HardReset = False,
@@ -127,6 +134,7 @@ def distill(
         alpha=alpha,
         beta=beta,
         tau=tau,
+        sd_none_correct=sd_none_correct,
         decay=decay,
         soft_reset=reset,
         calib_holdout=calib_holdout,

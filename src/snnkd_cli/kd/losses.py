@@ -9,11 +9,14 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from snnkd_cli.config import SD_NONE_CORRECT
+
 __all__ = [
     "combine_full_range_terms",
     "full_range_kd_loss",
     "full_range_kd_terms",
     "kd_divergence",
+    "self_distillation_divergence",
     "self_distillation_target",
     "standard_kd_loss",
     "twce_loss",
@@ -41,10 +44,14 @@ def kd_divergence(student: torch.Tensor, target: torch.Tensor, temperature: floa
     Returns:
         Scalar: for ``[T, B, C]`` inputs this is ``mean_t`` of the batch-mean KL at step t.
     """
+    return _kl_rows(student, target, temperature).mean() * temperature**2
+
+
+def _kl_rows(student: torch.Tensor, target: torch.Tensor, temperature: float) -> torch.Tensor:
+    """``KL(softmax(target/tau) || softmax(student/tau))`` per row: ``[..., C]`` -> ``[...]`` (float32)."""
     log_p = F.log_softmax(student.float() / temperature, dim=-1)
     log_q = F.log_softmax(target.detach().float() / temperature, dim=-1).expand_as(log_p)
-    kl = (log_q.exp() * (log_q - log_p)).sum(-1)  # [...]
-    return kl.mean() * temperature**2
+    return (log_q.exp() * (log_q - log_p)).sum(-1)
 
 
 def self_distillation_target(student_logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -61,6 +68,28 @@ def self_distillation_target(student_logits: torch.Tensor, target: torch.Tensor)
     correct = (s.argmax(-1) == target.unsqueeze(0)).float()  # [T, B]
     total = (s * correct.unsqueeze(-1)).sum(0)  # [B, C]
     return total / correct.sum(0).clamp(min=1.0).unsqueeze(-1)
+
+
+def self_distillation_divergence(
+    student_logits: torch.Tensor, target: torch.Tensor, temperature: float, none_correct: str = "uniform"
+) -> torch.Tensor:
+    """``mean_t KD(s[t], ens)`` (scalar) with ``ens`` from :func:`self_distillation_target`.
+
+    Args:
+        student_logits: ``[T, B, C]``.
+        target: ``[B]``.
+        temperature: tau.
+        none_correct: a sample none of whose steps is correct is pulled toward a uniform target
+            (``"uniform"``, the paper's code) or adds nothing (``"skip"``; the mean is still over all ``B``).
+    """
+    if none_correct not in SD_NONE_CORRECT:
+        raise ValueError(f"none_correct must be one of {SD_NONE_CORRECT}, got {none_correct!r}")
+    ens = self_distillation_target(student_logits, target)  # [B, C]
+    if none_correct == "uniform":
+        return kd_divergence(student_logits, ens.unsqueeze(0), temperature)
+    keep = (student_logits.detach().argmax(-1) == target.unsqueeze(0)).any(0).float()  # [B]
+    kl = _kl_rows(student_logits, ens.unsqueeze(0), temperature)  # [T, B]
+    return (kl * keep).mean() * temperature**2
 
 
 def twce_loss(student_logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -81,18 +110,19 @@ def full_range_kd_terms(
     target: torch.Tensor,
     *,
     temperature: float = 3.0,
+    none_correct: str = "uniform",
 ) -> dict[str, torch.Tensor]:
     """The three unweighted terms of the full-range loss: ``{"ce", "td", "sd"}`` (scalars).
 
     ``ce = mean_t CE_t``, ``td = mean_t KD(s[t], teacher)``, ``sd = mean_t KD(s[t], ens)``
-    where ``ens`` is :func:`self_distillation_target`.
+    where ``ens`` is :func:`self_distillation_target` (``none_correct``: see
+    :func:`self_distillation_divergence`).
     """
     _check(student_logits, target, teacher_logits)
-    ens = self_distillation_target(student_logits, target)
     return {
         "ce": twce_loss(student_logits, target),
         "td": kd_divergence(student_logits, teacher_logits.unsqueeze(0), temperature),
-        "sd": kd_divergence(student_logits, ens.unsqueeze(0), temperature),
+        "sd": self_distillation_divergence(student_logits, target, temperature, none_correct),
     }
 
 
@@ -104,6 +134,7 @@ def full_range_kd_loss(
     alpha: float = 0.2,
     beta: float = 0.5,
     temperature: float = 3.0,
+    none_correct: str = "uniform",
 ) -> torch.Tensor:
     """The paper's loss: ``mean_t CE_t + alpha * mean_t TD_t + beta * mean_t SD_t``.
 
@@ -114,11 +145,13 @@ def full_range_kd_loss(
         alpha: weight of the teacher term.
         beta: weight of the self-distillation term.
         temperature: softmax temperature tau of both KD terms.
+        none_correct: the SD term of a sample with no correct step: ``"uniform"`` (the paper) or ``"skip"``.
 
     Returns:
         Scalar loss.
     """
-    t = full_range_kd_terms(student_logits, teacher_logits, target, temperature=temperature)
+    t = full_range_kd_terms(student_logits, teacher_logits, target, temperature=temperature,
+                            none_correct=none_correct)  # fmt: skip
     return combine_full_range_terms(t, alpha=alpha, beta=beta)
 
 

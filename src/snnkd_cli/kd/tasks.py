@@ -51,8 +51,8 @@ class DistillTask:
     Args:
         teacher: ANN in eval mode (run under no_grad); None is allowed for ``loss="twce"``.
         T: training timesteps.
-        kd: the loss (``"full-range"``, ``"standard-kd"`` or ``"twce"``), its weights ``alpha``, ``beta``
-            and temperature ``tau`` (METHOD.md); default: the paper's full-range loss.
+        kd: the loss (``"full-range"``, ``"standard-kd"`` or ``"twce"``), its weights ``alpha``, ``beta``,
+            temperature ``tau`` and ``sd_none_correct`` (METHOD.md); default: the paper's full-range loss.
         temporal: event frames (frame t at step t) instead of a repeated static image.
     """
 
@@ -64,6 +64,7 @@ class DistillTask:
             raise ValueError(f"loss '{kd.loss}' needs a teacher")
         self.teacher, self.T, self.loss = teacher, T, kd.loss
         self.alpha, self.beta, self.tau, self.temporal = kd.alpha, kd.beta, kd.tau, temporal
+        self.sd_none_correct = kd.sd_none_correct
 
     def __call__(
         self, model: nn.Module, x: torch.Tensor, y: torch.Tensor
@@ -77,6 +78,6 @@ class DistillTask:
             if self.loss == "standard-kd":
                 out = {"loss": losses.standard_kd_loss(s, z, y, alpha=self.alpha, temperature=self.tau)}
             else:
-                t = losses.full_range_kd_terms(s, z, y, temperature=self.tau)
+                t = losses.full_range_kd_terms(s, z, y, temperature=self.tau, none_correct=self.sd_none_correct)
                 out = {"loss": losses.combine_full_range_terms(t, alpha=self.alpha, beta=self.beta), **t}
         return out, s.detach().mean(0)
