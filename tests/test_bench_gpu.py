@@ -1,4 +1,7 @@
-"""bench/gpu.py --small on the CPU: every variant timed, the LIF code named, the torchrun run passing."""
+"""bench/gpu.py --small on the CPU: every variant timed, the LIF code named, the torchrun stages wired.
+
+The torchrun stages run snnkd's CLI three times (train-teacher, distill under torchrun, eval-sweep);
+snnkd under torchrun is run for real in test_distributed, so here they get a fake ``subprocess.run``."""
 
 from __future__ import annotations
 
@@ -22,6 +25,7 @@ def small_run(tmp_path_factory) -> tuple[dict, str]:
     out = tmp_path_factory.mktemp("gpu") / "gpu.json"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, str(BENCH / "gpu.py"), "--small", "--device", "cpu", "--threads", "1", "--out", str(out)]
+    cmd += ["--parts", "lif", "sweep", "steps"]
     res = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
     assert res.returncode == 0, res.stderr[-3000:]
     return json.loads(out.read_text()), res.stdout
@@ -56,16 +60,59 @@ def test_the_lif_code_is_named_and_the_checks_pass(small_run) -> None:
         assert by[shape, "fp32"]["implementation"].startswith("sj_lif") and by[shape, "fp32"]["calls"]["op"] > 0
         assert by[shape, "bf16"]["calls"] == by[shape, "fp32"]["calls"]
         assert "reference" in by[shape, "bf16-lifbf16"]["calls"] and not by[shape, "bf16-lifbf16"]["required"]
-    assert report["torchrun"]["ok"] and [s["stage"] for s in report["torchrun"]["stages"]] == [
-        "train-teacher",
-        "distill (torchrun)",
-        "eval-sweep",
-    ]
-    assert all(s["seconds"] > 0 for s in report["torchrun"]["stages"])
+    assert "torchrun" not in report and report["settings"]["parts"] == ["lif", "sweep", "steps"]
     sweep = report["sweep"]
     assert sweep["same_top1_every_T"] and sweep["top1_one_pass"] == sweep["top1_separate"]
     assert len(sweep["top1_one_pass"]) == 8
-    assert report["ok"] and "torchrun x1" in stdout and "PASS" in stdout
+    assert report["ok"] and "LIF OK" in stdout
+
+
+def _fake_cli(calls: list[list[str]], fail: str | None = None):
+    """``subprocess.run`` for the torchrun stages: writes what each snnkd command would write; ``fail``
+    (a command name) exits 1."""
+
+    def run(cmd, **kw):
+        calls.append(cmd)
+        name = next(c for c in cmd if c in ("train-teacher", "distill", "eval-sweep"))
+        if name == fail:
+            return subprocess.CompletedProcess(cmd, 1, "", "error: it broke")
+        if name == "eval-sweep":
+            rows = [{"T": t} for t in range(1, int(cmd[cmd.index("--max-T") + 1]) + 1)]
+            Path(cmd[cmd.index("--json") + 1]).write_text(json.dumps({"checkpoints": [{"results": rows}]}))
+        else:
+            made = Path(cmd[cmd.index("--out") + 1]) / "best.safetensors"
+            made.parent.mkdir(parents=True)
+            made.write_bytes(b"")
+        return subprocess.CompletedProcess(cmd, 0, "", "")
+
+    return run
+
+
+@pytest.mark.parametrize("nproc", [1, 2])
+def test_torchrun_stages_run_in_order_on_each_others_files(tmp_path, monkeypatch, nproc) -> None:
+    gpu = _bench_module("gpu")
+    calls: list[list[str]] = []
+    monkeypatch.setattr(gpu.subprocess, "run", _fake_cli(calls))
+    args = gpu.parse_args(["--small", "--device", "cpu", "--nproc", str(nproc)])
+    out = gpu.torchrun_part(torch.device("cpu"), args, tmp_path)
+    assert out["ok"] and [s["stage"] for s in out["stages"]] == ["train-teacher", "distill (torchrun)", "eval-sweep"]
+    assert out["backend"] == ("one process, no process group" if nproc == 1 else "gloo")
+    teacher, distill, sweep = calls
+    assert "torch.distributed.run" not in teacher and distill[distill.index("--nproc-per-node") + 1] == str(nproc)
+    assert distill[distill.index("--teacher") + 1] == str(tmp_path / "teacher" / "best.safetensors")
+    assert distill[distill.index("--batch-size") + 1] == str(16 * nproc)  # the per-process batch stays 16
+    assert sweep[sweep.index("eval-sweep") + 1] == str(tmp_path / "student" / "best.safetensors")
+    assert int(sweep[sweep.index("--max-T") + 1]) == gpu.SWEEP_T
+
+
+def test_a_failed_torchrun_stage_stops_the_rest_and_keeps_its_error(tmp_path, monkeypatch) -> None:
+    gpu = _bench_module("gpu")
+    calls: list[list[str]] = []
+    monkeypatch.setattr(gpu.subprocess, "run", _fake_cli(calls, fail="distill"))
+    out = gpu.torchrun_part(torch.device("cpu"), gpu.parse_args(["--small", "--device", "cpu"]), tmp_path)
+    assert not out["ok"] and len(calls) == 2 and [s["ok"] for s in out["stages"]] == [True, False]
+    assert out["stages"][1]["stderr_tail"] == "error: it broke" and out["stages"][1]["returncode"] == 1
+    assert "torchrun x1 (one process, no process group): FAIL" in gpu.summary({"torchrun": out})[0]
 
 
 def _bench_module(name: str):
