@@ -1,5 +1,6 @@
 """The one-pass sweep equals separate runs at each T, and its spike rates equal a manual count."""
 
+import pytest
 import torch
 from spikingjelly.activation_based import functional, neuron
 from torch.utils.data import DataLoader, TensorDataset
@@ -100,3 +101,63 @@ def test_sweep_and_energy_restore_the_mode_and_refuse_unknown_options():
     assert net.training
     resolved = Pass(precision="auto").on(net)
     assert resolved.device == torch.device("cpu") and resolved.precision in ("fp32", "bf16")
+
+
+# --- a long pass in chunks of steps (issue 26, item 3) --------------------------------------------------------
+
+
+def _chunk_case(temporal: bool):
+    """A firing width-8 student (float32) and a loader of 12 samples: images [3, 16, 16] or event frames
+    [9, 2, 16, 16] (counts 0-2)."""
+    from helpers import firing_student
+
+    net = firing_student(torch.float32, in_channels=2 if temporal else 3)
+    g = torch.Generator().manual_seed(1)
+    if temporal:
+        x = torch.randint(0, 3, (12, 9, 2, 16, 16), generator=g).float()
+    else:
+        x = torch.randn(12, 3, 16, 16, generator=g) * 2
+    return net, DataLoader(TensorDataset(x, torch.randint(0, 10, (12,), generator=g)), batch_size=6)
+
+
+@pytest.mark.parametrize("temporal", [False, True], ids=["images", "events"])
+def test_a_pass_in_chunks_gives_the_logits_and_the_sweep_of_one_pass(temporal):
+    """Max-T 9 in chunks of 4 (4 + 4 + 1 steps, the state carried): the per-T cumulative logits equal those of
+    one forward at 1e-6, and the sweep's rows (top-1, top-5, spike rates) and early-exit trace are the same."""
+    from snnkd_cli.evaluation.sweep import forward_in_chunks
+
+    net, loader = _chunk_case(temporal)
+    x = time_major(next(iter(loader))[0], 9, temporal)  # [9, 6, C, 16, 16]
+    with torch.no_grad():
+        functional.reset_net(net)
+        whole = net(x).cumsum(0)  # [9, 6, 10]
+        functional.reset_net(net)
+        chunked = forward_in_chunks(net, x, 4).cumsum(0)
+        functional.reset_net(net)
+        first = net(x[:4])
+        functional.reset_net(net)  # a restart instead of the carried state
+        restarted = torch.cat([first, net(x[4:])]).cumsum(0)
+    torch.testing.assert_close(chunked, whole, rtol=1e-6, atol=1e-6)
+    assert not torch.allclose(restarted[4:], whole[4:], atol=1e-3)  # the carried state is what makes them equal
+    one = sweep(net, loader, 9, temporal=temporal, chunk_T=9, keep_trace=True)
+    four = sweep(net, loader, 9, temporal=temporal, chunk_T=4, keep_trace=True)
+    assert four.rows == one.rows and four.method == one.method == "one-pass"
+    assert 0 < one.rows[-1]["spike_rate"] < 1
+    for name in ("confidence", "entropy", "pred"):
+        torch.testing.assert_close(getattr(four.trace, name), getattr(one.trace, name), rtol=1e-6, atol=1e-6)
+
+
+def test_the_default_chunk_leaves_short_passes_whole_and_a_chunk_below_1_is_refused():
+    from snnkd_cli.errors import SnnkdError
+    from snnkd_cli.evaluation.sweep import SWEEP_CHUNK_T, Pass
+
+    net, loader = _chunk_case(False)
+    assert Pass().on(net).chunk_T == SWEEP_CHUNK_T == 16
+    calls = []
+    hook = net.register_forward_hook(lambda m, i, o: calls.append(len(i[0])))
+    sweep(net, loader, 9)  # 9 <= 16 steps: one forward per batch
+    sweep(net, loader, 9, chunk_T=4)
+    hook.remove()
+    assert calls == [9, 9, 4, 4, 1, 4, 4, 1]
+    with pytest.raises(SnnkdError, match="chunk_T must be >= 1"):
+        sweep(net, loader, 9, chunk_T=0)

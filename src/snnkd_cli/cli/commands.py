@@ -82,6 +82,7 @@ def run_sweep(
     save_threshold: bool = False,
     threads: int | None = None,
     overwrite: bool = False,
+    chunk_T: int | None = None,
 ) -> None:
     """Evaluate every checkpoint, then print one table (with ``energy``, an accuracy-versus-cost table
     and the spike rate per layer; with ``dynamic``, one early-exit table per student), write the
@@ -106,6 +107,7 @@ def run_sweep(
         print_note(f"--max-T {max_T} runs {max_T} steps on every batch: expect a long sweep")
     kw = {"dataset": dataset, "data_dir": data_dir, "batch_size": batch_size, "precision": precision}
     kw |= {"reframe": reframe, "energy": energy is not None, "energy_samples": energy, "dynamic": dynamic}
+    kw["chunk_T"] = chunk_T
     results = [evaluate_checkpoint(p, max_T, **kw) for p in checkpoints]
     tables.print(*split_to_fit(tables, sweep_table, results), crop=False)
     costs = [(c, r) for c, r in results if r.energy is not None]

@@ -35,6 +35,7 @@ def evaluate_checkpoint(
     energy: bool = False,
     energy_samples: int | None = 256,
     dynamic: DynamicOptions | None = None,
+    chunk_T: int | None = None,
 ) -> tuple[Checkpoint, SweepResult]:
     """Rebuild a checkpoint's model from the file alone and sweep T = 1..max_T in one pass.
 
@@ -51,13 +52,15 @@ def evaluate_checkpoint(
             (``SweepResult.energy``) on the first ``energy_samples`` samples (None: all).
         dynamic: also evaluate early exit (students): the curve from the same pass and a threshold chosen
             on a calibration slice of the training split (``result.dynamic``).
+        chunk_T: steps per forward of a student's pass (default ``SWEEP_CHUNK_T``): a longer pass runs in chunks,
+            the state carried between them (the same numbers, the memory of ``chunk_T`` steps).
     """
     device = device or default_device()
     precision = precision or "fp32"
     ckpt = load_checkpoint(path)
     check_rebuildable(ckpt)
     spiking = ckpt.kind == "student"
-    _check_options(max_T, batch_size, energy, energy_samples, reframe, dynamic is not None)
+    _check_options(max_T, batch_size, energy, energy_samples, reframe, dynamic is not None, chunk_T)
     val, info, data = _evaluation_data(path, ckpt.config, dataset, data_dir)
     ckpt = dataclasses.replace(ckpt, config=dataclasses.replace(ckpt.config, data=data))  # the data evaluated on
     cfg = ckpt.config
@@ -69,14 +72,14 @@ def evaluate_checkpoint(
     if reframe:
         if not (spiking and cfg.data.dataset == "cifar10dvs"):
             raise SnnkdError("--reframe applies to spiking students on cifar10dvs (it re-frames the recordings)")
-        return ckpt, _reframed_sweep(model, cfg, T, batch_size or cfg.train.batch_size, device, precision)
+        return ckpt, _reframed_sweep(model, cfg, T, batch_size or cfg.train.batch_size, device, precision, chunk_T)
     if spiking:
         check_T_fits(T, info, option("max_T"))
     calib = None
     if dynamic is not None and spiking:  # built first: a missing training split fails before the long pass
         dynamic = dynamic.resolve(cfg.data.calib_holdout)
         calib = calibration_split(cfg.data, dynamic.calib_fraction)
-    kw = {"temporal": info.temporal, "device": device, "precision": precision}
+    kw = {"temporal": info.temporal, "device": device, "precision": precision, "chunk_T": chunk_T}
     res = sweep(model, loader, T, spiking=spiking, keep_trace=calib is not None, **kw)
     if energy:
         res.energy = measure_energy(model, loader, T, spiking=spiking, max_samples=energy_samples, **kw)
@@ -88,11 +91,19 @@ def evaluate_checkpoint(
 
 
 def _check_options(
-    max_T: int | None, batch_size: int | None, energy: bool, samples: int | None, reframe: bool, dynamic: bool
+    max_T: int | None,
+    batch_size: int | None,
+    energy: bool,
+    samples: int | None,
+    reframe: bool,
+    dynamic: bool,
+    chunk_T: int | None = None,
 ) -> None:
     """The options alone, before any data or model is loaded."""
     if max_T is not None and max_T < 1:
         raise SnnkdError(f"{option('max_T')} must be >= 1, got {max_T}")
+    if chunk_T is not None and chunk_T < 1:
+        raise SnnkdError(f"{option('chunk_T')} must be >= 1, got {chunk_T}")
     if batch_size is not None and batch_size < 1:
         raise SnnkdError(f"{option('batch_size')} must be >= 1, got {batch_size}")
     if energy and reframe:
@@ -143,7 +154,13 @@ def _exit_energy(res: SweepResult, T: int) -> None:
 
 
 def _reframed_sweep(
-    model: nn.Module, cfg: RunConfig, max_T: int, batch_size: int, device: torch.device, precision: str
+    model: nn.Module,
+    cfg: RunConfig,
+    max_T: int,
+    batch_size: int,
+    device: torch.device,
+    precision: str,
+    chunk_T: int | None = None,
 ) -> SweepResult:
     """Row T' from a run of T' steps over the recordings framed into T' frames (one pass per T')."""
     from snnkd_cli.data.dvs import DVSFrames, open_dvs_cache, preprocess_dvs, read_manifest
@@ -166,7 +183,7 @@ def _reframed_sweep(
         )
         val = DVSFrames(rep.cache_dir, train=False)
         loader = make_loader(val, batch_size, train=False, workers=cfg.data.workers, seed=0, device=device)
-        res = sweep(model, loader, t, temporal=True, device=device, precision=precision)
+        res = sweep(model, loader, t, temporal=True, device=device, precision=precision, chunk_T=chunk_T)
         rows.append(res.at(t))
         n = res.num_samples
     return SweepResult(rows, n, method="reframed", precision=res.precision)

@@ -5,6 +5,10 @@ neuron's state at step t depends only on steps <= t), so ``cumsum(logits, 0)[t-1
 the prediction at T'=t. A model that mixes timesteps (attention or a mean over T) declares
 ``mixes_time = True`` and is run once per T'. Spike rates come from forward hooks on
 spikingjelly neurons.
+
+A long pass runs in chunks of ``chunk_T`` steps (:data:`SWEEP_CHUNK_T` unless given), the network's state
+carried from one chunk to the next (as the early-exit runtime carries it from step to step): the same logits,
+and the activation memory of a pass at ``chunk_T`` steps instead of max_T.
 """
 
 from __future__ import annotations
@@ -19,11 +23,16 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from snnkd_cli.dist import all_reduce_sum
-from snnkd_cli.errors import SnnkdError
+from snnkd_cli.errors import SnnkdError, option
 from snnkd_cli.evaluation.early_exit import DynamicResult, ExitTrace, running_mean
 from snnkd_cli.models.contract import evaluating, mixes_time, reset_state, teacher_input, time_major
 from snnkd_cli.precision import autocast, resolve_precision
 from snnkd_cli.progress import track
+
+# Steps per forward of a longer pass. Without autograd a forward holds a few layers' activations of its steps at
+# once, where a training step keeps every layer's of all its steps: 16 fit where a training step at the usual T
+# fits (eval-sweep --chunk-T sets another).
+SWEEP_CHUNK_T = 16
 
 
 @dataclass
@@ -63,6 +72,7 @@ class SpikeCounter:
         self.nodes = {name or "neuron": m for name, m in model.named_modules() if isinstance(m, BaseNode)}
         self.spikes: torch.Tensor | None = None  # [T]
         self.neurons = 0
+        self.offset = 0  # the step the next forward starts at (a pass in chunks: the chunk's first step)
         self._layer_spikes: dict[str, torch.Tensor | float] = dict.fromkeys(self.nodes, 0.0)  # summed on device
         self._layer_count = dict.fromkeys(self.nodes, 0)  # elements emitted
         self._layer_neurons = dict.fromkeys(self.nodes, 0)  # neurons per sample
@@ -78,13 +88,15 @@ class SpikeCounter:
             self._layer_neurons[name] = out[0, 0].numel() if out.dim() > 2 else out.shape[-1]
             if out.dim() < 2:
                 return
-            per_step = flat.reshape(out.shape[0], -1).sum(1)  # [T]
+            per_step = flat.reshape(out.shape[0], -1).sum(1)  # [T'] steps offset.. of this forward
+            end = self.offset + len(per_step)
             if self.spikes is None:
-                self.spikes = per_step
-            else:  # calls of different lengths (runs at several T): step t adds to step t
-                T = max(len(self.spikes), len(per_step))
-                self.spikes = F.pad(self.spikes, (0, T - len(self.spikes))) + F.pad(per_step, (0, T - len(per_step)))
-            self.neurons += out[0].numel()
+                self.spikes = F.pad(per_step, (self.offset, 0))
+            else:  # calls of different lengths (runs at several T, chunks of a pass): step t adds to step t
+                T = max(len(self.spikes), end)
+                self.spikes = F.pad(self.spikes, (0, T - len(self.spikes))) + F.pad(per_step, (self.offset, T - end))
+            if self.offset == 0:  # neurons per step, counted once per pass
+                self.neurons += out[0].numel()
 
         return hook
 
@@ -122,17 +134,51 @@ class Pass:
         device: where to run (None: where the model's parameters are).
         precision: autocast precision of the forward pass (``"auto"``: bf16 where the device computes it).
         spiking: False for an ANN (``[B,...] -> [B,C]``; one row with ``T=None``).
+        chunk_T: steps per forward of a student's pass (None: :data:`SWEEP_CHUNK_T`); a pass at more steps runs
+            in chunks, the state carried between them (the same logits, the memory of ``chunk_T`` steps).
     """
 
     temporal: bool = False
     device: torch.device | None = None
     precision: str = "fp32"
     spiking: bool = True
+    chunk_T: int | None = None
 
     def on(self, model: nn.Module) -> Pass:
-        """This pass with the device and precision made concrete for ``model``."""
+        """This pass with the device, precision and chunk made concrete for ``model``.
+
+        Raises:
+            SnnkdError: ``chunk_T`` below 1.
+        """
+        if self.chunk_T is not None and self.chunk_T < 1:
+            raise SnnkdError(f"{option('chunk_T')} must be >= 1, got {self.chunk_T}")
         device = self.device or next(model.parameters()).device
-        return dataclasses.replace(self, device=device, precision=resolve_precision(self.precision, device))
+        chunk = self.chunk_T or SWEEP_CHUNK_T
+        return dataclasses.replace(
+            self, device=device, precision=resolve_precision(self.precision, device), chunk_T=chunk
+        )
+
+
+def forward_in_chunks(
+    model: nn.Module, x: torch.Tensor, chunk_T: int, counter: SpikeCounter | None = None
+) -> torch.Tensor:
+    """``model(x)`` for a student's input ``x [T, B, ...]`` as forwards of ``chunk_T`` steps (the last one
+    shorter), the state carried between them: per-step logits ``[T, B, C]`` in float32, those of one forward
+    (a neuron's state at step t depends only on steps <= t). ``counter`` learns each chunk's first step.
+
+    A model that mixes timesteps (:func:`~snnkd_cli.models.contract.mixes_time`) runs in one forward.
+    """
+    T = len(x)
+    if chunk_T >= T or mixes_time(model):
+        return model(x).float()
+    out = []
+    for start in range(0, T, chunk_T):
+        if counter is not None:
+            counter.offset = start
+        out.append(model(x[start : start + chunk_T]).float())  # [chunk, B, C]; no reset: the state carries on
+    if counter is not None:
+        counter.offset = 0
+    return torch.cat(out)
 
 
 @torch.no_grad()
@@ -148,7 +194,7 @@ def sweep(model: nn.Module, loader: DataLoader, max_T: int | None, *, keep_trace
         max_T: the number of steps of the pass (ignored for an ANN).
         keep_trace: also keep, per sample and step, the running mean's confidence, entropy and
             prediction (``result.trace``, for early exit; this process's samples only).
-        **run: the fields of :class:`Pass`: ``temporal``, ``device``, ``precision``, ``spiking``.
+        **run: the fields of :class:`Pass`: ``temporal``, ``device``, ``precision``, ``spiking``, ``chunk_T``.
 
     Returns:
         A :class:`SweepResult` with one row per T (percentages).
@@ -226,7 +272,7 @@ def _counts(
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
             reset_state(model)
             with autocast(precision, device):
-                s = model(time_major(x, T, temporal)).float()  # [T, B, C]
+                s = forward_in_chunks(model, time_major(x, T, temporal), p.chunk_T, counter)  # [T, B, C]
             running = running_mean(s)  # [T, B, C]: prediction at T' = t+1
             correct1 += _topk_correct(running, y, 1)
             correct5 += _topk_correct(running, y, 5)
