@@ -411,6 +411,14 @@ BAD_INPUT = [
     ),
     _case("pth-paper-student", ["distill", "--teacher", "{snn_pth}", "--teacher-arch", "resnet18"], "an ANN is asked"),
     _case("quickstart-max-T-0", [*_QUICK, "--T", "1", "--max-T", "0"], "--max-T must be >= 1"),
+    # issue 26: --memopt (distill only) and eval-sweep --chunk-T
+    _case(
+        "memopt",
+        ["distill", "--loss", "twce", "--memopt", "max"],
+        "unknown --memopt 'max': choose one of off, speed, balanced, memory",
+    ),
+    _case("teacher-memopt", ["train-teacher", "--memopt", "memory"], "No such option: --memopt"),
+    _case("chunk-T-0", ["eval-sweep", "{student}", "--chunk-T", "0", *_SWEEP_OUT], "--chunk-T must be >= 1, got 0"),
 ]
 
 

@@ -93,9 +93,10 @@ def distill(
         classes: the class names stored for ``snnkd predict`` (default: ``train_loader.dataset.classes``,
             else the names ``dataset`` knows).
         **config: :class:`snnkd_cli.config.TrainConfig` fields: ``T``, ``epochs``, ``lr``,
-            ``weight_decay``, ``warmup_epochs``, ``precision``, ``out`` (when given, the run's files are
-            written there as by ``snnkd distill``: ``best``/``last``/``resume.safetensors``, ``log.jsonl``,
-            ``config.json``)...
+            ``weight_decay``, ``warmup_epochs``, ``precision``, ``memopt`` (``"speed"``, ``"balanced"`` or
+            ``"memory"``: spikingjelly's memopt on ``student`` for the run; it comes back as built), ``out``
+            (when given, the run's files are written there as by ``snnkd distill``:
+            ``best``/``last``/``resume.safetensors``, ``log.jsonl``, ``config.json``)...
 
     Returns:
         :class:`FitResult` with the per-epoch history and the best validation sweep.
@@ -202,14 +203,21 @@ def _classes(given: Sequence[str] | None, loader: DataLoader, dataset: str | Non
 
 
 def sweep(
-    model: nn.Module, loader: DataLoader, max_T: int, *, temporal: bool = False, precision: str = "fp32"
+    model: nn.Module,
+    loader: DataLoader,
+    max_T: int,
+    *,
+    temporal: bool = False,
+    precision: str = "fp32",
+    chunk_T: int | None = None,
 ) -> list[dict]:
     """Accuracy at every T in 1..max_T from one pass: ``[{"T", "top1", "top5", "spike_rate"}, ...]`` (percent).
 
     The same numbers ``snnkd eval-sweep`` prints (fp32 by default, as the validation of :func:`distill`;
-    ``"auto"``: bf16 where the device computes it natively).
+    ``"auto"``: bf16 where the device computes it natively). A pass of more than ``chunk_T`` steps (default 16)
+    runs in chunks of that many, the state carried between them (the same numbers, less memory).
     """
-    return _sweep(model, loader, max_T, temporal=temporal, precision=precision).rows
+    return _sweep(model, loader, max_T, temporal=temporal, precision=precision, chunk_T=chunk_T).rows
 
 
 def load_foreign(path: str | Path, arch: str, *, kind: str = "ann", **options: Any) -> nn.Module:

@@ -24,6 +24,8 @@ SD_NONE_CORRECT = ("uniform", "skip")  # the self-distillation target of a sampl
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 NEURON_PRECISIONS = ("fp32", "autocast")
 SCHEDULES = ("cosine-epoch", "cosine-step")
+# --memopt: off, or spikingjelly memopt's checkpoint budget (about 50, 75 or 100% of the student's blocks)
+MEMOPTS = ("off", "speed", "balanced", "memory")
 EXIT_RULES = ("confidence", "entropy")  # early exit: max softmax probability, or entropy in nats
 # One idea, three words: a run's task trains a network of a kind, saved as a checkpoint of a kind.
 NETWORK_OF_TASK = {"teacher": "ann", "distill": "snn"}  # RunConfig.task -> ModelConfig.kind
@@ -113,6 +115,8 @@ class TrainConfig(Freezable):
     neuron_precision: str = "fp32"  # LIF state and dynamics under autocast: fp32, or the autocast dtype
     channels_last: bool = False
     compile: bool = False  # torch.compile the training forward (fixed T); evaluation stays eager
+    memopt: str = "off"  # MEMOPTS: the student's activations checkpointed (spikingjelly memopt), with this budget
+    memopt_level: int = 0  # optimize_memory's level, resolved at the start: 0 off, 1 on a CPU, 4 on CUDA
     sync_bn: bool | None = None  # with torchrun: BatchNorm over the global batch; None: the recipe decides
     out: str = "runs/run"
     max_steps: int | None = None  # stop each epoch after this many steps (smoke tests, benchmarks)
@@ -328,6 +332,7 @@ def validate_train(t: TrainConfig) -> None:
     check_choice(t.precision, PRECISIONS, "precision")
     check_choice(t.neuron_precision, NEURON_PRECISIONS, "neuron precision")
     check_choice(t.schedule, SCHEDULES, "schedule")
+    check_choice(t.memopt, MEMOPTS, option("memopt"))
 
 
 def validate_kd(kd: KDConfig) -> None:
@@ -353,6 +358,8 @@ def validate(cfg: RunConfig) -> None:
         (d.image_size is None or d.image_size >= 8, f"{option('image_size')} must be >= 8, got {d.image_size}"),
     ])  # fmt: skip
     check_augment(d.dataset, d.augment)
+    if cfg.task != "distill" and cfg.train.memopt != "off":
+        raise SnnkdError(f"{option('memopt')} applies to distill (a spiking student's activations over T)")
     check_choice(d.resize, RESIZES, "resize")
     if cfg.kd is not None:
         validate_kd(cfg.kd)

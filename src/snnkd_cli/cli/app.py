@@ -21,12 +21,15 @@ from snnkd_cli.cli._training import (
 from snnkd_cli.cli.import_cmd import import_command
 from snnkd_cli.cli.options import (
     CalibHoldout,
+    ChunkT,
     Decay,
     Energy,
     EnergySamples,
     HardReset,
+    MemOpt,
     Precision,
     ReplaceOutputs,
+    SdNoneCorrect,
     SoftReset,
     Threads,  # shared by train-teacher and distill
 )
@@ -102,17 +105,12 @@ def distill(
     alpha: Annotated[float, typer.Option(help="Weight of the teacher KD term.")] = 0.2,
     beta: Annotated[float, typer.Option(help="Weight of the self-distillation term.")] = 0.5,
     tau: Annotated[float | None, typer.Option(help="KD temperature (paper: 3 CIFAR/DVS, 1 ImageNet).")] = None,
-    sd_none_correct: Annotated[
-        str,
-        typer.Option(
-            help="Self-distillation target of a sample that no timestep classifies correctly: uniform (the "
-            "paper's code: pulled toward a uniform distribution) or skip (no self-distillation term for it)."
-        ),
-    ] = "uniform",
+    sd_none_correct: SdNoneCorrect = "uniform",
     decay: Decay = None,
     soft_reset: SoftReset = False,
     hard_reset: HardReset = False,
     calib_holdout: CalibHoldout = None,
+    memopt: MemOpt = "off",
     *,
     training: TrainingOptions,
 ) -> None:
@@ -138,6 +136,7 @@ def distill(
         decay=decay,
         soft_reset=reset,
         calib_holdout=calib_holdout,
+        memopt=memopt,
     )
     run_training(cfg, training.run)
 
@@ -180,6 +179,7 @@ def eval_sweep(
     ] = None,
     threads: Threads = None,
     overwrite: ReplaceOutputs = False,
+    chunk_T: ChunkT = None,
     *,
     early_exit: EarlyExitOptions,
 ) -> None:
@@ -209,6 +209,7 @@ def eval_sweep(
         save_threshold=early_exit.save_threshold,
         threads=threads,
         overwrite=overwrite,
+        chunk_T=chunk_T,
     )
 
 

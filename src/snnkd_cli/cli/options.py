@@ -102,6 +102,30 @@ Compile = Annotated[
         "on a CPU); evaluation stays eager.",
     ),
 ]
+SdNoneCorrect = Annotated[
+    str,
+    typer.Option(
+        help="Self-distillation target of a sample that no timestep classifies correctly: uniform (the "
+        "paper's code: pulled toward a uniform distribution) or skip (no self-distillation term for it)."
+    ),
+]
+ChunkT = Annotated[
+    int | None,
+    typer.Option(
+        "--chunk-T",
+        help="Steps per forward of a student's pass (default 16): a longer pass runs in chunks, the neuron state "
+        "carried between them (the same numbers, the memory of a pass at this many steps).",
+    ),
+]
+MemOpt = Annotated[
+    str,
+    typer.Option(
+        help="Student activation memory (spikingjelly memopt): off (default), or checkpoint the blocks that hold "
+        "neurons (recomputed in the backward pass, spike inputs kept as bits) for speed (about 50% of them), "
+        "balanced (75%) or memory (all). Level 1 on a CPU; on CUDA level 4 (also splits, chunks over T and "
+        "unwraps, each by the measured peak). Same numbers as off.",
+    ),
+]
 Resume = Annotated[
     str | None,
     typer.Option(

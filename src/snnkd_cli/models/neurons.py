@@ -34,6 +34,15 @@ class LIF(neuron.LIFNode):
                 return super().forward(x.float())
         return super().forward(x)
 
+    def functional_forward(self, inputs: tuple, states: tuple, **kwargs: object) -> tuple[tuple, tuple]:
+        """The explicit-state forward (``(x [T, B, ...],), (v,) -> (spikes,), (v,)``) that spikingjelly's
+        ``memopt`` checkpoints call instead of :meth:`forward`: the state in fp32 under autocast as there."""
+        x = inputs[0]
+        if self.fp32_state and x.dtype in (torch.bfloat16, torch.float16):
+            with torch.autocast(x.device.type, enabled=False):
+                return super().functional_forward((x.float(), *inputs[1:]), states, **kwargs)
+        return super().functional_forward(inputs, states, **kwargs)
+
 
 def make_lif(decay: float = 0.5, soft_reset: bool = False) -> LIF:
     """A multi-step LIF layer: ``[T, B, ...]`` input currents -> ``[T, B, ...]`` spikes.

@@ -28,6 +28,7 @@ from snnkd_cli.models.contract import reset_state
 from snnkd_cli.precision import autocast, cudnn_autotune, grad_scaler
 from snnkd_cli.saver import Saver
 from snnkd_cli.train import health
+from snnkd_cli.train.memopt import plain
 from snnkd_cli.train.report import Reporter
 from snnkd_cli.train.resume import LoopState, ResumeFile, restore
 
@@ -287,7 +288,8 @@ def fit(
             with reporter.epoch_progress(st.epoch, cfg.epochs, steps_per_epoch) as update:
                 run.epoch(train_loader, st, steps_per_epoch, update, saver)
             train_time = time.perf_counter() - t0
-            val = sweep(model, val_loader, eval_T, **val_pass)
+            with plain(model):  # the network as built (a --memopt checkpoint hides its neurons' hooks)
+                val = sweep(model, val_loader, eval_T, **val_pass)
             record = _epoch_record(st, val, eval_T if spiking else None, optim, train_time)
             if watch.unrecorded:
                 record["notes"], watch.unrecorded = watch.unrecorded, []
@@ -349,7 +351,9 @@ class _Run:
                 tally.read(st, first)
                 first, stats = st.step, _running(st)
                 if self.watch.due((st.epoch - 1) * steps + st.step):
-                    for note in self.watch.check_run(self.model, self.task, x, y, stats["acc"], logits.shape[-1]):
+                    with plain(self.model):
+                        notes = self.watch.check_run(self.model, self.task, x, y, stats["acc"], logits.shape[-1])
+                    for note in notes:
                         self.say(note)
             update(stats)
             if save:

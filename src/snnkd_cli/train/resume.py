@@ -51,7 +51,9 @@ __all__ = [
 
 # Fields that may differ between the interrupted run and its resumption. train.sync_bn: the ImageNet recipe
 # turns it on by the number of processes, which may change on resumption (as the per-rank batch does).
+# train.memopt(_level): checkpointing changes the memory a step takes, not its numbers.
 MAY_CHANGE = {"data.workers", "data.data_dir", "data.download", "train.out", "train.compile", "train.sync_bn"}
+MAY_CHANGE |= {"train.memopt", "train.memopt_level"}
 
 
 @dataclass

@@ -31,6 +31,7 @@ from snnkd_cli.models.contract import check_student, time_major
 from snnkd_cli.models.neurons import set_neuron_precision
 from snnkd_cli.precision import default_device, precision_note, resolve_precision
 from snnkd_cli.saver import RunSaver, Saver, clear_run, open_out_dir
+from snnkd_cli.train import memopt
 from snnkd_cli.train.distributed import convert_sync_bn, finish_distributed, init_distributed, resolve_sync_bn
 from snnkd_cli.train.loop import FitResult, fit
 from snnkd_cli.train.report import Reporter
@@ -69,15 +70,19 @@ def resolve_config(
     teacher_model: ModelConfig | None = None,
 ) -> RunConfig:
     """The run's config as it runs, in one step, frozen (the caller's is never changed): precision ``auto`` ->
-    bf16 or fp32 on ``device``; sync-bn on for the ImageNet recipe under torchrun unless given; with ``info``
-    (the data built from ``cfg.data``) the data's classes, channels, image size, frames and augmentation, and
-    the network's classes, channels and stem (ImageNet's for images of 128 px and more); the teacher's network
-    (``teacher_model``, else the one ``cfg`` records).
+    bf16 or fp32 on ``device``; ``--memopt``'s level on ``device`` (``train.memopt_level``); sync-bn on for the
+    ImageNet recipe under torchrun unless given; with ``info`` (the data built from ``cfg.data``) the data's
+    classes, channels, image size, frames and augmentation, and the network's classes, channels and stem
+    (ImageNet's for images of 128 px and more); the teacher's network (``teacher_model``, else the one ``cfg``
+    records).
 
     A value derived at the start of a run goes here: the checkpoints and a resume compare what ran.
     """
     train = dataclasses.replace(
-        cfg.train, precision=resolve_precision(cfg.train.precision, device), sync_bn=resolve_sync_bn(cfg, env)
+        cfg.train,
+        precision=resolve_precision(cfg.train.precision, device),
+        sync_bn=resolve_sync_bn(cfg, env),
+        memopt_level=memopt.resolve_level(cfg.train.memopt, device),
     )
     data, model = cfg.data, cfg.model
     if info is not None:
@@ -182,10 +187,10 @@ def run(
 ) -> FitResult:
     """Run a resolved run: the one wiring of the command line's :func:`train` and the Python API's ``distill``.
 
-    Prints the config and its notes, starts the saver (a fresh run clears an old one's files), wraps the model
-    in DistributedDataParallel under torchrun, trains (:func:`~snnkd_cli.train.loop.fit`) and leaves the
-    process group. An interrupt says where the resume file stands; an error in a folder this run made, before
-    its first checkpoint, removes the folder.
+    Prints the config and its notes, starts the saver (a fresh run clears an old one's files), applies
+    ``--memopt`` to the model (:mod:`snnkd_cli.train.memopt`), wraps it in DistributedDataParallel under
+    torchrun, trains (:func:`~snnkd_cli.train.loop.fit`) and leaves the process group. An interrupt says where
+    the resume file stands; an error in a folder this run made, before its first checkpoint, removes the folder.
 
     Args:
         model: the network (on ``device``; a student already checked against the contract).
@@ -207,15 +212,20 @@ def run(
     saver.start(fresh=resume is None)
     if resume is not None:
         reporter.message(f"resuming from {resume.path} (epoch {resume.loop().epoch}, step {resume.loop().step})")
-    net = model
-    if env.distributed:
-        from torch.nn.parallel import DistributedDataParallel
-
-        net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     eval_T = cfg.train.T if cfg.task == "distill" else None
     kw = {"eval_T": eval_T, "device": device, "saver": saver, "reporter": reporter, "resume": resume}
     with _failing_cleanly(Path(cfg.train.out) if cfg.train.out else None, saver.created):
-        result = fit(net, task, *loaders, cfg.train, save_every=save_every, **kw)
+        if cfg.train.memopt_level:  # in place, before DDP wraps it: every rank the same structure
+            reporter.message(memopt.optimise(model, loaders[0], cfg.train, device, getattr(task, "temporal", False)))
+        net = model
+        if env.distributed:
+            from torch.nn.parallel import DistributedDataParallel
+
+            net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+        try:
+            result = fit(net, task, *loaders, cfg.train, save_every=save_every, **kw)
+        finally:
+            memopt.remove(model)  # the network given back is the one built
     finish_distributed()
     return result
 
