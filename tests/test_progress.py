@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 
+import pytest
 import torch
 from rich.console import Console
 from torch.utils.data import DataLoader, TensorDataset
@@ -12,7 +13,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from snnkd_cli.cli._progress import ConsoleProgress, RichReporter
 from snnkd_cli.evaluation.sweep import sweep
 from snnkd_cli.models.registry import create_model
-from snnkd_cli.progress import reporting, track
+from snnkd_cli.progress import reporting, timed, timed_items, timing, track
 
 
 class Clock:
@@ -101,3 +102,43 @@ def test_export_reports_its_stages(student_ckpt, tmp_path) -> None:
             model_from_checkpoint(ckpt), ckpt.config, "student", "safetensors", tmp_path / "f.safetensors"
         )
     assert [c[1:] for c in calls] == [(0, 2), (1, 2), (2, 2)] and calls[0][0].startswith("export safetensors")
+
+
+def test_timing_without_a_timer_changes_nothing_and_with_one_hears_each_part() -> None:
+    items = [1, 2]
+    assert timed_items(items, "x") is items  # no wrapper, no cost
+    with timed("x"):
+        pass
+    heard = []
+    with timing(lambda what, start: heard.append(what)):
+        assert list(timed_items(iter("ab"), "next")) == ["a", "b"]
+        with timed("block"):
+            pass
+    assert heard == ["next", "next", "next", "block"]  # the third wait finds no item and is timed too
+    assert list(timed_items("ab", "x")) == ["a", "b"] and len(heard) == 4  # the timer is gone after the block
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_the_training_loop_times_its_parts_in_order_without_overlap(tmp_path) -> None:
+    """A 1-epoch run of 4 steps: a wait for each batch, then its step (the health check once, after the step at 25%
+    of the run), the wait that finds none, validation, the checkpoints and the resume file; no two parts overlap,
+    and the waits and steps lie inside the epoch's training time that fit records."""
+    import time
+
+    from snnkd_cli import distill
+    from snnkd_cli.data.synthetic import SyntheticImages
+
+    torch.manual_seed(0)
+    teacher = create_model("resnet18", 10, kind="ann", width=4)
+    student = create_model("resnet18", 10, kind="snn", width=4)
+    train = DataLoader(SyntheticImages(16, split_seed=0), batch_size=4)
+    val = DataLoader(SyntheticImages(8, split_seed=1), batch_size=8)
+    parts = []
+    with timing(lambda what, start: parts.append((what, start, time.perf_counter()))):
+        result = distill(student, teacher, train, val, verbose=False, out=tmp_path, T=1, epochs=1, lr=0.05)
+    names = [p[0] for p in parts]
+    assert names == ["data", "step", "health"] + ["data", "step"] * 3 + ["data", "validation"] + ["checkpoints"] * 2
+    for (_, _, end), (what, start, _) in zip(parts, parts[1:], strict=False):
+        assert start >= end, what
+    inside = sum(e - s for w, s, e in parts if w in ("data", "step", "health"))
+    assert 0 < inside <= result.history[0]["time"]

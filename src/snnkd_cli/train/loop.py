@@ -26,6 +26,7 @@ from snnkd_cli.evaluation.sweep import SweepResult, sweep
 from snnkd_cli.kd.tasks import Task
 from snnkd_cli.models.contract import reset_state
 from snnkd_cli.precision import autocast, cudnn_autotune, grad_scaler
+from snnkd_cli.progress import timed, timed_items
 from snnkd_cli.saver import Saver
 from snnkd_cli.train import health
 from snnkd_cli.train.memopt import plain
@@ -288,7 +289,7 @@ def fit(
             with reporter.epoch_progress(st.epoch, cfg.epochs, steps_per_epoch) as update:
                 run.epoch(train_loader, st, steps_per_epoch, update, saver)
             train_time = time.perf_counter() - t0
-            with plain(model):  # the network as built (a --memopt checkpoint hides its neurons' hooks)
+            with plain(model), timed("validation"):  # the network as built (memopt checkpoints hide hooks)
                 val = sweep(model, val_loader, eval_T, **val_pass)
             record = _epoch_record(st, val, eval_T if spiking else None, optim, train_time)
             if watch.unrecorded:
@@ -297,11 +298,13 @@ def fit(
             improved = record["val_top1"] > result.best_top1
             if improved:
                 result.best, result.best_epoch, result.best_top1 = val, st.epoch, record["val_top1"]
-            saver.epoch_end(st.epoch, improved, {"val": val.rows, "best_epoch": result.best_epoch})
-            saver.log(record)
+            with timed("checkpoints"):
+                saver.epoch_end(st.epoch, improved, {"val": val.rows, "best_epoch": result.best_epoch})
+                saver.log(record)
             reporter.epoch_end(st.epoch, cfg.epochs, {k: v for k, v in record.items() if k not in _NOT_STATS})
             st = LoopState(st.epoch + 1, 0, result.best_top1, result.best_epoch, result.history)
-            saver.resume_point(st, optim.opt, optim.sched, optim.scaler)
+            with timed("checkpoints"):
+                saver.resume_point(st, optim.opt, optim.sched, optim.scaler)
     result.notes = watch.notes
     return result
 
@@ -332,7 +335,7 @@ class _Run:
         # on CUDA the loss and accuracy stay on the device between reads (a read waits for the GPU)
         every, first = _read_every(self.device), st.step
         tally, stats = _Tally.start(st, self.device, deferred=every > 1), _running(st)
-        for x, y in loader:
+        for x, y in timed_items(loader, "data"):  # each wait for a batch: a part of bench/step.py --epoch
             if st.step >= steps:
                 break
             x = x.to(self.device, non_blocking=True)
@@ -340,7 +343,8 @@ class _Run:
             y = y.to(self.device, non_blocking=True)
             try:
                 step = (self.model, self.task, x, y, self.optim, cfg.precision, self.device, self.net)
-                loss, logits = train_step(*step, check_finite=not tally.deferred)  # at the reads on CUDA
+                with timed("step"):
+                    loss, logits = train_step(*step, check_finite=not tally.deferred)  # at the reads on CUDA
             except SnnkdError as e:
                 raise SnnkdError(_diverged(e.message, st.epoch, st.step + 1)) from None
             st.step += 1
@@ -351,13 +355,14 @@ class _Run:
                 tally.read(st, first)
                 first, stats = st.step, _running(st)
                 if self.watch.due((st.epoch - 1) * steps + st.step):
-                    with plain(self.model):
+                    with plain(self.model), timed("health"):
                         notes = self.watch.check_run(self.model, self.task, x, y, stats["acc"], logits.shape[-1])
                     for note in notes:
                         self.say(note)
             update(stats)
             if save:
-                saver.resume_point(st, self.optim.opt, self.optim.sched, self.optim.scaler)
+                with timed("checkpoints"):
+                    saver.resume_point(st, self.optim.opt, self.optim.sched, self.optim.scaler)
         tally.read(st, first)
         reset_state(self.model)
 
