@@ -13,8 +13,11 @@
 3. ``sweep``: ``eval-sweep`` T=1..8 in one pass against one evaluation at T=8 (``bench/sweep.py``'s timing).
 4. ``torchrun``: ``snnkd train-teacher``, then one ``snnkd distill`` epoch (``--max-steps``) on ``synthetic``
    under ``torchrun`` and ``snnkd eval-sweep`` of its checkpoint, through the CLI: pass/fail and times.
+5. ``memory``: ``bench/memory.py``'s table: the CIFAR student's step memory (``max_memory_allocated``) and time at
+   T = 2, 4, 8, 16 for each ``--memopt`` setting (level 4 on CUDA), ratios to ``off``, weights vs ``off``, MiB per
+   timestep. Left out of a CPU ``--small`` run unless ``--parts`` names it (a process per point there).
 
-Prints one table of the steps (markdown) and writes everything as JSON (``--out``).
+Prints one table of the steps and one of the memory (markdown) and writes everything as JSON (``--out``).
 
 Usage: ``python bench/gpu.py [--small] [--device cpu] [--variants 'cifar-*'] [--skip-compile] [--out F]``
 """
@@ -32,6 +35,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import memory  # bench/memory.py
 import torch
 from _gpu_parts import MODES, Shape, all_variants, lif_check, select, shapes, time_steps
 from step import machine
@@ -42,7 +46,12 @@ from snnkd_cli.data.synthetic import SyntheticImages
 from snnkd_cli.fsutil import atomic_write_bytes
 from snnkd_cli.models.registry import build_model
 
-PARTS = ("lif", "sweep", "torchrun", "steps")
+PARTS = ("lif", "sweep", "torchrun", "memory", "steps")
+# bench/memory.py's options for --small: two T, off and memory, a width-4 student on 8 px
+MEMORY_SMALL = [
+    *("--T", "1", "2", "--batch", "2", "--size", "8", "--width", "4"),
+    *("--steps", "1", "--settings", "off", "memory"),
+]
 SWEEP_T = 8
 
 
@@ -71,7 +80,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument(
         "--warmup", type=int, help="untimed steps first, where a compiled variant compiles (default 3; --small: 1)"
     )
-    ap.add_argument("--parts", nargs="+", choices=PARTS, default=list(PARTS), help="what to run (default: all)")
+    ap.add_argument(
+        "--parts", nargs="+", choices=PARTS, help="what to run (default: all; a CPU --small run: all but memory)"
+    )
     ap.add_argument(
         "--budget",
         type=float,
@@ -86,6 +97,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = ap.parse_args(argv)
     args.steps = args.steps or (2 if args.small else 10)
     args.warmup = args.warmup if args.warmup is not None else (1 if args.small else 3)
+    if args.parts is None:
+        args.parts = [p for p in PARTS if p != "memory" or not (args.small and args.device == "cpu")]
     return args
 
 
@@ -175,6 +188,14 @@ def torchrun_part(device: torch.device, args: argparse.Namespace, work: Path) ->
     return {"ok": ok, "nproc": args.nproc, "backend": backend, "stages": rows}
 
 
+def memory_part(device: torch.device, args: argparse.Namespace, deadline: float) -> dict:
+    """``bench/memory.py`` at its full size (``--small``: :data:`MEMORY_SMALL`), points not started by ``deadline``
+    listed as skipped."""
+    opts = memory.parse_args([*(MEMORY_SMALL if args.small else []), "--device", device.type])
+    opts.threads = args.threads
+    return memory.measure_all(opts, device, deadline)
+
+
 def table(report: dict) -> str:
     """The step variants as one markdown table (ms per step, images/s, peak MiB, time over the ANN floor),
     grouped by shape and precision with each ANN floor beside its students."""
@@ -214,6 +235,8 @@ def summary(report: dict) -> list[str]:
         t = report["torchrun"]
         stages = ", ".join(f"{r['stage']} {'ok' if r['ok'] else 'FAILED'} {r['seconds']:.1f} s" for r in t["stages"])
         out.append(f"torchrun x{t['nproc']} ({t['backend']}): {'PASS' if t['ok'] else 'FAIL'}: {stages}")
+    if "memory" in report:
+        out += memory.summary(report["memory"])
     for name, why in report.get("steps", {}).get("skipped", {}).items():
         out.append(f"skipped {name}: {why}")
     return out
@@ -248,6 +271,8 @@ def main(argv: list[str] | None = None) -> int:
         if "torchrun" in args.parts:
             with tempfile.TemporaryDirectory(prefix="snnkd-gpu-") as work:
                 report["torchrun"] = torchrun_part(device, args, Path(work))
+        if "memory" in args.parts:
+            report["memory"] = memory_part(device, args, start + args.budget)
         if "steps" in args.parts:
             report["steps"] = time_steps(variants, shape_list, device, args, start + args.budget)
     report["ok"] = all(report[p]["ok"] for p in ("lif", "torchrun") if p in report)
@@ -260,6 +285,8 @@ def main(argv: list[str] | None = None) -> int:
         f"spikingjelly {report['versions']['spikingjelly']}, {report['date']}\n"
     )
     print(table(report))
+    if "memory" in report:
+        print("\n" + memory.table({**report["memory"], "argv": report["argv"]}))
     print("\n" + "\n".join(summary(report)) + f"\nwrote {out} ({report['seconds']:.0f} s)")
     if not report.get("lif", {}).get("ok", True):
         print(

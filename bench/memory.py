@@ -293,6 +293,23 @@ def slopes(points: list[dict]) -> dict[str, float | None]:
     return out
 
 
+def summary(result: dict) -> list[str]:
+    """Lines for ``bench/gpu.py``: each setting's step memory over ``off``'s at the largest T measured, the largest
+    weight difference from ``off``, then each point that failed."""
+    good = [p for p in result["points"] if "error" not in p]
+    out = []
+    if good:
+        top = max(p["T"] for p in good)
+        at = [f"{p['setting']} {_fmt(p['mem_ratio'], '.2f', 'x')}" for p in good if p["T"] == top]
+        worst = max((p["weight_diff"] for p in good if p.get("weight_diff") is not None), default=None)
+        per_T = ", ".join(f"{s} {_fmt(v, '.1f')}" for s, v in result["slopes"].items())
+        out.append(f"memory at T={top} over off's: {', '.join(at)}; MiB per timestep: {per_T}; "
+                   f"largest weight difference from off: {_fmt(worst, '.1e')}")  # fmt: skip
+    out += [f"memory T={p['T']} {p['setting']} failed: {p['error'].splitlines()[-1]}" for p in result["points"]
+            if "error" in p]  # fmt: skip
+    return out
+
+
 def _fmt(v: float | None, spec: str, suffix: str = "") -> str:
     return "-" if v is None else f"{v:{spec}}{suffix}"
 

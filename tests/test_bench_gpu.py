@@ -175,4 +175,32 @@ def test_a_failed_lif_check_exits_1_loudly_and_times_nothing(tmp_path, monkeypat
     assert "FAIL: spikingjelly's LIF runs a Python loop over T on CUDA for cifar fp32" in capsys.readouterr().err
     report = json.loads(out.read_text())
     assert not report["ok"] and not report["lif"]["ok"]
-    assert not {"steps", "sweep", "torchrun"} & set(report)
+    assert not {"steps", "sweep", "torchrun", "memory"} & set(report)
+
+
+def test_the_memory_part_reports_bench_memorys_table_of_made_up_points(monkeypatch, tmp_path, capsys) -> None:
+    """Left out of a CPU --small run unless named; named, it runs bench/memory.py at its small options (the points
+    here made up) and prints its table and the ratios at the largest T, computed by hand."""
+    gpu = _bench_module("gpu")
+    assert "memory" not in gpu.parse_args(["--small", "--device", "cpu"]).parts
+    assert "memory" in gpu.parse_args(["--device", "cpu"]).parts
+    assert "memory" in gpu.parse_args(["--small", "--device", "cuda"]).parts
+    seen = {}
+
+    def points(opts, device, deadline=None):
+        seen.update(vars(opts), device=device.type)
+        made_up = [(1, "off", 0, 50.0, 0.2), (1, "memory", 1, 30.0, 0.3), (2, "off", 0, 90.0, 0.4)]
+        made_up += [(2, "memory", 1, 45.0, 0.5)]
+        rows = [{"T": T, "setting": s, "level": lv, "memory_mib": m, "step_s": t} for T, s, lv, m, t in made_up]
+        return gpu.memory.summarise([r | {"weight_diff": 3e-7 if r["level"] else 0.0} for r in rows])
+
+    monkeypatch.setattr(gpu.memory, "run_points", points)
+    out = tmp_path / "gpu.json"
+    assert gpu.main(["--small", "--device", "cpu", "--parts", "memory", "--out", str(out)]) == 0
+    assert seen["T"] == [1, 2] and seen["settings"] == ["off", "memory"] and seen["batch"] == 2
+    assert seen["width"] == 4 and seen["device"] == "cpu"
+    report = json.loads(out.read_text())
+    assert report["memory"]["slopes"] == {"off": pytest.approx(40.0), "memory": pytest.approx(15.0)}
+    stdout = capsys.readouterr().out
+    assert "| 2 | memory | 1 | 45 | 0.50x | 500 | 1.25x | 3.0e-07 |" in stdout  # 45 / 90, 0.5 / 0.4
+    assert "memory at T=2 over off's: off 1.00x, memory 0.50x; MiB per timestep: off 40.0, memory 15.0" in stdout
