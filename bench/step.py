@@ -25,7 +25,12 @@ after setup + 2 steps minus the RSS just before the first step
 (models, optimizer and batch already built), i.e. the step's own transient memory; the
 total peak RSS is reported too. On CUDA: ``torch.cuda.max_memory_allocated`` instead.
 
-Usage: ``python bench/step.py [--T 4 6] [--batch 16 32] [--steps 3] [--json out.json]``
+Epoch mode (``--epoch``, ``bench/_epoch.py``): one whole ``snnkd distill`` run (R18 at T=4 from an R34, batch 64,
+CIFAR-10-sized synthetic data, one epoch), its wall time beside the sum of its training steps, and where the rest
+goes; its own options (``python bench/step.py --epoch --help``).
+
+Usage: ``python bench/step.py [--T 4 6] [--batch 16 32] [--steps 3] [--json out.json]``,
+``python bench/step.py --epoch [--train-images 12800 --val-images 2560] [--json epoch.json]``
 """
 
 from __future__ import annotations
@@ -279,7 +284,12 @@ def machine() -> dict:
 
 
 def main() -> None:
+    if "--epoch" in sys.argv[1:]:  # one whole distill run timed by parts: its own options
+        from _epoch import main as epoch_main
+
+        sys.exit(epoch_main([a for a in sys.argv[1:] if a != "--epoch"]))
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--epoch", action="store_true", help="one whole distill run timed by parts (--epoch --help)")
     ap.add_argument("--T", type=int, nargs="+", default=[4])
     ap.add_argument("--batch", type=int, nargs="+", default=[16])
     ap.add_argument("--steps", type=int, default=3, help="timed rounds per configuration (median)")
