@@ -217,6 +217,7 @@ def main(argv: list[str], imports: float | None = None) -> int:
     md = table(report)
     print("\n" + md)
     if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(report, indent=2))
         print(f"wrote {args.json}")
     return 0
