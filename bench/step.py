@@ -30,7 +30,7 @@ CIFAR-10-sized synthetic data, one epoch), its wall time beside the sum of its t
 goes; its own options (``python bench/step.py --epoch --help``).
 
 Usage: ``python bench/step.py [--T 4 6] [--batch 16 32] [--steps 3] [--json out.json]``,
-``python bench/step.py --epoch [--train-images 12800 --val-images 2560] [--json epoch.json]``
+``python bench/step.py --epoch [--train-images 50000 --val-images 10000] [--json epoch.json]``
 """
 
 from __future__ import annotations
