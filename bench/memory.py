@@ -45,7 +45,7 @@ from pathlib import Path
 import torch
 from _gpu_parts import Shape
 from safetensors.torch import load_file, save_file
-from step import machine, sync
+from step import _peak_rss_mib, machine, sync
 from torch.utils.data import DataLoader, TensorDataset
 
 from snnkd_cli.models.neurons import set_neuron_precision
@@ -144,19 +144,6 @@ def _cpu_baseline() -> float | None:
         return None
 
 
-def _cpu_peak() -> float:
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    import resource
-
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
-
-
 def measure(T: int, setting: str, args: argparse.Namespace, device: torch.device, weights: Path) -> dict:
     """Build the point, run its steps, write its weights to ``weights``; its figures (MiB, seconds)."""
     p = build(T, setting, args, device)
@@ -176,7 +163,7 @@ def measure(T: int, setting: str, args: argparse.Namespace, device: torch.device
         train_step(*step)
         sync(device)
         times.append(time.perf_counter() - t0)
-    peak = torch.cuda.max_memory_allocated(device) / 2**20 if cuda else _cpu_peak()
+    peak = torch.cuda.max_memory_allocated(device) / 2**20 if cuda else _peak_rss_mib()
     memopt.remove(p.model)
     save_file({k: v.detach().cpu().contiguous().clone() for k, v in p.model.state_dict().items()}, str(weights))
     kind = "cuda max_memory_allocated" if cuda else "peak RSS (VmHWM)" if base is not None else "ru_maxrss"
