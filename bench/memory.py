@@ -15,6 +15,12 @@ batch; "peak MiB" is the process's peak RSS over the timed steps. (Where /proc c
 whole child's ``ru_maxrss``.) On CUDA the points run in this process: ``torch.cuda.max_memory_allocated`` over the
 timed steps, minus ``torch.cuda.memory_allocated`` before them.
 
+Live bytes. A CPU's peak RSS also counts heap that glibc's allocator keeps after torch frees it (freed chunks
+between live ones are not handed back, and its mmap threshold rises as large tensors are freed), so on a CPU each
+point also runs one more step under ``torch.profiler`` (``profile_memory``) and reports "live MiB": the most bytes
+torch's CPU allocator held at once during that step beyond what it held at the step's start, the CPU's counterpart
+of CUDA's ``max_memory_allocated``. On CUDA the step MiB is that figure already.
+
 Equality. Each point's weights and BatchNorm buffers after all its steps are compared with those of ``off`` at the
 same T: the largest ``max|w - w_off| / max|w_off|`` over the floating-point tensors of the state dict.
 
@@ -144,6 +150,21 @@ def _cpu_baseline() -> float | None:
         return None
 
 
+def live_peak_mib(fn) -> float:
+    """The most MiB torch's CPU allocator held at once while ``fn()`` ran, beyond what it held when ``fn`` began
+    (the profiler's allocation and free events in time order, summed)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        fn()
+    events = sorted((e.start_ns(), e.nbytes()) for e in prof.profiler.kineto_results.events() if e.name() == "[memory]")
+    live = peak = 0
+    for _, n in events:
+        live += n
+        peak = max(peak, live)
+    return peak / 2**20
+
+
 def measure(T: int, setting: str, args: argparse.Namespace, device: torch.device, weights: Path) -> dict:
     """Build the point, run its steps, write its weights to ``weights``; its figures (MiB, seconds)."""
     p = build(T, setting, args, device)
@@ -164,6 +185,7 @@ def measure(T: int, setting: str, args: argparse.Namespace, device: torch.device
         sync(device)
         times.append(time.perf_counter() - t0)
     peak = torch.cuda.max_memory_allocated(device) / 2**20 if cuda else _peak_rss_mib()
+    live = None if cuda else live_peak_mib(lambda: train_step(*step))  # one more step, after the RSS is read
     memopt.remove(p.model)
     save_file({k: v.detach().cpu().contiguous().clone() for k, v in p.model.state_dict().items()}, str(weights))
     kind = "cuda max_memory_allocated" if cuda else "peak RSS (VmHWM)" if base is not None else "ru_maxrss"
@@ -176,6 +198,7 @@ def measure(T: int, setting: str, args: argparse.Namespace, device: torch.device
         "peak_mib": peak,
         "base_mib": base,
         "memory_kind": kind,
+        "live_mib": live,
         "step_s": statistics.median(times),
         "times_s": times,
     }
@@ -268,15 +291,19 @@ def summarise(points: list[dict]) -> list[dict]:
         ok = "error" not in p and base is not None
         p["mem_ratio"] = p["memory_mib"] / base["memory_mib"] if ok and base["memory_mib"] > 0 else None
         p["time_ratio"] = p["step_s"] / base["step_s"] if ok else None
+        live = ok and p.get("live_mib") is not None and (base.get("live_mib") or 0) > 0
+        p["live_ratio"] = p["live_mib"] / base["live_mib"] if live else None
     return points
 
 
-def slopes(points: list[dict]) -> dict[str, float | None]:
-    """MiB per timestep of each setting: the least-squares slope of its step memory against T."""
+def slopes(points: list[dict], key: str = "memory_mib") -> dict[str, float | None]:
+    """MiB per timestep of each setting: the least-squares slope of its ``key`` (step memory) against T; None
+    where a point lacks the figure."""
     out = {}
     for s in dict.fromkeys(p["setting"] for p in points):
         good = [p for p in points if p["setting"] == s and "error" not in p]
-        out[s] = slope([p["T"] for p in good], [p["memory_mib"] for p in good])
+        ys = [p.get(key) for p in good]
+        out[s] = None if None in ys else slope([p["T"] for p in good], ys)
     return out
 
 
@@ -308,24 +335,26 @@ def table(report: dict) -> str:
     lines += [
         f"memory: {report['memory']}",
         "",
-        "| T | memopt | level | step MiB | x off | ms/step | x off | weight diff |",
-        "|--:|---|--:|--:|--:|--:|--:|--:|",
+        "| T | memopt | level | step MiB | x off | ms/step | x off | weight diff | live MiB | x off |",
+        "|--:|---|--:|--:|--:|--:|--:|--:|--:|--:|",
     ]
     for p in report["points"]:
         if "error" in p:
-            lines.append(f"| {p['T']} | {p['setting']} | - | failed: {p['error'].splitlines()[-1][:80]} |||||")
+            lines.append(f"| {p['T']} | {p['setting']} | - | failed: {p['error'].splitlines()[-1][:80]} |||||||")
             continue
         mem, ms = _fmt(p["memory_mib"], ".0f"), _fmt(1e3 * p["step_s"], ".0f")
         mr, tr = _fmt(p["mem_ratio"], ".2f", "x"), _fmt(p["time_ratio"], ".2f", "x")
         lines.append(f"| {p['T']} | {p['setting']} | {p['level']} | {mem} | {mr} | {ms} | {tr} | "
-                     f"{_fmt(p.get('weight_diff'), '.1e')} |")  # fmt: skip
-    lines += ["", "| memopt | MiB per timestep (least squares over T) |", "|---|--:|"]
-    lines += [f"| {s} | {_fmt(v, '.1f')} |" for s, v in report["slopes"].items()]
+                     f"{_fmt(p.get('weight_diff'), '.1e')} | {_fmt(p.get('live_mib'), '.0f')} | "
+                     f"{_fmt(p.get('live_ratio'), '.2f', 'x')} |")  # fmt: skip
+    live = report.get("live_slopes") or {}
+    lines += ["", "| memopt | step MiB per timestep (least squares over T) | live MiB per timestep |", "|---|--:|--:|"]
+    lines += [f"| {s} | {_fmt(v, '.1f')} | {_fmt(live.get(s), '.1f')} |" for s, v in report["slopes"].items()]
     return "\n".join(lines)
 
 
 def plot(report: dict, path: Path) -> Path | None:
-    """Step MiB against T, one line per setting (None without matplotlib)."""
+    """Step MiB against T, one line per setting, dashed the live MiB where measured (None without matplotlib)."""
     try:
         import matplotlib
 
@@ -337,7 +366,10 @@ def plot(report: dict, path: Path) -> Path | None:
     fig, ax = plt.subplots(figsize=(5, 3.5))
     for s in report["slopes"]:
         good = [p for p in report["points"] if p["setting"] == s and "error" not in p]
-        ax.plot([p["T"] for p in good], [p["memory_mib"] for p in good], marker="o", label=f"--memopt {s}")
+        (line,) = ax.plot([p["T"] for p in good], [p["memory_mib"] for p in good], marker="o", label=f"--memopt {s}")
+        if good and all(p.get("live_mib") is not None for p in good):
+            xs, ys = [p["T"] for p in good], [p["live_mib"] for p in good]
+            ax.plot(xs, ys, ls="--", marker=".", color=line.get_color(), label=f"{s}: live (torch's allocator)")
     ax.set(xlabel="timesteps T", ylabel="step memory (MiB)", title="ResNet-18 student, one training step")
     ax.grid(alpha=0.3)
     ax.legend()
@@ -358,6 +390,7 @@ def measure_all(args: argparse.Namespace, device: torch.device, deadline: float 
     )
     report["points"] = run_points(args, device, deadline)
     report["slopes"] = slopes(report["points"])
+    report["live_slopes"] = slopes(report["points"], "live_mib")
     return report
 
 

@@ -25,7 +25,7 @@ finally:
 
 TINY = ["--T", "1", "2", "--batch", "2", "--size", "8", "--width", "4", "--steps", "1", "--settings", "off", "memory"]
 FIELDS = {"T", "setting", "level", "note", "memory_mib", "peak_mib", "base_mib", "memory_kind", "step_s", "times_s"}
-FIELDS |= {"mem_ratio", "time_ratio", "weight_diff"}
+FIELDS |= {"mem_ratio", "time_ratio", "weight_diff", "live_mib", "live_ratio"}
 
 
 @pytest.fixture(scope="module")
@@ -56,6 +56,7 @@ def test_every_point_is_reported_with_its_ratios_to_off_by_hand(tiny_run) -> Non
         else:  # a step that adds no page at this size: no ratio
             assert p["mem_ratio"] is None
         assert p["time_ratio"] == pytest.approx(p["step_s"] / off["step_s"])
+        assert p["live_mib"] > 0 and p["live_ratio"] == pytest.approx(p["live_mib"] / off["live_mib"])
         row = f"| {T} | {setting} | {p['level']} | {p['memory_mib']:.0f} |"
         assert row in stdout and row in (folder / "memory.md").read_text()
     assert points[1, "off"]["level"] == 0 and points[1, "memory"]["level"] == 1  # level 1 on a CPU
@@ -115,3 +116,17 @@ def test_the_table_of_made_up_points_by_hand() -> None:
     assert "| 2 | memory | 1 | 40 | 0.40x | 700 | 1.40x | 2.0e-07 |" in md
     assert "| 4 | memory | - | failed: exit -9: killed |||||" in md
     assert "| off | 40.0 |" in md and "| memory | - |" in md
+
+
+def test_live_peak_is_the_most_bytes_held_at_once_by_hand() -> None:
+    """4 MiB held, 8 MiB more on top, both freed, then 2 MiB: the peak is 12 MiB beyond the start."""
+
+    def work() -> None:
+        a = torch.ones(2**20)  # 4 MiB of fp32
+        b = torch.ones(2**21)  # 8 MiB
+        del a, b
+        c = torch.ones(2**19)  # 2 MiB
+        del c
+
+    assert memory.live_peak_mib(work) == pytest.approx(12.0, abs=0.01)
+    assert memory.live_peak_mib(lambda: None) == 0.0
