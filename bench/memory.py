@@ -69,26 +69,34 @@ def add_options(ap: argparse.ArgumentParser) -> None:
     """The point's shape and schedule (also what a child process is given)."""
     ap.add_argument("--T", type=int, nargs="+", default=list(T_VALUES), help="timesteps (default 2 4 8 16)")
     ap.add_argument("--settings", nargs="+", choices=SETTINGS, default=list(SETTINGS), help="--memopt settings")
-    ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--batch", type=int, default=32, help="images per training step")
     ap.add_argument("--size", type=int, default=32, help="image height and width (px)")
     ap.add_argument("--width", type=int, default=None, help="network width (default: the preset's 64)")
-    ap.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default="fp32")
+    ap.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default="fp32", help="training precision")
     ap.add_argument("--steps", type=int, default=3, help="timed steps per point (median)")
     ap.add_argument("--warmup", type=int, default=1, help="untimed steps first (at least 1)")
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--seed", type=int, default=0, help="the weights and batch of every point")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     add_options(ap)
-    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="cpu or cuda")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own)")
     ap.add_argument("--json", default="runs/memory/memory.json", help="the JSON; the .md and .png go beside it")
-    ap.add_argument("--no-plot", action="store_true")
+    ap.add_argument("--no-plot", action="store_true", help="write no PNG")
+    ap.add_argument(
+        "--preload",
+        metavar="LIB",
+        help="run each CPU point with LD_PRELOAD=LIB, another malloc (say libtcmalloc_minimal.so.4); its cache "
+        "survives the warm-up, so compare the peak and live MiB, not the step MiB",
+    )
     ap.add_argument("--weights-dir", help="keep each point's weights here (T<T>-<setting>.safetensors)")
     ap.add_argument("--_point", nargs=2, metavar=("T", "SETTING"), help=argparse.SUPPRESS)
     ap.add_argument("--_weights", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
+    if args.preload and not Path(args.preload).is_file():
+        ap.error(f"--preload {args.preload}: no such file (Debian: apt-get install libtcmalloc-minimal4)")
     if args.warmup < 1 or args.steps < 1:
         ap.error("--warmup and --steps must be >= 1 (the baseline is read after the warm-up)")
     return args
@@ -211,7 +219,8 @@ def _child(T: int, setting: str, args: argparse.Namespace, weights: Path) -> dic
         if getattr(args, key) is not None:
             cmd += [f"--{key}", str(getattr(args, key))]
     cmd += ["--threads", str(args.threads or torch.get_num_threads())]
-    res = subprocess.run(cmd, capture_output=True, text=True)
+    env = os.environ | ({"LD_PRELOAD": args.preload} if getattr(args, "preload", None) else {})
+    res = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if res.returncode != 0:
         return {"T": T, "setting": setting, "error": f"exit {res.returncode}: {res.stderr.strip()[-800:]}"}
     return json.loads(res.stdout.strip().splitlines()[-1])
@@ -381,8 +390,8 @@ def plot(report: dict, path: Path) -> Path | None:
 
 def measure_all(args: argparse.Namespace, device: torch.device, deadline: float | None = None) -> dict:
     """The options, what the memory figure is, the points and the slopes (``bench/gpu.py``'s ``memory`` part)."""
-    keys = ("T", "settings", "batch", "size", "width", "precision", "steps", "warmup", "seed")
-    report: dict = {"options": {k: getattr(args, k) for k in keys} | {"device": device.type}}
+    keys = ("T", "settings", "batch", "size", "width", "precision", "steps", "warmup", "seed", "preload")
+    report: dict = {"options": {k: getattr(args, k, None) for k in keys} | {"device": device.type}}
     report["memory"] = (
         "torch.cuda.max_memory_allocated over the timed steps minus the allocation before them"
         if device.type == "cuda"

@@ -104,3 +104,24 @@ def test_check_run_reports_a_dead_student_layer_and_chance():
 def test_a_resumed_run_is_checked_unless_it_resumes_past_the_check():
     assert health.Watch(total=8, started=1).due(2)  # saved before step 2: the check is still to come
     assert not health.Watch(total=8, started=2).due(3)  # saved after it: checked before the save
+
+
+def test_check_run_reads_the_firing_rates_on_the_first_samples_only():
+    """A forward of 16 samples, not the whole batch: the rate is that of those 16, counted by hand."""
+    net = nn.Sequential(make_lif(0.5))
+    seen = []
+
+    class Task:
+        spiking = True
+
+        def __call__(self, model, x, y):
+            seen.append((x.shape[0], y.shape[0]))
+            return {}, model(x.unsqueeze(0)).mean(0)  # one step: [1, n, 4]
+
+    x = torch.zeros(40, 4)
+    x[health.SAMPLES :] = 10.0  # only samples past the first 16 would fire
+    x[:4, 0] = 10.0  # 4 of the first 16 samples fire on one of their 4 neurons
+    notes = health.Watch(total=4).check_run(net, Task(), x, torch.zeros(40, dtype=torch.long), 90.0, 2)
+    assert seen == [(16, 16)] and health.SAMPLES == 16 and notes == []
+    rates = health.firing_rates(net, lambda: net(x[:16].unsqueeze(0)))
+    assert rates == {"0": 4 / (16 * 4)}

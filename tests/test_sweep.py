@@ -161,3 +161,25 @@ def test_the_default_chunk_leaves_short_passes_whole_and_a_chunk_below_1_is_refu
     assert calls == [9, 9, 4, 4, 1, 4, 4, 1]
     with pytest.raises(SnnkdError, match="chunk_T must be >= 1"):
         sweep(net, loader, 9, chunk_T=0)
+
+
+def test_a_cpu_batch_runs_in_slices_with_the_counts_of_the_whole_batch():
+    """A batch of 40 on a CPU: forwards of 16, 16 and 8 samples; top-1/top-5 equal the separate runs over the whole
+    batches, the spike rates and the early-exit trace those of a loader of 8 (BN in eval mode: samples independent)."""
+    from snnkd_cli.evaluation import sweep as sweep_module
+
+    torch.manual_seed(0)
+    net = create_model("resnet18", 5, kind="snn", width=8).eval()
+    ds = _data(n=40)
+    widths = []
+    hook = net.register_forward_pre_hook(lambda m, args: widths.append(args[0].shape[1]))  # [T, B, ...]
+    whole = sweep(net, DataLoader(ds, batch_size=40), 3, keep_trace=True)
+    hook.remove()
+    assert sweep_module.SWEEP_SLICE_CPU == 16 and widths == [16, 16, 8]
+    small = sweep(net, DataLoader(ds, batch_size=8), 3, keep_trace=True)
+    for row, ref in zip(whole.rows, small.rows, strict=True):
+        top1, top5 = _separate_run_accuracy(net, DataLoader(ds, batch_size=40), row["T"])
+        assert row["top1"] == top1 == ref["top1"] and row["top5"] == top5
+        assert row["spike_rate"] == pytest.approx(ref["spike_rate"], rel=1e-12)
+    assert torch.equal(whole.trace.pred, small.trace.pred) and torch.equal(whole.trace.target, small.trace.target)
+    assert torch.allclose(whole.trace.confidence, small.trace.confidence) and whole.num_samples == 40

@@ -33,6 +33,11 @@ from snnkd_cli.progress import track
 # once, where a training step keeps every layer's of all its steps: 16 fit where a training step at the usual T
 # fits (eval-sweep --chunk-T sets another).
 SWEEP_CHUNK_T = 16
+# On a CPU each batch of a student's pass runs in slices of at most this many samples: the same counts, and
+# activations small enough that glibc's malloc reuses freed memory instead of mapping (and faulting in) fresh
+# pages for every tensor over its 32 MiB mmap threshold (fp32 validation of a ResNet-18 at T=4, batch 64, 32 px:
+# 1.6x faster in slices of 16).
+SWEEP_SLICE_CPU = 16
 
 
 @dataclass
@@ -257,6 +262,14 @@ def _ann_sweep(model: nn.Module, loader: DataLoader, p: Pass) -> SweepResult:
     return SweepResult([row], n, precision=precision)
 
 
+def _slices(x: torch.Tensor, y: torch.Tensor, device: torch.device | None):
+    """``(x, y)`` of one batch ``[B, ...]``, in slices of :data:`SWEEP_SLICE_CPU` samples on a CPU, whole elsewhere."""
+    if device is not None and device.type != "cpu" or len(y) <= SWEEP_SLICE_CPU:
+        yield x, y
+        return
+    yield from zip(x.split(SWEEP_SLICE_CPU), y.split(SWEEP_SLICE_CPU), strict=True)
+
+
 def _counts(
     model: nn.Module, loader: DataLoader, T: int, p: Pass, traces: list[ExitTrace] | None = None
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int, int]:
@@ -268,17 +281,18 @@ def _counts(
     correct5 = torch.zeros(T, dtype=torch.long, device=device)
     n = 0
     with SpikeCounter(model) as counter:
-        for x, y in track(loader, f"evaluate (T={T})"):
-            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-            reset_state(model)
-            with autocast(precision, device):
-                s = forward_in_chunks(model, time_major(x, T, temporal), p.chunk_T, counter)  # [T, B, C]
-            running = running_mean(s)  # [T, B, C]: prediction at T' = t+1
-            correct1 += _topk_correct(running, y, 1)
-            correct5 += _topk_correct(running, y, 5)
-            if traces is not None:
-                traces.append(ExitTrace.from_running(running, y))
-            n += len(y)
+        for batch_x, batch_y in track(loader, f"evaluate (T={T})"):
+            for x, y in _slices(batch_x, batch_y, device):
+                x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+                reset_state(model)
+                with autocast(precision, device):
+                    s = forward_in_chunks(model, time_major(x, T, temporal), p.chunk_T, counter)  # [T, B, C]
+                running = running_mean(s)  # [T, B, C]: prediction at T' = t+1
+                correct1 += _topk_correct(running, y, 1)
+                correct5 += _topk_correct(running, y, 5)
+                if traces is not None:
+                    traces.append(ExitTrace.from_running(running, y))
+                n += len(y)
     reset_state(model)
     spikes = counter.spikes.double().cpu() if counter.spikes is not None else torch.zeros(T, dtype=torch.float64)
     return correct1.cpu(), correct5.cpu(), spikes, n, counter.neurons

@@ -2,7 +2,7 @@
 
 Two signs, each reported as one ``note:`` line (and kept in the epoch's ``log.jsonl`` record):
 the training accuracy so far is still at chance, or a spiking layer fires never or always on the
-current batch (a layer that passes nothing on, or passes everything).
+first 16 samples of the current batch (a layer that passes nothing on, or passes everything).
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from snnkd_cli.models.contract import evaluating, reset_state
 
 CHECK_SHARE = 0.25  # the check runs once this share of the run's steps is done
 ALWAYS = 0.99  # a layer whose neurons spike at this share of their steps or more "fires always"
+SAMPLES = 16  # the firing rates are read on at most this many samples of the batch (a forward, not a step)
 
 
 def chance_threshold(num_classes: int) -> float:
@@ -124,6 +125,8 @@ class Watch:
         return self.notes
 
     def check_run(self, model: nn.Module, task, x: torch.Tensor, y: torch.Tensor, acc: float, classes: int) -> list:
-        """:meth:`check` with the firing rates of ``task`` (a student's) on the batch ``x [B, ...]``, ``y [B]``."""
+        """:meth:`check` with the firing rates of ``task`` (a student's) on the first :data:`SAMPLES` samples of the
+        batch ``x [B, ...]``, ``y [B]``."""
+        x, y = x[:SAMPLES], y[:SAMPLES]
         rates = firing_rates(model, lambda: task(model, x, y)) if getattr(task, "spiking", False) else None
         return self.check(acc, classes, rates)
