@@ -5,6 +5,8 @@ Three timings, measured in one run and interleaved (round-robin), median over ``
 * ``one-pass``: ``snnkd_cli.evaluation.sweep.sweep(model, loader, Tmax)`` (what ``eval-sweep``
   does: one forward at Tmax, ``cumsum/t`` for every T', top-1/top-5 and spike counting hooks).
 * ``separate``: ``sweep(model, loader, t)`` for t = 1..Tmax, each read at its own T.
+* ``whole``: ``one-pass`` with each batch run whole on a CPU (``SWEEP_SLICE_CPU`` lifted), what it cost before
+  the sweep ran a CPU batch in slices of 16 samples.
 * ``single``: one plain evaluation at Tmax (reset, forward, top-1 of ``logits.mean(0)``,
   no hooks), the cost floor for the target "sweep within 1.2x of one evaluation at Tmax".
 
@@ -25,6 +27,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from snnkd_cli.data.synthetic import SyntheticImages
+from snnkd_cli.evaluation import sweep as sweep_module
 from snnkd_cli.evaluation.sweep import sweep
 from snnkd_cli.models.contract import reset_state, time_major
 from snnkd_cli.models.registry import create_model
@@ -52,6 +55,20 @@ def firing(model: torch.nn.Module) -> torch.nn.Module:
     return model
 
 
+def whole_batches(fn):
+    """``fn`` run with every batch of a sweep whole (no CPU slices), the slice size put back after."""
+
+    def run():
+        kept = sweep_module.SWEEP_SLICE_CPU
+        sweep_module.SWEEP_SLICE_CPU = 1 << 30
+        try:
+            return fn()
+        finally:
+            sweep_module.SWEEP_SLICE_CPU = kept
+
+    return run
+
+
 def time_sweep(model: torch.nn.Module, loader: DataLoader, Tm: int, device: torch.device, repeats: int) -> dict:
     """Median seconds of ``one-pass``, ``separate`` and ``single`` (module docstring), interleaved round-robin
     after one warm-up round, their ratios, and whether the one-pass top-1 equals the others at every T."""
@@ -64,6 +81,7 @@ def time_sweep(model: torch.nn.Module, loader: DataLoader, Tm: int, device: torc
         "one-pass": lambda: sweep(model, loader, Tm, device=device),
         "separate": lambda: [sweep(model, loader, t, device=device).at(t) for t in range(1, Tm + 1)],
         "single": lambda: single_eval(model, loader, Tm, device),
+        "whole": whole_batches(lambda: sweep(model, loader, Tm, device=device)),
     }
     times = {k: [] for k in fns}
     outs = {}
@@ -82,6 +100,8 @@ def time_sweep(model: torch.nn.Module, loader: DataLoader, Tm: int, device: torc
         "times_s": times,
         "ratio_one_pass_over_single": med["one-pass"] / med["single"],
         "ratio_separate_over_one_pass": med["separate"] / med["one-pass"],
+        "ratio_whole_over_one_pass": med["whole"] / med["one-pass"],
+        "same_top1_whole": [r["top1"] for r in outs["whole"].rows] == [r["top1"] for r in outs["one-pass"].rows],
         "top1_one_pass": [r["top1"] for r in outs["one-pass"].rows],
         "top1_separate": [r["top1"] for r in outs["separate"]],
         "same_top1_every_T": all(same),
@@ -91,14 +111,14 @@ def time_sweep(model: torch.nn.Module, loader: DataLoader, Tm: int, device: torc
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--max-T", type=int, default=8)
+    ap.add_argument("--max-T", type=int, default=8, help="the sweep's largest T")
     ap.add_argument("--n", type=int, default=32, help="synthetic validation images")
-    ap.add_argument("--batch", type=int, default=32)
-    ap.add_argument("--size", type=int, default=32)
-    ap.add_argument("--repeats", type=int, default=2)
-    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--batch", type=int, default=32, help="loader batch size")
+    ap.add_argument("--size", type=int, default=32, help="image height and width (px)")
+    ap.add_argument("--repeats", type=int, default=2, help="timed rounds after one warm-up round (median)")
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="cpu or cuda")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own)")
-    ap.add_argument("--json")
+    ap.add_argument("--json", help="write the figures here")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -120,6 +140,9 @@ def main() -> None:
         print(f"  {k:<9} {med[k]:8.3f} s")
     print(f"  one-pass / single T={Tm} eval: {report['ratio_one_pass_over_single']:.2f}x")
     print(f"  separate 1..{Tm} / one-pass:   {report['ratio_separate_over_one_pass']:.2f}x")
+    whole, same_whole = report["ratio_whole_over_one_pass"], report["same_top1_whole"]
+    cut = sweep_module.SWEEP_SLICE_CPU
+    print(f"  whole batches / one-pass (CPU slices of {cut}): {whole:.2f}x, same top-1: {same_whole}")
     same, same_T = report["same_top1_every_T"], report["same_top1_as_single"]
     print(f"  one-pass top-1 equals separate top-1 at every T: {same}; equals single eval at T={Tm}: {same_T}")
     if args.json:
