@@ -10,6 +10,9 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
+
+from snnkd_cli.precision import resolve_precision
 
 BENCH = Path(__file__).resolve().parents[1] / "bench"
 TINY = ["--train-images", "8", "--val-images", "4", "--batch", "4", "--size", "8", "--width", "4", "--T", "1"]
@@ -48,7 +51,8 @@ def test_a_tiny_epochs_parts_add_up_to_its_wall_time(tmp_path) -> None:
     assert r["epoch_loop_s"] >= parts["step"] + parts["data"]  # fit's epoch time holds its waits and steps
     assert r["met"] == (r["wall_s"] <= 1.1 * r["steps_s"]) and r["target"] == 1.1
     assert sum(r["shares"].values()) == pytest.approx(1.0)
-    assert r["epochs"] == 1 and r["config"] == {"precision": "fp32", "memopt": "off"}
+    auto = resolve_precision("auto", torch.device("cpu"))  # bf16 on a CPU that computes it natively, else fp32
+    assert r["epochs"] == 1 and r["config"] == {"precision": auto, "memopt": "off"}
     assert f"bench/step.py --epoch {' '.join(TINY)}" in res.stdout
     assert f"| training steps (2) | {parts['step']:.2f} |" in res.stdout
     assert f"wall / sum of training steps: {r['wall_over_steps']:.3f}x" in res.stdout
