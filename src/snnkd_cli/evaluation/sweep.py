@@ -35,8 +35,8 @@ from snnkd_cli.progress import track
 SWEEP_CHUNK_T = 16
 # On a CPU each batch of a student's pass runs in slices of at most this many samples: the same counts, and
 # activations small enough that glibc's malloc reuses freed memory instead of mapping (and faulting in) fresh
-# pages for every tensor over its 32 MiB mmap threshold (fp32 validation of a ResNet-18 at T=4, batch 64, 32 px:
-# 1.6x faster in slices of 16).
+# pages for every tensor over its 32 MiB mmap threshold (bench/sweep.py, a ResNet-18 at T=1..8, batch 64, 32 px,
+# fp32: 1.86x faster in slices of 16).
 SWEEP_SLICE_CPU = 16
 
 
