@@ -77,8 +77,8 @@ def firing_notes(rates: dict[str, float]) -> list[str]:
     notes = []
     if never:
         notes.append(
-            f"{_layers(never)} never fired on this batch, so they pass nothing on: check the input scale of the "
-            f"data, or try a lower {option('lr')}"
+            f"{_layers(never)} never fired on the samples checked (up to {SAMPLES}), so they pass nothing on: check "
+            f"the input scale of the data, or try a lower {option('lr')}"
         )
     if always:
         notes.append(
