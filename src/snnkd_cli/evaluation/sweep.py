@@ -262,9 +262,10 @@ def _ann_sweep(model: nn.Module, loader: DataLoader, p: Pass) -> SweepResult:
     return SweepResult([row], n, precision=precision)
 
 
-def _slices(x: torch.Tensor, y: torch.Tensor, device: torch.device | None):
-    """``(x, y)`` of one batch ``[B, ...]``, in slices of :data:`SWEEP_SLICE_CPU` samples on a CPU, whole elsewhere."""
-    if device is not None and device.type != "cpu" or len(y) <= SWEEP_SLICE_CPU:
+def _slices(x: torch.Tensor, y: torch.Tensor, device: torch.device):
+    """``(x, y)`` of one batch ``[B, ...]``, in slices of :data:`SWEEP_SLICE_CPU` samples on a CPU, whole elsewhere
+    (``device``: the pass's, made concrete by :meth:`Pass.on`)."""
+    if device.type != "cpu" or len(y) <= SWEEP_SLICE_CPU:
         yield x, y
         return
     yield from zip(x.split(SWEEP_SLICE_CPU), y.split(SWEEP_SLICE_CPU), strict=True)
