@@ -390,8 +390,9 @@ def plot(report: dict, path: Path) -> Path | None:
 
 def measure_all(args: argparse.Namespace, device: torch.device, deadline: float | None = None) -> dict:
     """The options, what the memory figure is, the points and the slopes (``bench/gpu.py``'s ``memory`` part)."""
-    keys = ("T", "settings", "batch", "size", "width", "precision", "steps", "warmup", "seed", "preload")
-    report: dict = {"options": {k: getattr(args, k, None) for k in keys} | {"device": device.type}}
+    keys = ("T", "settings", "batch", "size", "width", "precision", "steps", "warmup", "seed")
+    options = {k: getattr(args, k) for k in keys} | {"preload": getattr(args, "preload", None)}  # gpu.py has none
+    report: dict = {"options": options | {"device": device.type}}
     report["memory"] = (
         "torch.cuda.max_memory_allocated over the timed steps minus the allocation before them"
         if device.type == "cuda"
