@@ -12,16 +12,27 @@ checkpoint is swept over T = 1..max-T in one pass (``eval-sweep``). The script w
 
 ``--precision fp32 bf16`` runs the whole grid at each precision (the check behind the default).
 
+``--suite [SET ...]`` runs the three losses on ``bench/parity.py``'s suite of real sets instead (every set of
+its ``SUITE`` by default) through that script, snnkd's side only, with each set's own data and budget: its runs
+land in ``OUT/<set>/results.json`` as parity.py writes them (continued when rerun, a seed's teacher shared by
+its losses). One table goes into ``--doc`` (``--marker``, default ``ablation-suite``): per set each loss (mean
+± std over seeds at each T), full-range minus TWCE and minus standard KD paired by seed, and whether full-range
+is at least TWCE at every T and at least standard KD at T=1 within the spread (issue 23 item 6).
+
 Usage: ``python bench/ablation.py [--datasets synthetic synthetic-dvs] [--seeds 0 1 2]
-[--losses twce standard-kd full-range] [--precision bf16] [--out runs/ablation] [--doc docs/results.md]``
+[--losses twce standard-kd full-range] [--precision bf16] [--out runs/ablation] [--doc docs/results.md]``;
+``python bench/ablation.py --suite [SET ...] [--seeds 0 1 2] [--threads N] [--out runs/ablation-suite]
+[--teachers-from DIR] [--student-set KEY=VALUE] [--snnkd-set KEY=VALUE] [--data-root data] [--no-doc]``
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import platform
 import statistics
+import sys
 import time
 from pathlib import Path
 
@@ -192,25 +203,184 @@ def plot(results: dict, folder: Path, prefix: str = "ablation") -> list[Path]:
     return written
 
 
-def main() -> None:
+# --------------------------------------------------------------------------- the suite of real sets
+
+
+def _bench(name: str):
+    """The sibling ``bench/NAME.py``, loaded on first use and registered in ``sys.modules`` before it runs (its
+    dataclasses look their module up there). Never at import: parity.py loads this file, so that would be a cycle."""
+    path = Path(__file__).resolve().with_name(f"{name}.py")
+    mod = sys.modules.get(name)
+    if mod is not None and Path(getattr(mod, "__file__", "") or "").resolve() == path:
+        return mod
+    spec = importlib.util.spec_from_file_location(name, path)
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[name] = mod
+    spec.loader.exec_module(mod)
+    return mod
+
+
+# issue 23 item 6: full-range at least each of these losses, at every T (None) or at the given T
+CLAIMS = {"twce": None, "standard-kd": 1}
+
+
+def at_least(diffs: list[float]) -> bool:
+    """A paired difference is "at least 0 within the spread" when its mean is at least minus its sample std
+    (one seed: at least 0)."""
+    return statistics.fmean(diffs) >= -(statistics.stdev(diffs) if len(diffs) > 1 else 0.0)
+
+
+def suite_argv(args: argparse.Namespace) -> list[str]:
+    """The ``bench/parity.py`` command line that runs the grid: its suite, snnkd's side, the losses, no doc."""
+    argv = ["--suite", *args.suite, "--sides", "snnkd", "--losses", *args.losses, "--seeds", *map(str, args.seeds)]
+    argv += ["--out", args.out, "--data-root", args.data_root, "--no-doc"]
+    for flag, items in (("--snnkd-set", args.snnkd_set), ("--student-set", args.student_set)):
+        for item in items:
+            argv += [flag, item]
+    argv += ["--teachers-from", args.teachers_from] if args.teachers_from else []
+    return argv + (["--threads", str(args.threads)] if args.threads else [])
+
+
+def run_suite(args: argparse.Namespace, command: str) -> dict[str, dict]:
+    """Every set of ``args.suite`` through ``bench/parity.py --suite`` (each in ``OUT/<set>``), then one table."""
+    parity = _bench("parity")
+    done = parity.main(suite_argv(args))
+    table = suite_markdown(done, command, args.marker, args.losses, args.seeds)
+    print(table)
+    if not args.no_doc:
+        write_doc(Path(args.doc), table, args.marker)
+        print(f"wrote {args.doc}")
+    return done
+
+
+def suite_markdown(done: dict[str, dict], command: str, marker: str, losses: list[str], seeds: list[int]) -> str:
+    """One table over the sets of ``done`` (``{set: parity results}``): per set each loss's snnkd students (mean ±
+    std over ``seeds`` at each T and of each seed's mean over T), then full-range minus TWCE and minus standard
+    KD paired by seed (``compare.paired``), with whether full-range is at least that loss (``CLAIMS``)."""
+    start, end = markers(marker)
+    by_set = {}  # set -> loss -> seed -> run (snnkd's students of the asked losses and seeds)
+    for name, res in done.items():
+        mine = [r for r in res["runs"] if r["side"] == "snnkd" and r["loss"] in losses and r["seed"] in seeds]
+        by_set[name] = {loss: {r["seed"]: r for r in mine if r["loss"] == loss} for loss in losses}
+    max_T = max((len(r["top1"]) for by in by_set.values() for run in by.values() for r in run.values()), default=1)
+    lines = [start, "", f"`{command}`", "",
+             "snnkd's students of each loss (top-1 %, mean ± std over seeds), then full-range minus each other loss "
+             "paired by seed (mean ± std of the per-seed differences; a seed's students share its teacher):", "",
+             "| set | student | seeds | " + " | ".join(f"T={t}" for t in range(1, max_T + 1))
+             + " | mean over T | full-range at least it |", "|---" * (max_T + 5) + "|"]  # fmt: skip
+    verdicts, teachers = [], []
+    for name, by_loss in by_set.items():
+        if any(by_loss.values()):
+            rows, verdict = _set_rows(name, by_loss, max_T)
+            lines += rows
+            verdicts.append(verdict)
+        t1 = [t["top1"] for t in done[name].get("teachers", []) if t["side"] == "snnkd" and t["seed"] in seeds]
+        teachers += [f"{name} {_bench('compare')._stats(t1)}"] if t1 else []
+    lines += ["", "Issue 23 item 6 (full-range at least TWCE at every T and at least standard KD at T=1, within the "
+              "spread: the mean paired difference at least minus its std): " + ("; ".join(verdicts) or "no students")
+              + "."]  # fmt: skip
+    if teachers:
+        lines.append(f"snnkd's ANN teachers (one per seed, shared by its students): {', '.join(teachers)}.")
+    return "\n".join([*lines, "", end])
+
+
+def _set_rows(name: str, by_loss: dict[str, dict[int, dict]], max_T: int) -> tuple[list[str], str]:
+    """One set's rows of the suite table (each loss, then full-range minus each loss of ``CLAIMS``; the cells past
+    the set's own T left empty, as ``parity.suite_markdown`` does) and its verdict on ``CLAIMS``."""
+    compare = _bench("compare")
+    n = min(len(r["top1"]) for run in by_loss.values() for r in run.values())  # this set's T = 1..n
+    pad = [""] * (max_T - n)
+    rows = []
+    for loss, run in by_loss.items():
+        if run:
+            cells = [compare._stats([r["top1"][t] for r in run.values()]) for t in range(n)]
+            mean = compare._stats([statistics.fmean(r["top1"][:n]) for r in run.values()])
+            rows.append(f"| {name} | {loss} | {','.join(map(str, sorted(run)))} | " + " | ".join(cells + pad)
+                        + f" | {mean} | |")  # fmt: skip
+    failed, missing = [], []
+    for other, at in CLAIMS.items():
+        seeds, diff, per_seed = compare.paired(by_loss.get("full-range", {}), by_loss.get(other, {}), n)
+        if not seeds:
+            missing.append(other)
+            continue
+        short = ", ".join(f"T={t}" for t in (range(1, n + 1) if at is None else [at]) if not at_least(diff[t - 1]))
+        verdict = "yes" if not short else "no" if at is not None else f"no ({short})"
+        claim = f"at {'every T' if at is None else f'T={at}'}: {verdict}"
+        failed += [f"{other} at {short}"] if short else []
+        cells = [compare._stats(d, signed=True) for d in diff]
+        rows.append(f"| {name} | full-range - {other} | {','.join(map(str, seeds))} | " + " | ".join(cells + pad)
+                    + f" | {compare._stats(per_seed, signed=True)} | {claim} |")  # fmt: skip
+    if failed:
+        return rows, f"fails on {name} ({'; '.join(failed)})"
+    if missing:
+        return rows, f"not decided on {name} (no full-range and {' / '.join(missing)} students of the same seeds)"
+    return rows, f"holds on {name}"
+
+
+def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--datasets", nargs="+", default=["synthetic", "synthetic-dvs"])
-    ap.add_argument("--losses", nargs="+", default=["twce", "standard-kd", "full-range"])
-    ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    ap.add_argument("--precision", nargs="+", default=["bf16"], help="one grid per precision")
-    ap.add_argument("--max-T", type=int, default=None, help="sweep T = 1..max-T (default: 8)")
+    ap.add_argument("--datasets", nargs="+", default=None,
+                    help="built-in datasets (default: synthetic synthetic-dvs; not with --suite)")  # fmt: skip
+    ap.add_argument("--losses", nargs="+", default=["twce", "standard-kd", "full-range"], help="student losses")
+    ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2],
+                    help="student seeds (with --suite, a teacher per seed too)")  # fmt: skip
+    ap.add_argument("--precision", nargs="+", default=None,
+                    help="one grid per precision (default: bf16; not with --suite, where --snnkd-set "
+                         "precision=fp32 sets it)")  # fmt: skip
+    ap.add_argument("--max-T", type=int, default=None, help="sweep T = 1..max-T (default: 8; not with --suite)")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own)")
-    ap.add_argument("--out", default="runs/ablation", help="checkpoints and results.json")
+    ap.add_argument("--out", default=None,
+                    help="checkpoints and results.json (default: runs/ablation; --suite: runs/ablation-suite, "
+                         "one OUT/<set> per set)")  # fmt: skip
     ap.add_argument("--doc", default="docs/results.md", help="markdown file whose ablation block is rewritten")
     ap.add_argument("--from-json", help="only rewrite the doc and plots from an earlier results.json")
-    ap.add_argument("--marker", default="ablation", help="name of the block in --doc (<!-- NAME:start -->)")
+    ap.add_argument("--marker", default=None,
+                    help="name of the block in --doc (<!-- NAME:start -->; default: ablation, with --suite: "
+                         "ablation-suite)")  # fmt: skip
     ap.add_argument(
         "--continue",
         dest="resume",
         action="store_true",
         help="keep the finished runs of OUT/results.json (results.json is written after every run)",
     )
-    args = ap.parse_args()
+    ap.add_argument("--no-doc", action="store_true", help="print the tables only (no --doc, no plots)")
+    ap.add_argument("--suite", nargs="*", default=None, metavar="SET",
+                    help="run the losses with snnkd on bench/parity.py's suite of real sets instead (every "
+                         "set of its SUITE, or the SETs named), each with its own data and budget; a rerun "
+                         "continues")  # fmt: skip
+    ap.add_argument("--teachers-from", default=None, metavar="DIR",
+                    help="--suite: snnkd's teachers from an earlier --out (DIR/<set>/snnkd-teacher-seedS/"
+                         "best.safetensors), used as they are instead of trained")  # fmt: skip
+    ap.add_argument("--student-set", action="append", default=[], metavar="KEY=VALUE",
+                    help="--suite: an extra snnkd config field for every student (schedule=cosine-step)")  # fmt: skip
+    ap.add_argument("--snnkd-set", action="append", default=[], metavar="KEY=VALUE",
+                    help="--suite: an extra snnkd config field for teachers and students (precision=fp32)")  # fmt: skip
+    ap.add_argument("--data-root", default=None, help="--suite: where the sets are made and read (default: data)")
+    args = ap.parse_args(argv)
+    command = "python bench/ablation.py " + " ".join(sys.argv[1:] if argv is None else argv)
+    if args.suite is not None:
+        given = {"--datasets": args.datasets, "--precision": args.precision, "--max-T": args.max_T,
+                 "--from-json": args.from_json, "--continue": args.resume}  # fmt: skip
+        if any(given.values()):
+            ap.error(f"{', '.join(k for k, v in given.items() if v)}: not with --suite (each set's budget is "
+                     "bench/parity.py's SUITE; rerunning the same command continues its grid)")  # fmt: skip
+        suite = _bench("parity").SUITE
+        if unknown := [name for name in args.suite if name not in suite]:
+            ap.error(f"--suite: no set {', '.join(unknown)} (the sets: {', '.join(suite)})")
+        args.suite = args.suite or list(suite)
+        args.out, args.marker = args.out or "runs/ablation-suite", args.marker or "ablation-suite"
+        args.data_root = args.data_root or "data"
+        if args.threads:
+            torch.set_num_threads(args.threads)
+        run_suite(args, command)
+        return
+    given = {"--teachers-from": args.teachers_from, "--student-set": args.student_set,
+             "--snnkd-set": args.snnkd_set, "--data-root": args.data_root}  # fmt: skip
+    if any(given.values()):
+        ap.error(f"{', '.join(k for k, v in given.items() if v)}: only with --suite")
+    args.datasets = args.datasets or ["synthetic", "synthetic-dvs"]
+    args.precision = args.precision or ["bf16"]
+    args.out, args.marker = args.out or "runs/ablation", args.marker or "ablation"
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.from_json:
@@ -221,6 +391,9 @@ def main() -> None:
         results["seconds"] = time.perf_counter() - t0
         _save(results, Path(args.out))
     doc = Path(args.doc)
+    if args.no_doc:
+        print(markdown(results, args.marker))
+        return
     write_doc(doc, markdown(results, args.marker), args.marker)
     for p in plot(results, doc.parent, args.marker):
         print(f"wrote {p}")

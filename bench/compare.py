@@ -51,6 +51,16 @@ def exit_gap(r: dict) -> float | None:
     return r["exit"]["top1"] - r["exit"]["best_fixed_top1"] if r.get("exit") else None
 
 
+def paired(
+    runs: dict[int, dict], base: dict[int, dict], max_T: int
+) -> tuple[list[int], list[list[float]], list[float]]:
+    """``runs`` minus ``base`` seed by seed on the seeds both have: (those seeds, the differences at each T
+    (``[T][seed]``), each seed's mean difference over the ``max_T`` steps)."""
+    seeds = sorted(set(runs) & set(base))
+    diff = [[runs[s]["top1"][t] - base[s]["top1"][t] for s in seeds] for t in range(max_T)]
+    return seeds, diff, [statistics.fmean(d[i] for d in diff) for i in range(len(seeds))]
+
+
 def table(variants: list[tuple[str, dict[int, dict]]]) -> list[str]:
     """The rows: each variant (mean ± std over its seeds), then each one minus the base, paired by seed."""
     max_T = min(len(r["top1"]) for _, runs in variants for r in runs.values())
@@ -65,11 +75,9 @@ def table(variants: list[tuple[str, dict[int, dict]]]) -> list[str]:
         lines.append(f"| {label} | {','.join(map(str, seeds))} | " + " | ".join(cells) + f" | {mean:.1f} | {ex} |")
     base_label, base = variants[0]
     for label, runs in variants[1:]:
-        seeds = sorted(set(runs) & set(base))
+        seeds, diff, mean = paired(runs, base, max_T)  # mean: per seed, over T
         if not seeds:
             continue
-        diff = [[runs[s]["top1"][t] - base[s]["top1"][t] for s in seeds] for t in range(max_T)]
-        mean = [statistics.fmean(d[i] for d in diff) for i in range(len(seeds))]  # per seed, over T
         cells = [_stats(d, signed=True) for d in diff]
         lines.append(f"| {label} - {base_label} | {','.join(map(str, seeds))} | " + " | ".join(cells)
                      + f" | {_stats(mean, signed=True)} | |")  # fmt: skip

@@ -204,9 +204,14 @@ def snnkd_overrides(args: argparse.Namespace, extra: Sequence[str] = ()) -> dict
     return kw
 
 
-def snnkd_teacher(args: argparse.Namespace, seed: int, out: Path) -> dict:
-    if args.teachers_from:  # a teacher trained by an earlier run of this script: evaluated, not retrained
-        path = Path(args.teachers_from) / out.name / "best.safetensors"
+def snnkd_teacher(args: argparse.Namespace, seed: int, out: Path, finished: bool = False) -> dict:
+    """snnkd's teacher of ``seed``: from ``--teachers-from``, the one this ``--out`` finished earlier
+    (``finished``: recorded in results.json with its checkpoint, so a continued grid adds students to the same
+    teacher), else trained now."""
+    path = Path(args.teachers_from) / out.name / "best.safetensors" if args.teachers_from else None
+    if path is None and finished and (out / "best.safetensors").exists():
+        path = out / "best.safetensors"
+    if path is not None:  # a teacher trained by an earlier run of this script: evaluated, not retrained
         if not path.exists():
             raise SystemExit(f"--teachers-from: no {path}; run that seed there first or drop --teachers-from")
         _, res = evaluate_checkpoint(path)
@@ -256,7 +261,7 @@ def run_grid(args: argparse.Namespace, results: dict, save) -> None:
                 teacher = ref_train(args, seed, None, schedule=REF_SCHEDULE.get(side, ""))
                 t_model, t_top1 = teacher["model"], teacher["best_top1"]
             else:
-                teacher = snnkd_teacher(args, seed, out / f"snnkd-teacher-seed{seed}")
+                teacher = snnkd_teacher(args, seed, out / f"snnkd-teacher-seed{seed}", (side, seed, None) in done)
                 t_model, t_top1 = teacher["path"], teacher["best_top1"]
             seconds = time.perf_counter() - t0
             if (side, seed, None) not in done:

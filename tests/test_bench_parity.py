@@ -59,6 +59,14 @@ def test_tiny_grid_writes_results_and_table(tmp_path):
     # a second call continues: nothing is run again
     again = parity.main(argv)
     assert again["runs"] == res["runs"]
+    # a loss added to the same --out: its student is distilled from the teacher already there, not a new one
+    teacher_file = tmp_path / "p" / "snnkd-teacher-seed0" / "best.safetensors"
+    before = teacher_file.stat().st_mtime_ns
+    more = parity.main([*argv[: argv.index("--losses")], "--losses", "twce", *argv[argv.index("--losses") + 2 :],
+                        "--sides", "snnkd", "--no-doc"])  # fmt: skip
+    assert teacher_file.stat().st_mtime_ns == before
+    twce = next(r for r in more["runs"] if r["loss"] == "twce")
+    assert twce["teacher_top1"] == runs["snnkd"]["teacher_top1"]
     # --teachers-from: the same teacher checkpoint, evaluated and used, not trained again
     reuse = [*argv[: argv.index("--seeds")], "--seeds", "0", "--sides", "snnkd", "--losses", "twce", "--no-doc",
              "--teachers-from", str(tmp_path / "p"), "--out", str(tmp_path / "p2")]  # fmt: skip
