@@ -6,9 +6,14 @@ Each ``--run LABEL=RESULTS[:LOSS]`` names one variant: the snnkd students of los
 other variant with its difference from the base, seed by seed on the seeds both have (mean ± std of
 the paired differences), so a teacher shared by two variants does not count as spread.
 
+``--run LABEL=RESULTS:LOSS:SIDE`` takes another side's students (``ref``, ``ref-step``). With ``--suite`` each
+``--run`` is a ``bench/parity.py --suite`` output folder and the table has one column per set: what each
+variant's choice costs on every set of the suite, paired by seed.
+
 Usage: ``python bench/compare.py --run default=runs/d32/digits32/results.json --run
 twce=runs/d32/digits32/results.json:twce --run skip=runs/d32-skip/digits32/results.json [--doc
-docs/results.md --marker NAME]`` (without ``--doc`` the table is only printed).
+docs/results.md --marker NAME]`` (without ``--doc`` the table is only printed); ``python bench/compare.py --suite
+--run step=runs/S --run epoch=runs/E``.
 """
 
 from __future__ import annotations
@@ -29,21 +34,34 @@ def _stats(values: list[float], signed: bool = False) -> str:
     return f"{mean:{f}} ± {statistics.stdev(values):.1f}" if len(values) > 1 else f"{mean:{f}}"
 
 
-def load(spec: str) -> tuple[str, dict[int, dict]]:
-    """``LABEL=RESULTS[:LOSS]`` -> (label, {seed: run}) of snnkd's students of that loss."""
+def parse(spec: str, what: str = "RESULTS.json") -> tuple[str, str, str, str]:
+    """``LABEL=PATH[:LOSS[:SIDE]]`` -> (label, path, loss (default full-range), side (default snnkd))."""
     label, sep, rest = spec.partition("=")
     if not sep or not label:
-        raise SystemExit(f"error: --run {spec!r}: write LABEL=RESULTS.json[:LOSS]")
-    path, loss = rest, "full-range"
-    if ".json:" in rest:
-        path, _, loss = rest.rpartition(":")
+        raise SystemExit(f"error: --run {spec!r}: write LABEL={what}[:LOSS[:SIDE]]")
+    path, *tail = rest.split(":")
+    if len(tail) > 2:
+        raise SystemExit(f"error: --run {spec!r}: write LABEL={what}[:LOSS[:SIDE]]")
+    loss, side = (tail + ["", ""])[:2]
+    return label, path, loss or "full-range", side or "snnkd"
+
+
+def students(path: Path, label: str, loss: str, side: str) -> dict[int, dict]:
+    """{seed: run} of the students of ``loss`` on ``side`` in a parity ``results.json``."""
+    runs = json.loads(path.read_text())["runs"]
+    mine = {r["seed"]: r for r in runs if r["side"] == side and r["loss"] == loss}
+    if not mine:
+        raise SystemExit(f"error: --run {label}: {path} has no {side} student with loss {loss}")
+    return mine
+
+
+def load(spec: str) -> tuple[str, dict[int, dict]]:
+    """``LABEL=RESULTS[:LOSS[:SIDE]]`` -> (label, {seed: run}) of that side's (default snnkd's) students of that
+    loss (default full-range)."""
+    label, path, loss, side = parse(spec)
     if not Path(path).exists():
         raise SystemExit(f"error: --run {label}: no {path}")
-    runs = json.loads(Path(path).read_text())["runs"]
-    mine = {r["seed"]: r for r in runs if r["side"] == "snnkd" and r["loss"] == loss}
-    if not mine:
-        raise SystemExit(f"error: --run {label}: {path} has no snnkd student with loss {loss}")
-    return label, mine
+    return label, students(Path(path), label, loss, side)
 
 
 def exit_gap(r: dict) -> float | None:
@@ -84,18 +102,57 @@ def table(variants: list[tuple[str, dict[int, dict]]]) -> list[str]:
     return lines
 
 
+def suite_table(specs: list[str]) -> list[str]:
+    """``--suite``: each ``--run LABEL=DIR[:LOSS[:SIDE]]`` is a ``bench/parity.py --suite`` output folder
+    (``DIR/<set>/results.json``). One row of the base's mean over T per set, then one row per other variant: per
+    set, its mean over T minus the base's, paired by seed (mean ± std of the per-seed differences) and the same
+    at T=1; a set missing from a variant's folder is left empty."""
+    parsed = [parse(spec, "DIR") for spec in specs]
+    for label, path, _, _ in parsed:
+        if not Path(path).is_dir():
+            raise SystemExit(f"error: --run {label}: no folder {path}")
+    base_label, base_dir, base_loss, base_side = parsed[0]
+    sets = sorted(p.parent.name for p in Path(base_dir).glob("*/results.json"))
+    if not sets:
+        raise SystemExit(f"error: --run {base_label}: no <set>/results.json under {base_dir}")
+    base = {s: students(Path(base_dir) / s / "results.json", base_label, base_loss, base_side) for s in sets}
+    lines = ["| variant | " + " | ".join(sets) + " |", "|---" * (len(sets) + 1) + "|"]
+    cells = []
+    for s in sets:
+        n = min(len(r["top1"]) for r in base[s].values())
+        cells.append(_stats([statistics.fmean(r["top1"][:n]) for r in base[s].values()]))
+    lines.append(f"| {base_label} (mean over T) | " + " | ".join(cells) + " |")
+    for label, path, loss, side in parsed[1:]:
+        cells = []
+        for s in sets:
+            file = Path(path) / s / "results.json"
+            if not file.exists():
+                cells.append("")
+                continue
+            runs = students(file, label, loss, side)
+            n = min(len(r["top1"]) for r in [*runs.values(), *base[s].values()])
+            seeds, diff, per_seed = paired(runs, base[s], n)
+            cells.append(f"{_stats(per_seed, signed=True)} (T=1 {_stats(diff[0], signed=True)})" if seeds else "")
+        lines.append(f"| {label} - {base_label} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def main(argv: list[str] | None = None) -> str:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--run", action="append", required=True, metavar="LABEL=RESULTS[:LOSS]",
-                    help="a variant: snnkd's students of LOSS (default full-range) in a parity results.json; "
-                         "the first is the base")  # fmt: skip
+    ap.add_argument("--run", action="append", required=True, metavar="LABEL=RESULTS[:LOSS[:SIDE]]",
+                    help="a variant: the students of LOSS (default full-range) on SIDE (default snnkd; ref, "
+                         "ref-step) in a parity results.json (with --suite: a parity --suite output folder); the "
+                         "first is the base")  # fmt: skip
+    ap.add_argument("--suite", action="store_true",
+                    help="each --run names a parity --suite output folder: one row per variant, one column per set "
+                         "(the mean over T minus the base's, paired by seed, and the same at T=1)")  # fmt: skip
     ap.add_argument("--doc", default=None, help="markdown file whose marked block is rewritten (default: print only)")
     ap.add_argument("--marker", default="compare", help="name of the block in --doc (<!-- NAME:start -->)")
     args = ap.parse_args(argv)
-    variants = [load(spec) for spec in args.run]
+    rows = suite_table(args.run) if args.suite else table([load(spec) for spec in args.run])
     start, end = ablation.markers(args.marker)
     command = "python bench/compare.py " + " ".join(sys.argv[1:] if argv is None else argv)
-    text = "\n".join([start, "", f"`{command}`", "", *table(variants), "", end])
+    text = "\n".join([start, "", f"`{command}`", "", *rows, "", end])
     print(text)
     if args.doc:
         ablation.write_doc(Path(args.doc), text, args.marker)

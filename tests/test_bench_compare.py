@@ -51,3 +51,24 @@ def test_bad_runs_are_one_line_errors(tmp_path, spec, message):
     a = _results(tmp_path / "a.json", [_run(0, [1.0])])
     with pytest.raises(SystemExit, match=message):
         compare.main(["--run", spec.format(a=a, missing=tmp_path / "m.json")])
+
+
+def test_suite_columns_are_sets_paired_by_seed(tmp_path):
+    """--suite: one column per set of the base folder; each variant's mean over T minus the base's, by seed."""
+    for name, runs in {"base": {"a": [_run(0, [90.0, 92.0]), _run(1, [80.0, 84.0])], "b": [_run(0, [50.0, 50.0])]},
+                       "var": {"a": [_run(0, [91.0, 95.0]), _run(1, [84.0, 84.0]), _run(0, [1.0, 1.0], side="ref")]},
+                       "ref": {"b": [_run(0, [40.0, 44.0], side="ref-step")]}}.items():  # fmt: skip
+        for s, rs in runs.items():
+            (tmp_path / name / s).mkdir(parents=True)
+            _results(tmp_path / name / s / "results.json", rs)
+    text = compare.main(["--suite", "--run", f"base={tmp_path / 'base'}", "--run", f"var={tmp_path / 'var'}",
+                         "--run", f"ref={tmp_path / 'ref'}:full-range:ref-step"])  # fmt: skip
+    assert "| variant | a | b |" in text
+    # base means over T: a (91, 82) -> 86.5 ± 6.4; b 50.0
+    assert "| base (mean over T) | 86.5 ± 6.4 | 50.0 |" in text
+    # var - base on a: seed 0 (+1, +3) -> +2, seed 1 (+4, 0) -> +2: +2.0 ± 0.0; T=1 (+1, +4) -> +2.5 ± 2.1; no b
+    assert "| var - base | +2.0 ± 0.0 (T=1 +2.5 ± 2.1) |  |" in text
+    # ref-step's students on b: (40, 44) - (50, 50) -> -8.0, T=1 -10.0; none on a
+    assert "| ref - base |  | -8.0 (T=1 -10.0) |" in text
+    with pytest.raises(SystemExit, match="no folder"):
+        compare.main(["--suite", "--run", f"base={tmp_path / 'nothing'}"])
