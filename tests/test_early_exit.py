@@ -21,6 +21,7 @@ from snnkd_cli.errors import SnnkdError
 from snnkd_cli.evaluation.early_exit import (
     DynamicOptions,
     ExitTrace,
+    binary_entropy,
     choose_threshold,
     early_exit,
     evaluate_dynamic,
@@ -111,7 +112,7 @@ def test_choose_threshold_lowest_mean_T_within_the_drop():
 def test_evaluate_dynamic_chooses_on_calibration_and_reports_evaluation():
     calib = ExitTrace.from_running(running_mean(random_logits(seed=3)), torch.randint(0, 5, (40,)))
     evaluation = ExitTrace.from_running(running_mean(random_logits(seed=4)), torch.randint(0, 5, (40,)))
-    opts = DynamicOptions(thresholds=(0.3, 0.5, 0.7, 0.9), max_drop=2.5)
+    opts = DynamicOptions(thresholds=(0.3, 0.5, 0.7, 0.9), max_drop=2.5, seen_floor=0.0)
     res = evaluate_dynamic(evaluation, calib, opts)
     pts = [calib.evaluate(t) for t in (0.3, 0.5, 0.7, 0.9)]
     pick = choose_threshold(pts, calib.fixed_top1(6), 2.5)
@@ -128,9 +129,34 @@ def test_evaluate_dynamic_chooses_on_calibration_and_reports_evaluation():
     data = res.to_json()
     assert {"rule", "curve", "chosen"} <= set(data)
     assert {"threshold", "top1", "mean_T", "calib_top1", "calib_mean_T"} <= set(data["chosen"])
-    impossible = evaluate_dynamic(evaluation, calib, DynamicOptions(thresholds=(0.3,), max_drop=0.0))
+    impossible = evaluate_dynamic(evaluation, calib, DynamicOptions(thresholds=(0.3,), max_drop=0.0, seen_floor=0.0))
     if calib.evaluate(0.3)["top1"] < calib.fixed_top1(6):
         assert impossible.chosen["threshold"] is None and impossible.chosen["mean_T"] == 6
+
+
+def test_a_seen_slice_searches_from_the_floor():
+    """Two steps, four samples of class 0, every one right and sure at step 1 (a slice the student trained on):
+    without a floor the earliest threshold keeps the calibration top-1 and is chosen; with the floor 0.9 the
+    search starts there; held out, no floor. Entropy: the floor is the entropy of [0.9, 0.1], 0.3251 nats
+    (0.9 ln(1/0.9) + 0.1 ln 10 = 0.0948 + 0.2303), placed in the grid."""
+    conf = torch.full((2, 4), 0.99)
+    calib = ExitTrace(conf, torch.full((2, 4), 0.05), torch.zeros(2, 4, dtype=torch.long), torch.zeros(4).long())
+    evaluation = calib
+    grid = (0.5, 0.8, 0.9, 0.95)
+    off = evaluate_dynamic(evaluation, calib, DynamicOptions(thresholds=grid, seen_floor=0.0))
+    assert (off.chosen["threshold"], off.seen_floor) == (0.95, None)  # same mean T 1: the most cautious tie
+    calib.confidence[0] = torch.tensor([0.6, 0.85, 0.92, 0.99])  # step 1: three samples below 0.95
+    off = evaluate_dynamic(evaluation, calib, DynamicOptions(thresholds=grid, seen_floor=0.0))
+    assert off.chosen["threshold"] == 0.5  # everything keeps 100%: the earliest (mean T 1)
+    on = evaluate_dynamic(evaluation, calib, DynamicOptions(thresholds=grid))
+    # from 0.9 on: 0.9 exits samples 3, 4 at step 1 and 1, 2 at step 2 -> mean T 1.5; 0.95 exits one -> 1.75
+    assert (on.chosen["threshold"], on.chosen["calib_mean_T"], on.seen_floor) == (0.9, 1.5, 0.9)
+    assert [p["threshold"] for p in on.curve] == list(grid)  # the whole curve is still shown
+    held = evaluate_dynamic(evaluation, calib, DynamicOptions(thresholds=grid, calib_held_out=True))
+    assert (held.chosen["threshold"], held.seen_floor) == (0.5, None)
+    ent = DynamicOptions(rule="entropy", thresholds=(1.0, 0.5, 0.1))
+    assert ent.floor() == 0.3251 and ent.grid() == [1.0, 0.5, 0.3251, 0.1] and ent.searched() == [0.3251, 0.1]
+    assert binary_entropy(0.9) == pytest.approx(0.9 * math.log(1 / 0.9) + 0.1 * math.log(10))
 
 
 def test_energy_hook():
@@ -149,6 +175,8 @@ def test_energy_hook():
         ({"max_drop": -1.0}, "^max_drop must be >= 0"),
         ({"thresholds": (0.5, 1.5)}, r"\[0, 1\]"),
         ({"rule": "entropy", "thresholds": (-0.1,)}, "nats"),
+        ({"seen_floor": 1.0}, r"^seen_floor must be in \[0, 1\)"),
+        ({"seen_floor": -0.1}, "^seen_floor"),
     ],
 )
 def test_dynamic_options_errors(kw, words):

@@ -108,7 +108,8 @@ def dynamic_run(cli, student, tmp_path_factory):
     logits = step_logits(net, val.images)
     grid = quantiles(exit_scores(running_mean(logits)[:-1], "confidence"))
     out = tmp_path_factory.mktemp("dyn") / "d.json"
-    res = cli(["eval-sweep", path, "--dynamic", "--thresholds", ",".join(map(str, grid)), "--json", out])
+    thresholds = ["--thresholds", ",".join(map(str, grid)), "--seen-floor", "0"]  # the grid alone: no floor added
+    res = cli(["eval-sweep", path, "--dynamic", *thresholds, "--json", out])
     assert res.exit_code == 0, res.output
     return res, json.loads(out.read_text())["checkpoints"][0], grid, logits, val
 
@@ -170,12 +171,20 @@ def test_save_threshold_then_predict_dynamic_uses_it(cli, student, tmp_path):
     j = tmp_path / "d.json"
     res = cli(["eval-sweep", path, "--dynamic", "--thresholds", "0.3,0.5,0.7", "--max-drop", "100", "--json", j])
     assert res.exit_code == 0 and "early_exit" not in read_metadata(path)  # only with --save-threshold
-    res = cli(["eval-sweep", path, "--dynamic", "--thresholds", "0.3,0.5,0.7", "--max-drop", "100", "--save-threshold"])
+    floored = json.loads(j.read_text())["checkpoints"][0]["dynamic"]  # the slice was seen: nothing below 0.9
+    assert (floored["seen_floor"], floored["chosen"]["threshold"]) == (0.9, 0.9)
+    assert [p["threshold"] for p in floored["curve"]] == [0.3, 0.5, 0.7, 0.9]
+    assert "so no threshold below 0.9 (--seen-floor)" in " ".join(res.stdout.split())
+    off = ["--max-drop", "100", "--seen-floor", "0"]
+    res = cli(["eval-sweep", path, "--dynamic", "--thresholds", "0.3,0.5,0.7", *off, "--json", j, "--overwrite"])
+    assert res.exit_code == 0, res.output
+    res = cli(["eval-sweep", path, "--dynamic", "--thresholds", "0.3,0.5,0.7", *off, "--save-threshold"])
     assert res.exit_code == 0, res.output
     stored = json.loads(read_metadata(path)["early_exit"])
     chosen = json.loads(j.read_text())["checkpoints"][0]["dynamic"]["chosen"]
     assert stored["threshold"] == chosen["threshold"] == 0.3  # max drop 100: the earliest exits
     assert (stored["rule"], stored["max_T"], stored["calib_top1"]) == ("confidence", T, chosen["calib_top1"])
+    assert stored["seen_floor"] is None  # --seen-floor 0: no floor applied
     after = load_file(str(path))
     assert all(torch.equal(after[k], before[k]) for k in before)
     images = write_pngs(tmp_path / "imgs", 8)
@@ -195,6 +204,8 @@ def test_save_threshold_then_predict_dynamic_uses_it(cli, student, tmp_path):
     [
         (["--save-threshold"], "--save-threshold applies with --dynamic"),
         (["--max-drop", "1"], "--max-drop applies with --dynamic"),
+        (["--seen-floor", "0.5"], "--seen-floor applies with --dynamic"),
+        (["--dynamic", "--seen-floor", "1"], "--seen-floor must be in [0, 1)"),
         (["--dynamic", "--thresholds", "0.5,abc"], "--thresholds must be comma-separated numbers"),
         (["--dynamic", "--calib-fraction", "0"], "--calib-fraction must be in (0, 1]"),
         (["--dynamic", "--exit-rule", "margin"], "unknown exit rule 'margin'"),

@@ -210,6 +210,9 @@ def _dynamic_table(index: int, ckpt: Checkpoint, res: SweepResult, shares: bool)
             f"(T={T}: {dyn.calib_top1_max_T:.2f}, max drop {dyn.max_drop:g}) at mean T {chosen['calib_mean_T']:.2f}"
         )
     seen = "held out from training" if dyn.calib_held_out else "seen in training: distill with --calib-holdout"
+    if dyn.seen_floor is not None:
+        side = "below" if dyn.rule == "confidence" else "above"
+        seen += f"; so no threshold {side} {dyn.seen_floor:g} (--seen-floor)"
     notes = [
         "@t: % of samples exiting at step t; rows T=t: fixed runs of t steps" if shares else "rows T=t: fixed runs",
         Text.from_markup(pick),

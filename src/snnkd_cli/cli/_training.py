@@ -37,6 +37,7 @@ from snnkd_cli.cli.options import (
     SaveThreshold,
     Schedule,
     Seed,
+    SeenFloor,
     SyncBN,
     TensorBoard,
     Threads,
@@ -185,6 +186,7 @@ def early_exit_options(
     thresholds: Thresholds = None,
     max_drop: MaxDrop = None,
     calib_fraction: CalibFraction = None,
+    seen_floor: SeenFloor = None,
     save_threshold: SaveThreshold = False,
 ) -> EarlyExitOptions:
     """``eval-sweep``'s early-exit options: declared here for Typer (:func:`with_options` reads this signature)
@@ -203,6 +205,7 @@ def early_exit_options(
                 ("--thresholds", thresholds),
                 ("--max-drop", max_drop),
                 ("--calib-fraction", calib_fraction),
+                ("--seen-floor", seen_floor),
                 ("--save-threshold", save_threshold or None),
             )
             if v is not None
@@ -220,7 +223,7 @@ def early_exit_options(
             ) from None
         if not grid:
             raise SnnkdError("--thresholds is empty: give comma-separated numbers, e.g. 0.8,0.9,0.95")
-    opts = {"rule": exit_rule, "max_drop": max_drop, "calib_fraction": calib_fraction}
+    opts = {"rule": exit_rule, "max_drop": max_drop, "calib_fraction": calib_fraction, "seen_floor": seen_floor}
     dyn = DynamicOptions(thresholds=grid, **{k: v for k, v in opts.items() if v is not None})
     return EarlyExitOptions(dynamic=dyn, save_threshold=save_threshold)
 

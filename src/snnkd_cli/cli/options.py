@@ -222,6 +222,15 @@ CalibFraction = Annotated[
         "transforms, fixed seed; never the evaluation set; default: the student's --calib-holdout, else 0.1).",
     ),
 ]
+SeenFloor = Annotated[
+    float | None,
+    typer.Option(
+        "--seen-floor",
+        help="With --dynamic: where the calibration slice was seen in training (distilled without "
+        "--calib-holdout), choose no confidence threshold below this (entropy rule: none above the entropy of a "
+        "prediction this confident): a student is overconfident on data it trained on. 0: off (default 0.9).",
+    ),
+]
 SaveThreshold = Annotated[
     bool,
     typer.Option(

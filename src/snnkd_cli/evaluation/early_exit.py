@@ -39,6 +39,18 @@ DEFAULT_THRESHOLDS = {
 
 check_rule = check_exit_rule  # the name the evaluation and inference code use
 
+# A student is overconfident on data it trained on: on a calibration slice seen in training (distilled without
+# --calib-holdout) every threshold keeps its top-1, so the search picks the earliest exit and the evaluation set
+# loses more than --max-drop. There the search starts at this confidence (entropy: at the entropy of a prediction
+# this confident). Measured on the suite of real sets (bench/exit_rules.py, docs/results.md).
+SEEN_FLOOR = 0.9
+
+
+def binary_entropy(p: float) -> float:
+    """Entropy (nats) of ``[p, 1 - p]``: for ``p >= 0.5``, a softmax whose entropy is at most this has a max
+    probability of at least ``p`` (the least entropy a max of ``p`` allows is the rest on one class)."""
+    return 0.0 if p >= 1.0 else -(p * math.log(p) + (1 - p) * math.log(1 - p)) if p > 0 else 0.0
+
 
 def at_least_fp32(x: torch.Tensor) -> torch.Tensor:
     """float32, or float64 where it already is (half precision logits are widened)."""
@@ -186,9 +198,12 @@ class DynamicOptions:
     max_drop: float = 0.5  # points of calibration top-1 below its Tmax top-1 that may be given up
     calib_fraction: float | None = None  # of the training split; None: the student's held-out share, else 0.1
     calib_held_out: bool = False  # set by resolve(): the student never trained on the slice
+    seen_floor: float = SEEN_FLOOR  # a slice seen in training: no confidence threshold below this (0: off)
 
     def __post_init__(self) -> None:
         check_rule(self.rule)
+        if not 0.0 <= self.seen_floor < 1.0:
+            raise SnnkdError(f"{option('seen_floor')} must be in [0, 1) (a confidence), got {self.seen_floor}")
         if self.calib_fraction is not None and not 0.0 < self.calib_fraction <= 1.0:
             raise SnnkdError(f"{option('calib_fraction')} must be in (0, 1], got {self.calib_fraction}")
         if not (self.max_drop >= 0 and math.isfinite(self.max_drop)):
@@ -209,10 +224,26 @@ class DynamicOptions:
         fraction = self.calib_fraction or holdout or 0.1
         return replace(self, calib_fraction=fraction, calib_held_out=0.0 < fraction <= holdout)
 
+    def floor(self) -> float | None:
+        """The least cautious threshold the search may choose: on a slice seen in training, ``seen_floor`` as a
+        confidence (entropy: :func:`binary_entropy` of it); None where the slice was held out or the floor is 0."""
+        if self.calib_held_out or self.seen_floor <= 0:
+            return None
+        return self.seen_floor if self.rule == "confidence" else round(binary_entropy(self.seen_floor), 4)
+
     def grid(self) -> list[float]:
-        """The thresholds in the order of the curve: from exiting earliest to running longest."""
-        grid = sorted(set(self.thresholds or DEFAULT_THRESHOLDS[self.rule]))
-        return grid if self.rule == "confidence" else grid[::-1]
+        """The thresholds in the order of the curve: from exiting earliest to running longest (with the floor,
+        where one applies)."""
+        grid = set(self.thresholds or DEFAULT_THRESHOLDS[self.rule])
+        grid |= {self.floor()} if self.floor() is not None else set()
+        return sorted(grid) if self.rule == "confidence" else sorted(grid, reverse=True)
+
+    def searched(self) -> list[float]:
+        """The thresholds the choice is made among: the grid from the floor on (all of it without one)."""
+        floor = self.floor()
+        if floor is None:
+            return self.grid()
+        return [t for t in self.grid() if (t >= floor if self.rule == "confidence" else t <= floor)]
 
 
 @dataclass
@@ -220,7 +251,8 @@ class DynamicResult:
     """Early exit of one checkpoint: the curve on the evaluation set and the threshold chosen on calibration data.
 
     ``chosen["threshold"]`` is None when no threshold of the grid kept the calibration top-1 within
-    ``max_drop`` of its Tmax top-1 (then the model runs Tmax steps: no early exit).
+    ``max_drop`` of its Tmax top-1 (then the model runs Tmax steps: no early exit). ``seen_floor`` is the
+    least cautious threshold the search could choose (a slice seen in training), None where none applied.
     """
 
     rule: str
@@ -232,6 +264,7 @@ class DynamicResult:
     calib_top1_max_T: float
     curve: list[dict] = field(default_factory=list)
     chosen: dict = field(default_factory=dict)
+    seen_floor: float | None = None
 
     def to_json(self) -> dict:
         """The ``"dynamic"`` entry of ``eval-sweep --json`` (accuracies in percent): the fields in their order."""
@@ -256,7 +289,7 @@ def evaluate_dynamic(evaluation: ExitTrace, calibration: ExitTrace, opts: Dynami
         raise ValueError(f"traces of {evaluation.max_T} and {calibration.max_T} steps")
     T = evaluation.max_T
     grid = opts.grid()
-    calib_points = [calibration.evaluate(t, opts.rule) for t in grid]
+    calib_points = [calibration.evaluate(t, opts.rule) for t in opts.searched()]
     reference = calibration.fixed_top1(T)
     pick = choose_threshold(calib_points, reference, opts.max_drop)
     threshold = None if pick is None else pick["threshold"]
@@ -280,6 +313,7 @@ def evaluate_dynamic(evaluation: ExitTrace, calibration: ExitTrace, opts: Dynami
         calib_top1_max_T=reference,
         curve=[evaluation.evaluate(t, opts.rule) for t in grid],
         chosen=chosen,
+        seen_floor=opts.floor(),
     )
 
 
@@ -298,4 +332,5 @@ def exit_rule_record(result: DynamicResult) -> dict:
         "calib_samples": result.calib_samples,
         "calib_top1": result.chosen["calib_top1"],
         "calib_mean_T": result.chosen["calib_mean_T"],
+        "seen_floor": result.seen_floor,
     }
