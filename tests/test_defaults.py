@@ -177,7 +177,7 @@ def test_a_two_epoch_run_trains_on_every_preset_kind(tmp_path):
 
 
 def test_cosine_epoch_schedule_equals_torchs_cosine_annealing_stepped_per_epoch():
-    """cosine-epoch (the default) gives every step of epoch e the lr CosineAnnealingLR(T_max=E) has after
+    """cosine-epoch (the paper's) gives every step of epoch e the lr CosineAnnealingLR(T_max=E) has after
     e epoch steps, as the paper's code does; cosine-step moves every step and ends at 0."""
     epochs, spe = 4, 5
     opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
@@ -191,4 +191,4 @@ def test_cosine_epoch_schedule_equals_torchs_cosine_annealing_stepped_per_epoch(
     assert [0.1 * f(i) for i in range(epochs * spe)] == pytest.approx(expected)
     g = lr_lambda(epochs * spe, 0)
     assert g(0) == 1.0 and g(epochs * spe) == pytest.approx(0.0) and g(7) < f(7)
-    assert from_preset("distill", "imagefolder").train.schedule == "cosine-epoch"
+    assert from_preset("distill", "imagefolder").train.schedule == "cosine-step"

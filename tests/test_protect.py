@@ -92,11 +92,12 @@ def test_resume_extends_epochs_exactly_as_an_uninterrupted_run(cli, tmp_path: Pa
     """Epoch 1 runs at the peak lr under any length of the per-epoch cosine, so 1 epoch resumed to 3
     must give the weights of a 3-epoch run, bit for bit."""
     short, full = tmp_path / "short", tmp_path / "full"
-    assert cli(["train-teacher", *TINY, "--out", short]).exit_code == 0
-    res = cli(["train-teacher", *TINY, "--epochs", "3", "--out", short, "--resume", short / "resume.safetensors"])
+    tiny = [*TINY, "--schedule", "cosine-epoch"]
+    assert cli(["train-teacher", *tiny, "--out", short]).exit_code == 0
+    res = cli(["train-teacher", *tiny, "--epochs", "3", "--out", short, "--resume", short / "resume.safetensors"])
     assert res.exit_code == 0, res.output
     assert "--epochs 1 -> 3: the learning-rate schedule is recomputed" in " ".join(res.stderr.split())
-    assert cli(["train-teacher", *TINY, "--epochs", "3", "--out", full]).exit_code == 0
+    assert cli(["train-teacher", *tiny, "--epochs", "3", "--out", full]).exit_code == 0
     a = load_checkpoint(short / "last.safetensors").state
     b = load_checkpoint(full / "last.safetensors").state
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
@@ -104,6 +105,17 @@ def test_resume_extends_epochs_exactly_as_an_uninterrupted_run(cli, tmp_path: Pa
     assert [r["epoch"] for r in log] == [1, 2, 3]
     full_log = [json.loads(line) for line in (full / "log.jsonl").read_text().splitlines()]
     assert [r["lr"] for r in log[1:]] == [r["lr"] for r in full_log[1:]]  # epoch 1 logged its own end-of-run lr
+
+
+def test_resume_across_a_changed_default_names_the_field_and_the_option(cli, tmp_path: Path) -> None:
+    """A run saved under the old default schedule resumed under the new one: one line naming both."""
+    out = tmp_path / "run"
+    assert cli(["train-teacher", *TINY, "--epochs", "2", "--schedule", "cosine-epoch", "--out", out]).exit_code == 0
+    before = _snapshot(out)
+    res = cli(["train-teacher", *TINY, "--epochs", "3", "--out", out, "--resume", out / "resume.safetensors"])
+    assert_one_line_error(res, "train.schedule ('cosine-epoch' -> 'cosine-step')")
+    assert "--schedule cosine-epoch" in res.stderr
+    assert _snapshot(out) == before
 
 
 def test_resume_cannot_shorten_below_the_epochs_done(cli, tmp_path: Path) -> None:

@@ -108,7 +108,7 @@ class TrainConfig(Freezable):
     momentum: float = 0.9
     weight_decay: float = 5e-4
     warmup_epochs: float = 0.0
-    schedule: str = "cosine-epoch"  # cosine to 0 stepped once per epoch (the paper's) or every step
+    schedule: str = "cosine-step"  # cosine to 0 advanced every step, or once per epoch (the paper's code)
     T: int = 4
     seed: int = 60
     precision: str = "auto"  # bf16 where the device computes it natively, else fp32 (resolved at the start)

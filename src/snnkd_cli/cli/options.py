@@ -40,8 +40,9 @@ Warmup = Annotated[
 Schedule = Annotated[
     str | None,
     typer.Option(
-        help="Learning-rate schedule after warm-up: cosine-epoch (cosine to 0 stepped once per epoch, the "
-        "paper's CosineAnnealingLR; default) or cosine-step (cosine advanced every step)."
+        help="Learning-rate schedule after warm-up: cosine-step (cosine to 0 advanced every step; default: it "
+        "holds on every real set of bench/parity.py's suite) or cosine-epoch (stepped once per epoch, as the "
+        "paper's CosineAnnealingLR; it holds the peak lr for a whole epoch of a short run)."
     ),
 ]
 Resize = Annotated[

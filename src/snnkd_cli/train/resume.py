@@ -167,7 +167,8 @@ def check_resumable(res: ResumeFile, cfg: RunConfig, reporter: Reporter) -> None
     if diff:
         raise SnnkdError(
             f"--resume {res.path} was written by a run with another configuration; "
-            f"fields that differ: {', '.join(diff)}"
+            f"fields that differ: {', '.join(diff)}; give the earlier values as options (a run started before "
+            f"the default schedule became cosine-step: add --schedule cosine-epoch)"
         )
     done = res.loop().epoch - 1
     if cfg.train.epochs == old.train.epochs and done >= cfg.train.epochs:
