@@ -156,9 +156,10 @@ def test_a_two_epoch_run_trains_on_every_preset_kind(tmp_path):
     small = {"width": 8, "epochs": 2, "precision": "fp32"}
     folder = _folder(tmp_path / "folder")
     runs = {
-        # batch 8: 36 steps in all, so that BatchNorm's running statistics (momentum 0.1) have settled
+        # batch 8: 36 steps in all (80 on synthetic), so that BatchNorm's running statistics (momentum 0.1) have
+        # settled while the per-step cosine still leaves some lr
         "imagefolder": {"data_dir": str(folder), "image_size": 16, "arch": "resnet18", "batch_size": 8},
-        "synthetic": {"synthetic_train": 320, "synthetic_val": 100, "batch_size": 16},
+        "synthetic": {"synthetic_train": 320, "synthetic_val": 100, "batch_size": 8},
         "synthetic-dvs": {
             "synthetic_train": 320,
             "synthetic_val": 100,
