@@ -116,6 +116,11 @@ def test_resume_across_a_changed_default_names_the_field_and_the_option(cli, tmp
     assert_one_line_error(res, "train.schedule ('cosine-epoch' -> 'cosine-step')")
     assert "--schedule cosine-epoch" in res.stderr
     assert _snapshot(out) == before
+    res = cli(["train-teacher", *TINY, "--epochs", "3", "--schedule", "cosine-epoch", "--seed", "1", "--out", out,
+               "--resume", out / "resume.safetensors"])  # fmt: skip
+    assert_one_line_error(res, "train.seed (60 -> 1)")
+    assert "--schedule" not in res.stderr  # the hint only where the schedule differs
+    assert _snapshot(out) == before
 
 
 def test_resume_cannot_shorten_below_the_epochs_done(cli, tmp_path: Path) -> None:

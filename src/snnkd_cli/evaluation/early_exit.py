@@ -49,7 +49,9 @@ SEEN_FLOOR = 0.9
 def binary_entropy(p: float) -> float:
     """Entropy (nats) of ``[p, 1 - p]``: for ``p >= 0.5``, a softmax whose entropy is at most this has a max
     probability of at least ``p`` (the least entropy a max of ``p`` allows is the rest on one class)."""
-    return 0.0 if p >= 1.0 else -(p * math.log(p) + (1 - p) * math.log(1 - p)) if p > 0 else 0.0
+    if not 0.0 < p < 1.0:
+        return 0.0
+    return -(p * math.log(p) + (1 - p) * math.log(1 - p))
 
 
 def at_least_fp32(x: torch.Tensor) -> torch.Tensor:
@@ -235,7 +237,8 @@ class DynamicOptions:
         """The thresholds in the order of the curve: from exiting earliest to running longest (with the floor,
         where one applies)."""
         grid = set(self.thresholds or DEFAULT_THRESHOLDS[self.rule])
-        grid |= {self.floor()} if self.floor() is not None else set()
+        if (floor := self.floor()) is not None:
+            grid.add(floor)
         return sorted(grid) if self.rule == "confidence" else sorted(grid, reverse=True)
 
     def searched(self) -> list[float]:

@@ -165,10 +165,12 @@ def check_resumable(res: ResumeFile, cfg: RunConfig, reporter: Reporter) -> None
     same_length = dataclasses.replace(old, train=dataclasses.replace(old.train, epochs=cfg.train.epochs))
     diff = config_differences(same_length, cfg)
     if diff:
+        # a run started before the default schedule became cosine-step
+        old_default = old.train.schedule == "cosine-epoch" != cfg.train.schedule
         raise SnnkdError(
             f"--resume {res.path} was written by a run with another configuration; "
-            f"fields that differ: {', '.join(diff)}; give the earlier values as options (a run started before "
-            f"the default schedule became cosine-step: add --schedule cosine-epoch)"
+            f"fields that differ: {', '.join(diff)}; give the earlier values as options"
+            + (" (add --schedule cosine-epoch)" if old_default else "")
         )
     done = res.loop().epoch - 1
     if cfg.train.epochs == old.train.epochs and done >= cfg.train.epochs:
