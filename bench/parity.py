@@ -42,6 +42,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from snnkd_cli.checkpoint import load_checkpoint, model_from_checkpoint
 from snnkd_cli.config import DataConfig, from_preset
 from snnkd_cli.data import build_datasets
 from snnkd_cli.data.loaders import make_loader
@@ -224,6 +225,16 @@ def snnkd_teacher(args: argparse.Namespace, seed: int, out: Path, finished: bool
     return {"best_top1": res.rows[0]["top1"], "path": str(outcome.best_path)}
 
 
+def snnkd_teacher_model(folder: Path) -> tuple[nn.Module, float]:
+    """snnkd's teacher in ``folder`` (``best.safetensors``) as a module in eval mode, and its top-1, for the
+    reference loop (``--ref-teachers-from``: both loops distil from the same teacher)."""
+    path = folder / "best.safetensors"
+    if not path.exists():
+        raise SystemExit(f"--ref-teachers-from: no {path}; train that seed's snnkd teacher there first")
+    _, res = evaluate_checkpoint(path)
+    return model_from_checkpoint(load_checkpoint(path)).eval(), res.rows[0]["top1"]
+
+
 def snnkd_student(args: argparse.Namespace, seed: int, loss: str, teacher: str, out: Path) -> dict:
     kw = snnkd_overrides(args, args.student_set)
     cfg = from_preset("distill", args.dataset, epochs=args.epochs, arch=args.student_arch, T=args.T, loss=loss,
@@ -257,7 +268,9 @@ def run_grid(args: argparse.Namespace, results: dict, save) -> None:
             if all((side, seed, loss) in done for loss in args.losses or [None]):
                 continue
             t0 = time.perf_counter()
-            if side.startswith("ref"):
+            if side.startswith("ref") and args.ref_teachers_from:
+                t_model, t_top1 = snnkd_teacher_model(Path(args.ref_teachers_from) / f"snnkd-teacher-seed{seed}")
+            elif side.startswith("ref"):
                 teacher = ref_train(args, seed, None, schedule=REF_SCHEDULE.get(side, ""))
                 t_model, t_top1 = teacher["model"], teacher["best_top1"]
             else:
@@ -435,6 +448,7 @@ def run_suite(args: argparse.Namespace, command: str) -> dict:
         make_set(s, root)
         argv = [a.format(root=root) for a in s.args] + suite_argv(args) + ["--out", str(out / name), "--no-doc"]
         argv += ["--teachers-from", str(Path(args.teachers_from) / name)] if args.teachers_from else []
+        argv += ["--ref-teachers-from", str(Path(args.ref_teachers_from) / name)] if args.ref_teachers_from else []
         print(f"== {name}: {s.what}", flush=True)
         done[name] = main(argv)
     table = suite_markdown(done, command, args.marker)
@@ -530,6 +544,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--teachers-from", default=None, metavar="DIR",
                     help="snnkd's teachers: DIR/snnkd-teacher-seedS/best.safetensors of an earlier --out (with "
                          "--suite: DIR/<set>/...), used as they are; the reference sides train theirs")  # fmt: skip
+    ap.add_argument("--ref-teachers-from", default=None, metavar="DIR",
+                    help="the reference sides distil from snnkd's teachers in DIR (as --teachers-from; with "
+                         "--suite: DIR/<set>/...), not their own: the two student loops from one teacher")  # fmt: skip
     ap.add_argument("--out", default="runs/parity", help="checkpoints and results.json (continued if present)")
     ap.add_argument("--doc", default="docs/results.md", help="markdown file whose marked block is rewritten")
     ap.add_argument("--marker", default="parity", help="name of the block in --doc (<!-- NAME:start -->)")

@@ -209,3 +209,11 @@ def test_api_distill_refuses_bad_values_before_any_work(tmp_path, kw, message):
         distill(student, None, NoBatch(), NoBatch(), verbose=False, out=tmp_path / "run", **kw)
     assert str(e.value).startswith(message) and "--" not in str(e.value)
     assert not (tmp_path / "run").exists()
+
+
+def test_api_distill_leaves_drop_last_to_the_callers_loader(tmp_path):
+    """``drop_last`` is a command-line choice (``--keep-last``); the API's caller owns the DataLoader."""
+    from snnkd_cli import distill
+
+    with pytest.raises(TypeError, match="drop_last is your DataLoader's to set"):
+        distill(create_model("resnet18", 10, width=4), None, [], [], verbose=False, drop_last=False, loss="twce")

@@ -146,6 +146,17 @@ def test_distill_writes_checkpoints_and_config(student_dir: Path, teacher_ckpt: 
     assert dataclasses.asdict(ckpt.config) == saved
 
 
+def test_bn_weight_decay_and_keep_last_reach_the_run(cli, tmp_path: Path) -> None:
+    """The two switches land in the run's config (and so in its checkpoints); the defaults are off and on."""
+    res = cli(["train-teacher", *TINY, "--bn-weight-decay", "--keep-last", "--out", tmp_path / "t"])
+    assert res.exit_code == 0, res.output
+    train = json.loads((tmp_path / "t" / "config.json").read_text())["train"]
+    assert (train["bn_weight_decay"], train["drop_last"]) == (True, False)
+    res = cli(["train-teacher", *TINY, "--out", tmp_path / "d"])
+    train = json.loads((tmp_path / "d" / "config.json").read_text())["train"]
+    assert (train["bn_weight_decay"], train["drop_last"]) == (False, True)
+
+
 @pytest.mark.parametrize("which", ["teacher", "student"])
 def test_metrics_stored_at_training_equal_a_fresh_evaluation(request: pytest.FixtureRequest, which: str) -> None:
     """The validation written into best.safetensors is what re-evaluating that file from disk gives."""

@@ -4,6 +4,8 @@ import dataclasses
 import math
 
 import pytest
+import torch
+from torch import nn
 
 from snnkd_cli.checkpoint import load_checkpoint
 from snnkd_cli.config import from_preset
@@ -65,6 +67,34 @@ def test_no_weight_decay_on_bn_and_bias():
     assert all(p.ndim > 1 for p in decay["params"]) and all(p.ndim <= 1 for p in no_decay["params"])
     assert no_decay["weight_decay"] == 0.0
     assert len(decay["params"]) + len(no_decay["params"]) == len(list(net.parameters()))
+
+
+def test_bn_weight_decay_decays_every_parameter():
+    """``--bn-weight-decay``: one decayed group holding every parameter (the paper's teacher loop); an SGD step
+    with zero gradients then shrinks a BN weight by lr * decay, as a hand computation says."""
+    net = create_model("resnet18", 10, kind="ann", width=8)
+    decay, rest = param_groups(net, 5e-4, everything=True)
+    assert len(decay["params"]) == len(list(net.parameters())) and rest["params"] == []
+    bn = next(m.weight for m in net.modules() if isinstance(m, nn.BatchNorm2d))
+    before = bn.detach().clone()
+    opt = torch.optim.SGD([decay, rest], lr=0.1)
+    for p in net.parameters():
+        p.grad = torch.zeros_like(p)
+    opt.step()
+    torch.testing.assert_close(bn.detach(), before * (1 - 0.1 * 5e-4))
+
+
+def test_keep_last_trains_on_the_partial_batch():
+    """``--keep-last``: 50 samples at batch 16 give 4 batches (16, 16, 16, 2), each sample once; the default
+    drops the 2 (3 batches)."""
+    from snnkd_cli.data.loaders import make_loader
+
+    ds = torch.utils.data.TensorDataset(torch.arange(50))
+    cpu = torch.device("cpu")
+    kept = [b[0].tolist() for b in make_loader(ds, 16, train=True, workers=0, seed=0, device=cpu, drop_last=False)]
+    assert [len(b) for b in kept] == [16, 16, 16, 2] and sorted(sum(kept, [])) == list(range(50))
+    dropped = list(make_loader(ds, 16, train=True, workers=0, seed=0, device=cpu))
+    assert [len(b[0]) for b in dropped] == [16, 16, 16]
 
 
 @pytest.mark.slow

@@ -41,7 +41,8 @@ from snnkd_cli.train.loop import FitResult
 from snnkd_cli.train.resume import open_resume
 from snnkd_cli.train.run import check_run_options, check_student_on, make_task, resolve_config, run
 
-_TRAIN_FIELDS = {f.name for f in dataclasses.fields(TrainConfig)}
+# drop_last: the caller's DataLoader decides (its own drop_last)
+_TRAIN_FIELDS = {f.name for f in dataclasses.fields(TrainConfig)} - {"drop_last"}
 
 
 def distill(
@@ -92,8 +93,8 @@ def distill(
             by :func:`snnkd_cli.models.create_model` (a registered arch or ``package.module:factory``).
         classes: the class names stored for ``snnkd predict`` (default: ``train_loader.dataset.classes``,
             else the names ``dataset`` knows).
-        **config: :class:`snnkd_cli.config.TrainConfig` fields: ``T``, ``epochs``, ``lr``,
-            ``weight_decay``, ``warmup_epochs``, ``precision``, ``memopt`` (``"speed"``, ``"balanced"`` or
+        **config: :class:`snnkd_cli.config.TrainConfig` fields: ``T``, ``epochs``, ``lr``, ``weight_decay``,
+            ``bn_weight_decay``, ``warmup_epochs``, ``precision``, ``memopt`` (``"speed"``, ``"balanced"`` or
             ``"memory"``: spikingjelly's memopt on ``student`` for the run; it comes back as built), ``out``
             (when given, the run's files are written there as by ``snnkd distill``:
             ``best``/``last``/``resume.safetensors``, ``log.jsonl``, ``config.json``)...
@@ -128,6 +129,8 @@ def distill(
 def _options(config: dict[str, Any], kd: KDConfig, dataset: str | None) -> tuple[TrainConfig, KDConfig]:
     """The training settings and the loss, checked as the command line checks them, before any work."""
     unknown = set(config) - _TRAIN_FIELDS
+    if "drop_last" in unknown:
+        raise TypeError("drop_last is your DataLoader's to set (DataLoader(..., drop_last=True)), not distill's")
     if unknown:
         raise TypeError(f"unknown option(s) {sorted(unknown)}; choose from {sorted(_TRAIN_FIELDS)}")
     cfg = TrainConfig(**config)

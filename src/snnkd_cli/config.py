@@ -107,6 +107,8 @@ class TrainConfig(Freezable):
     lr: float = 0.05
     momentum: float = 0.9
     weight_decay: float = 5e-4
+    bn_weight_decay: bool = False  # decay BN parameters and biases too (the paper's teacher loop); else weights only
+    drop_last: bool = True  # drop the last partial training batch (kept where the set has under two batches)
     warmup_epochs: float = 0.0
     schedule: str = "cosine-step"  # cosine to 0 advanced every step, or once per epoch (the paper's code)
     T: int = 4

@@ -30,7 +30,25 @@ Width = Annotated[
 Epochs = Annotated[int | None, typer.Option(help="Epochs (default: the dataset's recipe, e.g. 300 for CIFAR).")]
 BatchSize = Annotated[int | None, typer.Option(help="Batch size (default: the recipe's).")]
 Lr = Annotated[float | None, typer.Option(help="Peak learning rate of SGD (momentum 0.9, cosine to 0).")]
-WeightDecay = Annotated[float | None, typer.Option(help="Weight decay (not on BN parameters and biases).")]
+WeightDecay = Annotated[
+    float | None, typer.Option(help="Weight decay (on conv/linear weights; see --bn-weight-decay).")
+]
+BNWeightDecay = Annotated[
+    bool | None,
+    typer.Option(
+        "--bn-weight-decay/--no-bn-weight-decay",
+        help="Weight decay on BN parameters and biases too, as the paper's teacher loop (default: off, weights "
+        "only, as the paper's students).",
+    ),
+]
+DropLast = Annotated[
+    bool | None,
+    typer.Option(
+        "--drop-last/--keep-last",
+        help="Drop the last partial training batch each epoch (default; kept anyway where the set holds under "
+        "two batches) or train on it as well, as a plain DataLoader does.",
+    ),
+]
 Warmup = Annotated[
     float | None,
     typer.Option(

@@ -88,15 +88,16 @@ def make_loader(
     device: torch.device,
     rank: int = 0,
     world_size: int = 1,
+    drop_last: bool = True,
 ) -> DataLoader:
     """A DataLoader. Training: an :class:`EpochSampler` (order fixed by seed and epoch, sharded over
-    ranks, dropping the last partial batch when there is more than one). Evaluation: in order
-    (sharded over ranks under torchrun; the sweep sums the counts)."""
+    ranks, dropping the last partial batch when ``drop_last`` and there is more than one). Evaluation: in
+    order (sharded over ranks under torchrun; the sweep sums the counts)."""
     sampler = None
     if not train and world_size > 1:
         sampler = EpochSampler(len(ds), batch_size, shuffle=False, rank=rank, world_size=world_size, drop_last=False)
     if train:
-        drop = len(ds) >= 2 * batch_size * world_size
+        drop = drop_last and len(ds) >= 2 * batch_size * world_size
         sampler = EpochSampler(
             len(ds), batch_size, shuffle=True, seed=seed, rank=rank, world_size=world_size, drop_last=drop
         )

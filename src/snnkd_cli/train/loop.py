@@ -45,12 +45,13 @@ class FitResult:
     notes: list[str] = field(default_factory=list)  # signs that the run is not learning (train.health)
 
 
-def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
-    """Weight decay on conv/linear weights only, none on BN parameters and biases (paper)."""
+def param_groups(model: nn.Module, weight_decay: float, everything: bool = False) -> list[dict]:
+    """Weight decay on conv/linear weights only, none on BN parameters and biases (the paper's students);
+    ``everything``: on every parameter (the paper's teacher loop, ``--bn-weight-decay``)."""
     decay, no_decay = [], []
     for p in model.parameters():
         if p.requires_grad:
-            (no_decay if p.ndim <= 1 else decay).append(p)
+            (no_decay if p.ndim <= 1 and not everything else decay).append(p)
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
@@ -102,7 +103,8 @@ def build_optimiser(
     model: nn.Module, cfg: TrainConfig, steps_per_epoch: int, device: torch.device, reporter: Reporter, quiet: bool
 ) -> Optimiser:
     """SGD (momentum, decay on conv/linear weights) with warm-up (capped) and the cosine of ``cfg.schedule``."""
-    opt = torch.optim.SGD(param_groups(model, cfg.weight_decay), lr=cfg.lr, momentum=cfg.momentum)
+    groups = param_groups(model, cfg.weight_decay, everything=cfg.bn_weight_decay)
+    opt = torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum)
     total = steps_per_epoch * cfg.epochs
     warmup = warmup_steps(cfg.warmup_epochs, steps_per_epoch, total)
     if warmup < round(cfg.warmup_epochs * steps_per_epoch) and not quiet:

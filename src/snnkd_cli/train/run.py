@@ -296,7 +296,7 @@ def train(
     per_rank = cfg.train.batch_size // env.world_size  # --batch-size is the global batch
     shard = {"rank": env.rank, "world_size": env.world_size, "workers": cfg.data.workers, "seed": cfg.train.seed}
     loaders = (
-        make_loader(setup.train_set, per_rank, train=True, device=device, **shard),
+        make_loader(setup.train_set, per_rank, train=True, device=device, drop_last=cfg.train.drop_last, **shard),
         make_loader(setup.val_set, per_rank, train=False, device=device, **shard),
     )
     saver = Saver()
