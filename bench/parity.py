@@ -42,7 +42,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from snnkd_cli.checkpoint import load_checkpoint, model_from_checkpoint
+from snnkd_cli.checkpoint import model_from_checkpoint
 from snnkd_cli.config import DataConfig, from_preset
 from snnkd_cli.data import build_datasets
 from snnkd_cli.data.loaders import make_loader
@@ -231,8 +231,8 @@ def snnkd_teacher_model(folder: Path) -> tuple[nn.Module, float]:
     path = folder / "best.safetensors"
     if not path.exists():
         raise SystemExit(f"--ref-teachers-from: no {path}; train that seed's snnkd teacher there first")
-    _, res = evaluate_checkpoint(path)
-    return model_from_checkpoint(load_checkpoint(path)).eval(), res.rows[0]["top1"]
+    ckpt, res = evaluate_checkpoint(path)  # the checkpoint it read: the file is not opened twice
+    return model_from_checkpoint(ckpt).eval(), res.rows[0]["top1"]
 
 
 def snnkd_student(args: argparse.Namespace, seed: int, loss: str, teacher: str, out: Path) -> dict:
