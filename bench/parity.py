@@ -524,7 +524,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2], help="seeds (each side, each loss)")
     ap.add_argument("--sides", nargs="+", default=["ref", "snnkd"], choices=SIDES,
                     help="what to run (ref-step: the reference with its cosine stepped every step)")  # fmt: skip
-    ap.add_argument("--ref-augment", default=None, help="the reference's augmentation policy (default: snnkd's auto)")
+    ap.add_argument("--ref-augment", default=None,
+                    help="the reference's augmentation (default: snnkd's auto for the data and --epochs)")  # fmt: skip
     ap.add_argument("--ref-schedule", default="epoch", choices=["epoch", "step"],
                     help="reference cosine stepped per epoch (paper) or per step (snnkd's)")  # fmt: skip
     ap.add_argument("--ref-lr", type=float, default=0.1, help="reference student lr (paper: 0.1)")
@@ -563,7 +564,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         size = args.image_size or 32
         from snnkd_cli.data.transforms import default_augment
 
-        args.ref_augment = default_augment(args.dataset, size)
+        args.ref_augment = default_augment(args.dataset, size, args.epochs)  # snnkd's auto for this budget
     return args
 
 

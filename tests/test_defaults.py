@@ -3,6 +3,7 @@ evaluation precision, and short runs that must still train."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -12,7 +13,16 @@ import torch
 from PIL import Image
 from torchvision import transforms as tvt
 
-from snnkd_cli.config import MAX_WARMUP_SHARE, PRESETS, RunConfig, from_preset, warmup_steps
+from snnkd_cli.config import (
+    DVS_AUGMENT_MIN_EPOCHS,
+    MAX_WARMUP_SHARE,
+    PRESETS,
+    DataConfig,
+    RunConfig,
+    from_preset,
+    warmup_steps,
+)
+from snnkd_cli.data import for_run_length
 from snnkd_cli.data import transforms as tf
 from snnkd_cli.errors import SnnkdError
 from snnkd_cli.models.neurons import LIF, make_lif, set_neuron_precision
@@ -58,9 +68,20 @@ def test_augment_default_by_dataset_and_size():
     assert tf.default_augment("imagefolder", 32) == "crop"  # no flip: digits, text, signs
     assert tf.default_augment("imagefolder", 64) == "crop"
     assert tf.default_augment("imagefolder", 128) == "imagenet"
-    assert tf.default_augment("cifar10dvs", 48) == "dvs"
+    assert tf.default_augment("cifar10dvs", 48) == "dvs"  # the length of the run not known: the paper's
+    assert tf.default_augment("cifar10dvs", 48, DVS_AUGMENT_MIN_EPOCHS) == "dvs"
+    assert tf.default_augment("cifar10dvs", 48, DVS_AUGMENT_MIN_EPOCHS - 1) == "none"  # a short run
+    assert tf.default_augment("imagefolder", 32, 1) == "crop"  # images: the length of the run does not matter
     assert tf.default_augment("synthetic", 16) == "none"
     assert [tf.crop_padding(s) for s in (16, 32, 64)] == [2, 4, 8]
+
+
+def test_auto_augment_on_event_data_follows_the_length_of_the_run():
+    dvs = DataConfig(dataset="cifar10dvs")
+    assert for_run_length(dvs, 3).augment == "none"
+    assert for_run_length(dvs, 300).augment == "dvs"  # the paper's CIFAR10-DVS recipe
+    assert for_run_length(dataclasses.replace(dvs, augment="dvs"), 3).augment == "dvs"  # asked for: kept
+    assert for_run_length(DataConfig(dataset="imagefolder"), 3).augment == "auto"  # settled later, by image size
 
 
 @pytest.mark.parametrize(

@@ -7,6 +7,8 @@ from typing import Annotated
 
 import typer
 
+from snnkd_cli.config import DVS_AUGMENT_MIN_EPOCHS
+
 Dataset = Annotated[
     str,
     typer.Option(
@@ -74,7 +76,8 @@ Augment = Annotated[
     str | None,
     typer.Option(
         help="Training augmentation: auto (the dataset's: cifar for CIFAR, imagenet for ImageNet and folders "
-        ">= 128 px, crop for smaller folders, dvs for CIFAR10-DVS, none for synthetic), none, crop (random "
+        f">= 128 px, crop for smaller folders; for CIFAR10-DVS dvs on runs of {DVS_AUGMENT_MIN_EPOCHS} epochs or "
+        "more and none on shorter ones; none for synthetic), none, crop (random "
         "crop, padding size/8), crop-flip, cifar (crop, flip, AutoAugment, Cutout), imagenet "
         "(RandomResizedCrop, flip), dvs (flip + roll/rotate/cutout, event data)."
     ),

@@ -8,7 +8,7 @@ import math
 import torch
 from torch.utils.data import Dataset, Subset
 
-from snnkd_cli.config import DataConfig
+from snnkd_cli.config import EVENT_DATASETS, DataConfig
 from snnkd_cli.data.registry import CIFAR10_NAMES, SPECS, DataInfo, DatasetSpec, dataset_spec
 
 __all__ = [
@@ -21,6 +21,7 @@ __all__ = [
     "calibration_indices",
     "calibration_split",
     "dataset_spec",
+    "for_run_length",
     "resolved",
     "without_calibration",
 ]
@@ -28,12 +29,21 @@ __all__ = [
 DEFAULT_IMAGE_SIZE = {name: spec.image_size for name, spec in SPECS.items()}  # the registry's, by name
 
 
-def augment_policy(cfg: DataConfig, size: int | None = None) -> str:
-    """The training augmentation policy that runs: ``cfg.augment``, or the dataset's default for ``auto``."""
+def augment_policy(cfg: DataConfig, size: int | None = None, epochs: int | None = None) -> str:
+    """The training augmentation policy that runs: ``cfg.augment``, or the dataset's default for ``auto`` (for
+    event data it depends on the run's ``epochs``: :func:`for_run_length`)."""
     from snnkd_cli.data.transforms import default_augment
 
     size = size or cfg.image_size or DEFAULT_IMAGE_SIZE.get(cfg.dataset, 32)
-    return default_augment(cfg.dataset, size) if cfg.augment == "auto" else cfg.augment
+    return default_augment(cfg.dataset, size, epochs) if cfg.augment == "auto" else cfg.augment
+
+
+def for_run_length(cfg: DataConfig, epochs: int) -> DataConfig:
+    """``cfg`` with ``--augment auto`` settled where the default depends on the length of the run (event data:
+    none below ``DVS_AUGMENT_MIN_EPOCHS`` epochs); other data unchanged, resolved later from its image size."""
+    if cfg.augment != "auto" or cfg.dataset not in EVENT_DATASETS:
+        return cfg
+    return dataclasses.replace(cfg, augment=augment_policy(cfg, epochs=epochs))
 
 
 def resolved(cfg: DataConfig, info: DataInfo) -> DataConfig:

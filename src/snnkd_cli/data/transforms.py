@@ -11,6 +11,8 @@ import torch
 from PIL import Image
 from torchvision import transforms as tvt
 
+from snnkd_cli.config import DVS_AUGMENT_MIN_EPOCHS
+
 # The paper's normalisation (util/data.py). CIFAR-10's std is the widely copied (0.2023, 0.1994, 0.2010), the
 # mean over images of the per-image std; the per-pixel std over the whole set is (0.2470, 0.2435, 0.2616).
 CIFAR_STATS = {
@@ -85,14 +87,16 @@ def imagenet_eval_transform(size: int = 224) -> tvt.Compose:
     return tvt.Compose([*fit_ops("imagenet", size), tvt.ToTensor(), tvt.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
 
 
-def default_augment(dataset: str, size: int) -> str:
-    """The policy ``--augment auto`` picks: the paper's for CIFAR, ImageNet and CIFAR10-DVS; for an image
-    folder a crop with padding below 128 px (no flip: digits, text and signs are not mirror-symmetric) and
-    the ImageNet policy from 128 px; none for the built-in data (it is generated with its own variation)."""
+def default_augment(dataset: str, size: int, epochs: int | None = None) -> str:
+    """The policy ``--augment auto`` picks: the paper's for CIFAR and ImageNet; for an image folder a crop with
+    padding below 128 px (no flip: digits, text and signs are not mirror-symmetric) and the ImageNet policy
+    from 128 px; for CIFAR10-DVS the paper's ``dvs`` on runs of at least ``DVS_AUGMENT_MIN_EPOCHS`` epochs
+    (or ``epochs`` None: the length not known) and none on shorter ones, where its roll, rotation and cutout
+    kept teachers near chance; none for the built-in data (it is generated with its own variation)."""
     if dataset in ("cifar10", "cifar100"):
         return "cifar"
     if dataset == "cifar10dvs":
-        return "dvs"
+        return "dvs" if epochs is None or epochs >= DVS_AUGMENT_MIN_EPOCHS else "none"
     if dataset == "imagenet" or (dataset == "imagefolder" and size >= 128):
         return "imagenet"
     if dataset == "imagefolder":

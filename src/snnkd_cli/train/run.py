@@ -20,7 +20,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from snnkd_cli.checkpoint import check_fresh_out, run_files_in
 from snnkd_cli.config import ModelConfig, RunConfig, freeze, notes
-from snnkd_cli.data import DataInfo, build_datasets, resolved, without_calibration
+from snnkd_cli.data import DataInfo, build_datasets, for_run_length, resolved, without_calibration
 from snnkd_cli.data.loaders import check_T_fits, make_loader
 from snnkd_cli.dist import DistEnv, dist_env
 from snnkd_cli.errors import SnnkdError, option
@@ -112,6 +112,7 @@ def resolve_run(cfg: RunConfig, device: torch.device, env: DistEnv, train: bool 
     Raises:
         SnnkdError: data that cannot be read or does not fit ``--T``, a teacher that does not fit the data.
     """
+    cfg = dataclasses.replace(cfg, data=for_run_length(cfg.data, cfg.train.epochs))
     tr, val, info = build_datasets(cfg.data, train=train)
     if tr is not None:
         tr = without_calibration(tr, cfg.data.calib_holdout)
