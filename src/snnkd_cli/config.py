@@ -37,7 +37,7 @@ IMAGE_AUGMENTS = ("none", "crop", "crop-flip", "cifar", "imagenet")
 EVENT_AUGMENTS = ("none", "dvs")
 # --augment auto on event data: the paper's dvs policy from this many epochs, none below (docs/results.md, "Event
 # data: no augmentation on short runs": at 3-12 epochs its roll/rotation/cutout cost the teachers 30-62 points).
-DVS_AUGMENT_MIN_EPOCHS = 30
+DVS_AUGMENT_MIN_EPOCHS = 100
 MAX_WARMUP_SHARE = 0.25  # warm-up never takes more than this share of a run's steps
 MAX_TRAIN_T = 256  # backpropagation through time keeps every step's activations: more is refused
 HIGH_LR = 1.0  # an SGD lr above this gets a note (recipes use 0.01-0.5)
